@@ -1,1 +1,103 @@
+//! mlkube-server: an MLflow-REST-compatible tracking server (experiments, runs, metrics, params,
+//! tags, datasets, logged models and the artifact proxy) on SQLite or PostgreSQL. It owns the HTTP
+//! surface, the store and artifact storage; it does not run models or talk to Kubernetes.
 
+pub mod api;
+pub mod artifacts;
+pub mod config;
+pub mod error;
+pub mod names;
+pub mod search;
+pub mod store;
+pub mod telemetry;
+pub mod validation;
+pub mod wire;
+
+use std::sync::Arc;
+
+pub use api::{AppState, app};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("could not open the backend store")]
+    Store(#[from] store::StoreError),
+    #[error("could not prepare the artifact directory {path}")]
+    Artifacts {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server stopped with an I/O error")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Build the shared state from resolved settings: open the store (migrating it) and the artifact root.
+pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunError> {
+    let store = store::open(&settings.backend_store_uri, &settings.default_artifact_root).await?;
+    let artifacts = match &settings.artifacts_destination {
+        Some(dir) => Some(Arc::new(artifacts::ArtifactRoot::open(dir).map_err(
+            |source| RunError::Artifacts {
+                path: dir.display().to_string(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    Ok(AppState {
+        store: Arc::new(store),
+        artifacts,
+    })
+}
+
+/// Serve until SIGINT/SIGTERM.
+pub async fn run(settings: config::Settings) -> Result<(), RunError> {
+    let state = build_state(&settings).await?;
+    tracing::info!(
+        store = state.store.engine(),
+        backend = %store::redact_uri(&settings.backend_store_uri),
+        artifact_root = %settings.default_artifact_root,
+        "store ready"
+    );
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    tracing::info!(addr = %settings.listen, "mlkube-server listening");
+    axum::serve(listener, app(state, settings.max_request_body_bytes))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(RunError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,32 @@
+//! `/health`, `/version`, and the 3.x client's `/api/3.0/mlflow/server-info`.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{AppState, MLFLOW_COMPAT_VERSION};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+}
+
+pub fn v3_router() -> Router<AppState> {
+    Router::new().route("/mlflow/server-info", get(server_info))
+}
+
+async fn health() -> &'static str {
+    "OK"
+}
+
+async fn version() -> &'static str {
+    MLFLOW_COMPAT_VERSION
+}
+
+async fn server_info() -> Json<Value> {
+    Json(json!({
+        "store_type": "SqlStore",
+        "mlkube_version": env!("CARGO_PKG_VERSION"),
+    }))
+}

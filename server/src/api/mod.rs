@@ -1,0 +1,65 @@
+//! The HTTP surface: MLflow's REST API under `/api/2.0` and `/ajax-api/2.0` (plus the 3.x routes
+//! under `/api/3.0`), the artifact proxy, `/health` and `/version`.
+
+pub mod artifacts;
+pub mod experiments;
+pub mod logged_models;
+pub mod meta;
+pub mod metrics;
+pub mod paging;
+pub mod runs;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use tower_http::trace::TraceLayer;
+
+use crate::artifacts::ArtifactRoot;
+use crate::error::{ApiError, ErrorCode};
+use crate::store::Store;
+
+/// The MLflow version this server speaks for (reported by `/version` and server-info).
+pub const MLFLOW_COMPAT_VERSION: &str = "2.17.2";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// `None` when artifacts are not served (`--no-serve-artifacts`).
+    pub artifacts: Option<Arc<ArtifactRoot>>,
+}
+
+/// The MLflow RPC routes, mounted under each API prefix.
+fn rpc_routes() -> Router<AppState> {
+    Router::new()
+        .merge(experiments::router())
+        .merge(runs::router())
+        .merge(metrics::router())
+        .merge(logged_models::router())
+        .merge(artifacts::rpc_router())
+}
+
+/// The whole application.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    let rpc = rpc_routes().merge(artifacts::proxy_router());
+    Router::new()
+        .nest("/api/2.0", rpc.clone())
+        .nest("/ajax-api/2.0", rpc.merge(metrics::ajax_router()))
+        .nest("/api/3.0", meta::v3_router())
+        .nest("/ajax-api/3.0", meta::v3_router())
+        .merge(meta::router())
+        .fallback(endpoint_not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn endpoint_not_found(uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        ErrorCode::EndpointNotFound,
+        format!("No API endpoint at {}", uri.path()),
+    )
+    .into_response()
+}

@@ -1,0 +1,208 @@
+//! Command line and environment. Flags carry MLflow's names; each reads `MLKUBE_<FLAG>` and, where
+//! MLflow has one, MLflow's own server variable as a fallback (`MLFLOW_HOST`, `MLFLOW_PORT`, …).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// mlkube-server: an MLflow-compatible tracking server and model registry.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mlkube-server", version, about)]
+pub struct Args {
+    /// Address to listen on [default: 127.0.0.1; env MLFLOW_HOST also read].
+    #[arg(long, env = "MLKUBE_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on [default: 5000; env MLFLOW_PORT also read].
+    #[arg(long, short = 'p', env = "MLKUBE_PORT")]
+    pub port: Option<u16>,
+    /// Where runs, experiments and models are stored: sqlite:///PATH (relative), sqlite:////ABS,
+    /// or postgresql://USER:PASSWORD@HOST:PORT/DB [default: sqlite:///mlkube.db].
+    #[arg(long, env = "MLKUBE_BACKEND_STORE_URI")]
+    pub backend_store_uri: Option<String>,
+    /// Artifact root recorded for new experiments [default: mlflow-artifacts:/ when serving
+    /// artifacts, else ./mlartifacts].
+    #[arg(long, env = "MLKUBE_DEFAULT_ARTIFACT_ROOT")]
+    pub default_artifact_root: Option<String>,
+    /// Local directory behind the artifact proxy [default: ./mlartifacts].
+    #[arg(long, env = "MLKUBE_ARTIFACTS_DESTINATION")]
+    pub artifacts_destination: Option<PathBuf>,
+    /// Serve the mlflow-artifacts proxy (on by default).
+    #[arg(long, env = "MLKUBE_SERVE_ARTIFACTS", overrides_with = "no_serve_artifacts")]
+    pub serve_artifacts: bool,
+    /// Do not serve the mlflow-artifacts proxy.
+    #[arg(long, env = "MLKUBE_NO_SERVE_ARTIFACTS")]
+    pub no_serve_artifacts: bool,
+    /// Accepted for compatibility with `mlflow server`; one async process serves all requests.
+    #[arg(long, short = 'w', env = "MLKUBE_WORKERS")]
+    pub workers: Option<u32>,
+    /// Largest JSON request body in bytes (artifact uploads stream and are not limited by this).
+    #[arg(long, env = "MLKUBE_MAX_REQUEST_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_body_bytes: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "MLKUBE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Settings with every default resolved.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub backend_store_uri: String,
+    pub default_artifact_root: String,
+    pub artifacts_destination: Option<PathBuf>,
+    pub max_request_body_bytes: usize,
+    pub log_format: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field(
+                "backend_store_uri",
+                &crate::store::redact_uri(&self.backend_store_uri),
+            )
+            .field("default_artifact_root", &self.default_artifact_root)
+            .field("artifacts_destination", &self.artifacts_destination)
+            .field("max_request_body_bytes", &self.max_request_body_bytes)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Args {
+    /// Resolve defaults, reading MLflow's variables through `env` (so tests need not touch the
+    /// process environment).
+    pub fn resolve(self, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let Args {
+            host,
+            port,
+            backend_store_uri,
+            default_artifact_root,
+            artifacts_destination,
+            serve_artifacts: _,
+            no_serve_artifacts,
+            workers,
+            max_request_body_bytes,
+            log_format,
+        } = self;
+        let host = host
+            .or_else(|| env("MLFLOW_HOST"))
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port = match port {
+            Some(p) => p,
+            None => match env("MLFLOW_PORT") {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| ConfigError(format!("MLFLOW_PORT is not a port number: {p:?}")))?,
+                None => 5000,
+            },
+        };
+        let ip: std::net::IpAddr = if host == "localhost" {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            host.parse()
+                .map_err(|_| ConfigError(format!("--host must be an IP address, got {host:?}")))?
+        };
+        let backend_store_uri = backend_store_uri
+            .or_else(|| env("MLFLOW_BACKEND_STORE_URI"))
+            .unwrap_or_else(|| "sqlite:///mlkube.db".to_owned());
+        let serve = !no_serve_artifacts;
+        let destination = artifacts_destination
+            .or_else(|| env("MLFLOW_ARTIFACTS_DESTINATION").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("mlartifacts"));
+        let default_artifact_root = default_artifact_root
+            .or_else(|| env("MLFLOW_DEFAULT_ARTIFACT_ROOT"))
+            .unwrap_or_else(|| {
+                if serve {
+                    "mlflow-artifacts:/".to_owned()
+                } else {
+                    destination.display().to_string()
+                }
+            });
+        if max_request_body_bytes < 1024 {
+            return Err(ConfigError(
+                "--max-request-body-bytes must be at least 1024".to_owned(),
+            ));
+        }
+        if let Some(w) = workers {
+            tracing::debug!(
+                workers = w,
+                "--workers accepted for compatibility; one async process serves all"
+            );
+        }
+        Ok(Settings {
+            listen: SocketAddr::new(ip, port),
+            backend_store_uri,
+            default_artifact_root,
+            artifacts_destination: serve.then_some(destination),
+            max_request_body_bytes,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = Args::try_parse_from(["mlkube-server"])
+            .unwrap()
+            .resolve(no_env)
+            .unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:5000");
+        assert_eq!(s.backend_store_uri, "sqlite:///mlkube.db");
+        assert_eq!(s.default_artifact_root, "mlflow-artifacts:/");
+        assert_eq!(s.artifacts_destination, Some(PathBuf::from("mlartifacts")));
+    }
+
+    #[test]
+    fn mlflow_names_and_env_fallbacks() {
+        let args = Args::try_parse_from([
+            "mlkube-server",
+            "--host",
+            "0.0.0.0",
+            "--backend-store-uri",
+            "postgresql://u:p@db/mlflow",
+            "--workers",
+            "4",
+            "--no-serve-artifacts",
+        ])
+        .unwrap();
+        let s = args
+            .resolve(|k| (k == "MLFLOW_PORT").then(|| "6000".to_owned()))
+            .unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:6000");
+        assert!(s.artifacts_destination.is_none());
+        assert!(!format!("{s:?}").contains(":p@"), "password must be redacted");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Args::try_parse_from(["mlkube-server", "--port", "99999"]).is_err());
+        let bad_host = Args::try_parse_from(["mlkube-server", "--host", "not an ip"]).unwrap();
+        assert!(bad_host.resolve(no_env).is_err());
+        let bad_env = Args::try_parse_from(["mlkube-server"]).unwrap();
+        assert!(
+            bad_env
+                .resolve(|k| (k == "MLFLOW_PORT").then(|| "x".to_owned()))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! A small SQL text + argument buffer. Placeholders are `$N`, which both PostgreSQL and SQLite
+//! (through sqlx) understand, so one SQL text serves both engines. User input only ever travels as
+//! bound arguments, never spliced into the text.
+
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Arguments};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    I64(i64),
+    F64(f64),
+    Str(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Append a placeholder bound to `arg`.
+    pub fn bind(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        self.text.push('$');
+        self.text.push_str(&self.args.len().to_string());
+        self
+    }
+
+    pub fn bind_str(&mut self, s: &str) -> &mut Self {
+        self.bind(Arg::Str(s.to_owned()))
+    }
+
+    pub fn bind_i64(&mut self, v: i64) -> &mut Self {
+        self.bind(Arg::I64(v))
+    }
+
+    /// `(p1, p2, …)` for a non-empty list of strings.
+    pub fn bind_list<'a>(&mut self, items: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        self.text.push('(');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind_str(item);
+        }
+        self.text.push(')');
+        self
+    }
+
+    pub fn query(&self) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
+        let mut args = AnyArguments::default();
+        for arg in &self.args {
+            // Adding a value to AnyArguments cannot fail for these types; ignore the Result.
+            let _ = match arg {
+                Arg::I64(v) => args.add(*v),
+                Arg::F64(v) => args.add(*v),
+                Arg::Str(v) => args.add(v.clone()),
+            };
+        }
+        sqlx::query_with(&self.text, args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_placeholders_in_order() {
+        let mut sql = Sql::new("SELECT 1 WHERE a = ");
+        sql.bind_str("x").push(" AND b IN ").bind_list(["p", "q"]);
+        assert_eq!(sql.text, "SELECT 1 WHERE a = $1 AND b IN ($2, $3)");
+        assert_eq!(sql.args.len(), 3);
+    }
+}

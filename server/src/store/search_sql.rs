@@ -1,0 +1,255 @@
+//! Compiles parsed search filters and order-by clauses (from `crate::search`) into parameterised
+//! SQL fragments over the tracking schema. Keys and values are always bound, never spliced.
+
+use crate::search::{Clause, Comparator, Entity, OrderBy, Value};
+
+use super::query::{Arg, Sql};
+
+fn comparator_sql(c: Comparator) -> &'static str {
+    match c {
+        Comparator::Eq => "=",
+        Comparator::Ne => "<>",
+        Comparator::Gt => ">",
+        Comparator::Ge => ">=",
+        Comparator::Lt => "<",
+        Comparator::Le => "<=",
+        Comparator::Like => "LIKE",
+        Comparator::ILike => "LIKE",
+        Comparator::In => "IN",
+        Comparator::NotIn => "NOT IN",
+    }
+}
+
+fn number_arg(n: f64) -> Arg {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        Arg::I64(n as i64)
+    } else {
+        Arg::F64(n)
+    }
+}
+
+/// `column <op> value`, with ILIKE as LOWER() on both sides (portable across engines).
+fn push_comparison(sql: &mut Sql, column: &str, comparator: Comparator, value: &Value) {
+    match (comparator, value) {
+        (Comparator::In | Comparator::NotIn, Value::List(items)) => {
+            if items.is_empty() {
+                // `x IN ()` is invalid SQL; an empty IN matches nothing, an empty NOT IN everything.
+                sql.push(if comparator == Comparator::In {
+                    "1 = 0"
+                } else {
+                    "1 = 1"
+                });
+                return;
+            }
+            sql.push(column)
+                .push(" ")
+                .push(comparator_sql(comparator))
+                .push(" ");
+            sql.bind_list(items.iter().map(String::as_str));
+        }
+        (Comparator::ILike, Value::String(s)) => {
+            sql.push("LOWER(")
+                .push(column)
+                .push(") LIKE LOWER(")
+                .bind_str(s)
+                .push(")");
+        }
+        (_, Value::String(s)) => {
+            sql.push(column)
+                .push(" ")
+                .push(comparator_sql(comparator))
+                .push(" ")
+                .bind_str(s);
+        }
+        (_, Value::Number(n)) => {
+            sql.push(column)
+                .push(" ")
+                .push(comparator_sql(comparator))
+                .push(" ")
+                .bind(number_arg(*n));
+        }
+        (_, Value::List(_)) => {
+            // The parser only produces lists for IN / NOT IN.
+            sql.push("1 = 0");
+        }
+    }
+}
+
+fn run_attribute_column(key: &str) -> &'static str {
+    match key {
+        "run_id" | "run_uuid" => "r.run_uuid",
+        "run_name" => "r.name",
+        "status" => "r.status",
+        "user_id" => "r.user_id",
+        "artifact_uri" => "r.artifact_uri",
+        "start_time" | "created" => "r.start_time",
+        "end_time" => "r.end_time",
+        "experiment_id" => "r.experiment_id",
+        _ => "r.run_uuid",
+    }
+}
+
+/// Append ` AND (…)` for each run filter clause.
+pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
+    for clause in clauses {
+        sql.push(" AND ");
+        match clause.entity {
+            Entity::Metric => {
+                sql.push("EXISTS (SELECT 1 FROM latest_metrics f WHERE f.run_uuid = r.run_uuid AND f.key = ")
+                    .bind_str(&clause.key)
+                    .push(" AND f.is_nan = 0 AND ");
+                push_comparison(sql, "f.value", clause.comparator, &clause.value);
+                sql.push(")");
+            }
+            Entity::Param | Entity::Tag => {
+                let table = if clause.entity == Entity::Param {
+                    "params"
+                } else {
+                    "run_tags"
+                };
+                sql.push("EXISTS (SELECT 1 FROM ")
+                    .push(table)
+                    .push(" f WHERE f.run_uuid = r.run_uuid AND f.key = ")
+                    .bind_str(&clause.key)
+                    .push(" AND ");
+                push_comparison(sql, "f.value", clause.comparator, &clause.value);
+                sql.push(")");
+            }
+            Entity::Attribute => {
+                sql.push("(");
+                push_comparison(
+                    sql,
+                    run_attribute_column(&clause.key),
+                    clause.comparator,
+                    &clause.value,
+                );
+                sql.push(")");
+            }
+            Entity::Dataset => {
+                let column = match clause.key.as_str() {
+                    "digest" => "f.digest",
+                    "context" => "f.context",
+                    _ => "f.name",
+                };
+                sql.push("EXISTS (SELECT 1 FROM run_dataset_inputs f WHERE f.run_uuid = r.run_uuid AND ");
+                push_comparison(sql, column, clause.comparator, &clause.value);
+                sql.push(")");
+            }
+        }
+    }
+}
+
+/// Joins needed by run order-by clauses, and the ORDER BY list (missing values sort last, then the
+/// MLflow tie-break `start_time DESC, run_id ASC`).
+pub fn push_run_order(joins: &mut Sql, order_by: &[OrderBy]) -> String {
+    let mut terms = Vec::new();
+    for (i, ob) in order_by.iter().enumerate() {
+        let dir = if ob.ascending { "ASC" } else { "DESC" };
+        let expr = match ob.entity {
+            Entity::Metric | Entity::Param | Entity::Tag => {
+                let table = match ob.entity {
+                    Entity::Metric => "latest_metrics",
+                    Entity::Param => "params",
+                    _ => "run_tags",
+                };
+                let alias = format!("o{i}");
+                joins
+                    .push(" LEFT JOIN ")
+                    .push(table)
+                    .push(" ")
+                    .push(&alias)
+                    .push(" ON ")
+                    .push(&alias)
+                    .push(".run_uuid = r.run_uuid AND ")
+                    .push(&alias)
+                    .push(".key = ")
+                    .bind_str(&ob.key);
+                format!("{alias}.value")
+            }
+            Entity::Attribute | Entity::Dataset => run_attribute_column(&ob.key).to_owned(),
+        };
+        terms.push(format!("({expr} IS NULL) ASC, {expr} {dir}"));
+    }
+    terms.push("r.start_time DESC, r.run_uuid ASC".to_owned());
+    terms.join(", ")
+}
+
+fn experiment_attribute_column(key: &str) -> &'static str {
+    match key {
+        "name" => "e.name",
+        "creation_time" => "e.creation_time",
+        "last_update_time" => "e.last_update_time",
+        _ => "e.experiment_id",
+    }
+}
+
+/// Append ` AND (…)` for each experiment filter clause.
+pub fn push_experiment_filter(sql: &mut Sql, clauses: &[Clause]) {
+    for clause in clauses {
+        sql.push(" AND ");
+        match clause.entity {
+            Entity::Tag => {
+                sql.push("EXISTS (SELECT 1 FROM experiment_tags f WHERE f.experiment_id = e.experiment_id AND f.key = ")
+                    .bind_str(&clause.key)
+                    .push(" AND ");
+                push_comparison(sql, "f.value", clause.comparator, &clause.value);
+                sql.push(")");
+            }
+            _ => {
+                sql.push("(");
+                push_comparison(
+                    sql,
+                    experiment_attribute_column(&clause.key),
+                    clause.comparator,
+                    &clause.value,
+                );
+                sql.push(")");
+            }
+        }
+    }
+}
+
+/// ORDER BY for experiments; default `creation_time DESC`, tie-break `experiment_id DESC`.
+pub fn experiment_order(order_by: &[OrderBy]) -> String {
+    let mut terms: Vec<String> = order_by
+        .iter()
+        .map(|ob| {
+            let dir = if ob.ascending { "ASC" } else { "DESC" };
+            format!("{} {dir}", experiment_attribute_column(&ob.key))
+        })
+        .collect();
+    if terms.is_empty() {
+        terms.push("e.creation_time DESC".to_owned());
+    }
+    terms.push("e.experiment_id DESC".to_owned());
+    terms.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::{parse_run_filter, parse_run_order_by};
+
+    #[test]
+    fn run_filter_binds_every_value() {
+        let clauses =
+            parse_run_filter("metrics.rmse < 0.5 and params.lr = '0.1' and tags.`team x` ILIKE '%A%'")
+                .unwrap();
+        let mut sql = Sql::new("SELECT r.run_uuid FROM runs r WHERE 1 = 1");
+        push_run_filter(&mut sql, &clauses);
+        assert!(!sql.text.contains("0.5") && !sql.text.contains("team x") && !sql.text.contains("%A%"));
+        assert_eq!(sql.args.len(), 6);
+        assert!(sql.text.contains("LOWER(f.value) LIKE LOWER($6)"));
+    }
+
+    #[test]
+    fn order_by_joins_and_tiebreak() {
+        let mut joins = Sql::default();
+        let order = push_run_order(&mut joins, &[parse_run_order_by("metrics.acc DESC").unwrap()]);
+        assert_eq!(
+            order,
+            "(o0.value IS NULL) ASC, o0.value DESC, r.start_time DESC, r.run_uuid ASC"
+        );
+        assert!(joins.text.contains("LEFT JOIN latest_metrics o0"));
+    }
+}

@@ -1,0 +1,1308 @@
+//! The tracking store over sqlx's `Any` driver: one implementation for SQLite and PostgreSQL.
+//! SQL here is portable (`$N` placeholders, `ON CONFLICT`, `RETURNING`, row values); what differs
+//! lives in `sqlite.rs` / `postgres.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use tokio::sync::{Mutex, MutexGuard};
+use tracing::instrument;
+
+use super::query::{Arg, Sql};
+use super::search_sql;
+use super::*;
+
+/// Which engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Rows bound per multi-row INSERT (keeps well under both engines' parameter limits).
+const INSERT_CHUNK: usize = 200;
+/// Ids per `IN (…)` when loading the children of a page of runs.
+const ID_CHUNK: usize = 500;
+
+pub struct SqlStore {
+    pool: AnyPool,
+    engine: Engine,
+    /// SQLite allows one writer: serialising writers in-process avoids SQLITE_BUSY on upgrade.
+    write_lock: Option<Mutex<()>>,
+    default_artifact_root: String,
+}
+
+fn not_found_run(run_id: &str) -> StoreError {
+    StoreError::NotFound(format!("Run with id={run_id} not found"))
+}
+
+fn not_found_experiment(experiment_id: &str) -> StoreError {
+    StoreError::NotFound(format!("No Experiment with id={experiment_id} exists"))
+}
+
+fn parse_experiment_id(experiment_id: &str) -> StoreResult<i64> {
+    experiment_id
+        .parse::<i64>()
+        .map_err(|_| not_found_experiment(experiment_id))
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                || db
+                    .code()
+                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+        }
+        _ => false,
+    }
+}
+
+/// Join an artifact root and a child path segment.
+pub fn join_uri(root: &str, child: &str) -> String {
+    format!("{}/{}", root.trim_end_matches('/'), child)
+}
+
+fn stored_value(value: f64) -> (f64, i64) {
+    if value.is_nan() { (0.0, 1) } else { (value, 0) }
+}
+
+fn metric_from_row(row: &AnyRow) -> StoreResult<Metric> {
+    let is_nan: i64 = row.try_get("is_nan")?;
+    let value: f64 = row.try_get("value")?;
+    Ok(Metric {
+        key: row.try_get("key")?,
+        value: if is_nan != 0 { f64::NAN } else { value },
+        timestamp: row.try_get("timestamp")?,
+        step: row.try_get("step")?,
+    })
+}
+
+const RUN_COLUMNS: &str = "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, \
+     r.artifact_uri, r.lifecycle_stage";
+
+fn run_info_from_row(row: &AnyRow) -> StoreResult<RunInfo> {
+    let run_id: String = row.try_get("run_uuid")?;
+    let experiment_id: i64 = row.try_get("experiment_id")?;
+    Ok(RunInfo {
+        run_uuid: run_id.clone(),
+        run_id,
+        run_name: row.try_get("name")?,
+        experiment_id: experiment_id.to_string(),
+        user_id: row.try_get("user_id")?,
+        status: row.try_get("status")?,
+        start_time: row.try_get("start_time")?,
+        end_time: row.try_get("end_time")?,
+        artifact_uri: row.try_get("artifact_uri")?,
+        lifecycle_stage: row.try_get("lifecycle_stage")?,
+    })
+}
+
+const EXPERIMENT_COLUMNS: &str =
+    "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
+
+fn experiment_from_row(row: &AnyRow) -> StoreResult<Experiment> {
+    let id: i64 = row.try_get("experiment_id")?;
+    Ok(Experiment {
+        experiment_id: id.to_string(),
+        name: row.try_get("name")?,
+        artifact_location: row.try_get("artifact_location")?,
+        lifecycle_stage: row.try_get("lifecycle_stage")?,
+        last_update_time: row.try_get("last_update_time")?,
+        creation_time: row.try_get("creation_time")?,
+        tags: Vec::new(),
+    })
+}
+
+fn page_of<T>(mut items: Vec<T>, max_results: u64, offset: u64) -> Page<T> {
+    // Queries fetch one row more than asked to learn whether another page exists.
+    let more = items.len() as u64 > max_results;
+    if more {
+        items.truncate(max_results as usize);
+    }
+    Page {
+        next_offset: more.then_some(offset + max_results),
+        items,
+    }
+}
+
+fn limit_offset(sql: &mut Sql, max_results: u64, offset: u64) {
+    sql.push(" LIMIT ")
+        .bind_i64(i64::try_from(max_results.saturating_add(1)).unwrap_or(i64::MAX))
+        .push(" OFFSET ")
+        .bind_i64(i64::try_from(offset).unwrap_or(i64::MAX));
+}
+
+// === impl SqlStore ===
+
+impl SqlStore {
+    pub(super) fn new(pool: AnyPool, engine: Engine, default_artifact_root: &str) -> Self {
+        let write_lock = (engine == Engine::Sqlite).then(|| Mutex::new(()));
+        Self {
+            pool,
+            engine,
+            write_lock,
+            default_artifact_root: default_artifact_root.to_owned(),
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
+    /// Create the `Default` experiment (id 0) when it is missing.
+    pub(super) async fn ensure_default_experiment(&self) -> StoreResult<()> {
+        let now = now_ms();
+        let location = join_uri(&self.default_artifact_root, "0");
+        let mut sql = Sql::new(
+            "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, \
+             last_update_time) VALUES (0, 'Default', ",
+        );
+        sql.bind_str(&location)
+            .push(", 'active', ")
+            .bind_i64(now)
+            .push(", ")
+            .bind_i64(now);
+        sql.push(") ON CONFLICT DO NOTHING");
+        let _guard = self.write_guard().await;
+        sql.query().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn fetch_experiment_tags(&self, ids: &[i64]) -> StoreResult<HashMap<i64, Vec<Tag>>> {
+        let mut out: HashMap<i64, Vec<Tag>> = HashMap::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut sql =
+                Sql::new("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_i64(*id);
+            }
+            sql.push(") ORDER BY key");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                let id: i64 = row.try_get("experiment_id")?;
+                out.entry(id).or_default().push(Tag {
+                    key: row.try_get("key")?,
+                    value: row.try_get("value")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn with_experiment_tags(&self, mut experiments: Vec<Experiment>) -> StoreResult<Vec<Experiment>> {
+        let ids: Vec<i64> = experiments
+            .iter()
+            .filter_map(|e| e.experiment_id.parse().ok())
+            .collect();
+        let mut tags = self.fetch_experiment_tags(&ids).await?;
+        for e in &mut experiments {
+            if let Some(t) = e.experiment_id.parse().ok().and_then(|id: i64| tags.remove(&id)) {
+                e.tags = t;
+            }
+        }
+        Ok(experiments)
+    }
+
+    async fn fetch_experiment_row(&self, experiment_id: &str) -> StoreResult<Experiment> {
+        let id = parse_experiment_id(experiment_id)?;
+        let mut sql = Sql::new(&format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = "
+        ));
+        sql.bind_i64(id);
+        let row = sql
+            .query()
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found_experiment(experiment_id))?;
+        experiment_from_row(&row)
+    }
+
+    /// Assemble full runs (tags, params, latest metrics, inputs, outputs) for rows, in order.
+    async fn assemble_runs(&self, infos: Vec<RunInfo>) -> StoreResult<Vec<Run>> {
+        let ids: Vec<&str> = infos.iter().map(|i| i.run_id.as_str()).collect();
+        let mut tags: HashMap<String, Vec<Tag>> = HashMap::new();
+        let mut params: HashMap<String, Vec<Param>> = HashMap::new();
+        let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
+        let mut datasets: HashMap<String, Vec<DatasetInput>> = HashMap::new();
+        let mut model_io: HashMap<String, (Vec<ModelInput>, Vec<ModelOutput>)> = HashMap::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            for (table, target) in [("run_tags", &mut tags), ("params", &mut params)] {
+                let mut sql = Sql::new(&format!(
+                    "SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN "
+                ));
+                sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
+                for row in sql.query().fetch_all(&self.pool).await? {
+                    target.entry(row.try_get("run_uuid")?).or_default().push(Tag {
+                        key: row.try_get("key")?,
+                        value: row.try_get("value")?,
+                    });
+                }
+            }
+            let mut sql = Sql::new(
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics WHERE run_uuid IN ",
+            );
+            sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                metrics
+                    .entry(row.try_get("run_uuid")?)
+                    .or_default()
+                    .push(metric_from_row(&row)?);
+            }
+            let mut sql = Sql::new(
+                "SELECT run_uuid, name, digest, source_type, source, dataset_schema, profile, tags_json \
+                 FROM run_dataset_inputs WHERE run_uuid IN ",
+            );
+            sql.bind_list(chunk.iter().copied())
+                .push(" ORDER BY created_at, name");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                let tags_json: String = row.try_get("tags_json")?;
+                let input_tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
+                datasets
+                    .entry(row.try_get("run_uuid")?)
+                    .or_default()
+                    .push(DatasetInput {
+                        tags: input_tags.into_iter().map(|(k, v)| Tag::new(k, v)).collect(),
+                        dataset: Dataset {
+                            name: row.try_get("name")?,
+                            digest: row.try_get("digest")?,
+                            source_type: row.try_get("source_type")?,
+                            source: row.try_get("source")?,
+                            schema: row.try_get("dataset_schema")?,
+                            profile: row.try_get("profile")?,
+                        },
+                    });
+            }
+            let mut sql =
+                Sql::new("SELECT run_uuid, direction, model_id, step FROM run_model_io WHERE run_uuid IN ");
+            sql.bind_list(chunk.iter().copied()).push(" ORDER BY model_id");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                let entry = model_io.entry(row.try_get("run_uuid")?).or_default();
+                let direction: String = row.try_get("direction")?;
+                let model_id: String = row.try_get("model_id")?;
+                if direction == "input" {
+                    entry.0.push(ModelInput { model_id });
+                } else {
+                    entry.1.push(ModelOutput {
+                        model_id,
+                        step: row.try_get("step")?,
+                    });
+                }
+            }
+        }
+        Ok(infos
+            .into_iter()
+            .map(|info| {
+                let id = info.run_id.clone();
+                let (model_inputs, model_outputs) = model_io.remove(&id).unwrap_or_default();
+                Run {
+                    data: RunData {
+                        metrics: metrics.remove(&id).unwrap_or_default(),
+                        params: params.remove(&id).unwrap_or_default(),
+                        tags: tags.remove(&id).unwrap_or_default(),
+                    },
+                    inputs: RunInputs {
+                        dataset_inputs: datasets.remove(&id).unwrap_or_default(),
+                        model_inputs,
+                    },
+                    outputs: RunOutputs { model_outputs },
+                    info,
+                }
+            })
+            .collect())
+    }
+
+    async fn fetch_run_info<'e, E>(&self, executor: E, run_id: &str) -> StoreResult<RunInfo>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = "));
+        sql.bind_str(run_id);
+        let row = sql
+            .query()
+            .fetch_optional(executor)
+            .await?
+            .ok_or_else(|| not_found_run(run_id))?;
+        run_info_from_row(&row)
+    }
+
+    fn require_active_run(info: &RunInfo) -> StoreResult<()> {
+        if info.lifecycle_stage != LifecycleStage::Active.as_str() {
+            return Err(StoreError::Invalid(format!(
+                "The run {} must be in the 'active' state. Current state is {}.",
+                info.run_id, info.lifecycle_stage
+            )));
+        }
+        Ok(())
+    }
+
+    async fn fetch_logged_models(&self, sql: Sql) -> StoreResult<Vec<LoggedModel>> {
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let mut models = Vec::with_capacity(rows.len());
+        for row in rows {
+            let experiment_id: i64 = row.try_get("experiment_id")?;
+            models.push(LoggedModel {
+                info: LoggedModelInfo {
+                    model_id: row.try_get("model_id")?,
+                    experiment_id: experiment_id.to_string(),
+                    name: row.try_get("name")?,
+                    creation_timestamp_ms: row.try_get("creation_timestamp")?,
+                    last_updated_timestamp_ms: row.try_get("last_updated_timestamp")?,
+                    artifact_uri: row.try_get("artifact_location")?,
+                    status: row.try_get("status")?,
+                    model_type: row.try_get("model_type")?,
+                    source_run_id: row.try_get("source_run_id")?,
+                    status_message: row.try_get("status_message")?,
+                    tags: Vec::new(),
+                },
+                data: LoggedModelData::default(),
+            });
+        }
+        let ids: Vec<&str> = models.iter().map(|m| m.info.model_id.as_str()).collect();
+        let mut tags: HashMap<String, Vec<Tag>> = HashMap::new();
+        let mut params: HashMap<String, Vec<LoggedModelParam>> = HashMap::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut sql = Sql::new("SELECT model_id, key, value FROM logged_model_tags WHERE model_id IN ");
+            sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                tags.entry(row.try_get("model_id")?).or_default().push(Tag {
+                    key: row.try_get("key")?,
+                    value: row.try_get("value")?,
+                });
+            }
+            let mut sql = Sql::new("SELECT model_id, key, value FROM logged_model_params WHERE model_id IN ");
+            sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
+            for row in sql.query().fetch_all(&self.pool).await? {
+                params
+                    .entry(row.try_get("model_id")?)
+                    .or_default()
+                    .push(LoggedModelParam {
+                        key: row.try_get("key")?,
+                        value: row.try_get("value")?,
+                    });
+            }
+        }
+        for m in &mut models {
+            m.info.tags = tags.remove(&m.info.model_id).unwrap_or_default();
+            m.data.params = params.remove(&m.info.model_id).unwrap_or_default();
+        }
+        Ok(models)
+    }
+
+    async fn upsert_kv<'c>(
+        tx: &mut sqlx::Transaction<'c, sqlx::Any>,
+        table: &str,
+        id_column: &str,
+        id: &str,
+        kvs: &[Tag],
+        overwrite: bool,
+    ) -> StoreResult<()> {
+        for chunk in kvs.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new(&format!("INSERT INTO {table} ({id_column}, key, value) VALUES "));
+            for (i, kv) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind_str(id)
+                    .push(", ")
+                    .bind_str(&kv.key)
+                    .push(", ")
+                    .bind_str(&kv.value)
+                    .push(")");
+            }
+            sql.push(&format!(" ON CONFLICT ({id_column}, key) "));
+            sql.push(if overwrite {
+                "DO UPDATE SET value = excluded.value"
+            } else {
+                "DO NOTHING"
+            });
+            sql.query().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Keep the last value per key (tags: "last one in a batch wins").
+fn last_per_key(tags: &[Tag]) -> Vec<Tag> {
+    let mut map: BTreeMap<&str, &str> = BTreeMap::new();
+    for t in tags {
+        map.insert(&t.key, &t.value);
+    }
+    map.into_iter().map(|(k, v)| Tag::new(k, v)).collect()
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn engine(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgresql",
+        }
+    }
+
+    #[instrument(skip_all, fields(name))]
+    async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[Tag],
+    ) -> StoreResult<String> {
+        let now = now_ms();
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let mut sql = Sql::new(
+            "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+             VALUES (",
+        );
+        sql.bind_str(name)
+            .push(", ")
+            .bind_str(artifact_location.unwrap_or(""))
+            .push(", 'active', ")
+            .bind_i64(now)
+            .push(", ")
+            .bind_i64(now)
+            .push(") RETURNING experiment_id");
+        let row = match sql.query().fetch_one(&mut *tx).await {
+            Ok(row) => row,
+            Err(err) if is_unique_violation(&err) => {
+                return Err(StoreError::AlreadyExists(format!(
+                    "Experiment(name={name}) already exists."
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let id: i64 = row.try_get("experiment_id")?;
+        if artifact_location.is_none() {
+            let mut sql = Sql::new("UPDATE experiments SET artifact_location = ");
+            sql.bind_str(&join_uri(&self.default_artifact_root, &id.to_string()))
+                .push(" WHERE experiment_id = ")
+                .bind_i64(id);
+            sql.query().execute(&mut *tx).await?;
+        }
+        Self::upsert_kv(
+            &mut tx,
+            "experiment_tags",
+            "experiment_id",
+            &id.to_string(),
+            &last_per_key(tags),
+            true,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id.to_string())
+    }
+
+    async fn get_experiment(&self, experiment_id: &str) -> StoreResult<Experiment> {
+        let experiment = self.fetch_experiment_row(experiment_id).await?;
+        let mut with_tags = self.with_experiment_tags(vec![experiment]).await?;
+        with_tags.pop().ok_or_else(|| not_found_experiment(experiment_id))
+    }
+
+    async fn get_experiment_by_name(&self, name: &str) -> StoreResult<Option<Experiment>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.name = "
+        ));
+        sql.bind_str(name)
+            .push(" ORDER BY CASE WHEN e.lifecycle_stage = 'active' THEN 0 ELSE 1 END LIMIT 1");
+        match sql.query().fetch_optional(&self.pool).await? {
+            Some(row) => Ok(self
+                .with_experiment_tags(vec![experiment_from_row(&row)?])
+                .await?
+                .pop()),
+            None => Ok(None),
+        }
+    }
+
+    async fn search_experiments(&self, search: &ExperimentSearch) -> StoreResult<Page<Experiment>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.lifecycle_stage IN "
+        ));
+        sql.bind_list(search.view.stages().iter().copied());
+        search_sql::push_experiment_filter(&mut sql, &search.filter);
+        sql.push(" ORDER BY ")
+            .push(&search_sql::experiment_order(&search.order_by));
+        limit_offset(&mut sql, search.max_results, search.offset);
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let experiments = rows
+            .iter()
+            .map(experiment_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let page = page_of(experiments, search.max_results, search.offset);
+        Ok(Page {
+            items: self.with_experiment_tags(page.items).await?,
+            next_offset: page.next_offset,
+        })
+    }
+
+    async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> StoreResult<()> {
+        let experiment = self.fetch_experiment_row(experiment_id).await?;
+        if experiment.lifecycle_stage != LifecycleStage::Active.as_str() {
+            return Err(StoreError::Invalid(format!(
+                "Cannot rename a non-active experiment. Experiment {experiment_id} is deleted."
+            )));
+        }
+        let mut sql = Sql::new("UPDATE experiments SET name = ");
+        sql.bind_str(new_name)
+            .push(", last_update_time = ")
+            .bind_i64(now_ms())
+            .push(" WHERE experiment_id = ")
+            .bind_i64(parse_experiment_id(experiment_id)?);
+        let _guard = self.write_guard().await;
+        match sql.query().execute(&self.pool).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists(format!(
+                "Experiment(name={new_name}) already exists."
+            ))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn set_experiment_lifecycle(&self, experiment_id: &str, stage: LifecycleStage) -> StoreResult<()> {
+        let id = parse_experiment_id(experiment_id)?;
+        let experiment = self.fetch_experiment_row(experiment_id).await?;
+        if id == 0 && stage == LifecycleStage::Deleted {
+            return Err(StoreError::Invalid(
+                "Cannot delete the default experiment '0'.".to_owned(),
+            ));
+        }
+        if stage == LifecycleStage::Active && experiment.lifecycle_stage == "active" {
+            return Err(StoreError::Invalid(format!(
+                "Cannot restore an active experiment. Experiment {experiment_id} is active."
+            )));
+        }
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let mut sql = Sql::new("UPDATE experiments SET lifecycle_stage = ");
+        sql.bind_str(stage.as_str())
+            .push(", last_update_time = ")
+            .bind_i64(now_ms())
+            .push(" WHERE experiment_id = ")
+            .bind_i64(id);
+        sql.query().execute(&mut *tx).await?;
+        let mut sql = Sql::new("UPDATE runs SET lifecycle_stage = ");
+        sql.bind_str(stage.as_str())
+            .push(" WHERE experiment_id = ")
+            .bind_i64(id);
+        sql.query().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_experiment_tag(&self, experiment_id: &str, tag: &Tag) -> StoreResult<()> {
+        let experiment = self.fetch_experiment_row(experiment_id).await?;
+        if experiment.lifecycle_stage != "active" {
+            return Err(StoreError::Invalid(format!(
+                "The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
+            )));
+        }
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        Self::upsert_kv(
+            &mut tx,
+            "experiment_tags",
+            "experiment_id",
+            experiment_id,
+            std::slice::from_ref(tag),
+            true,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()> {
+        let id = parse_experiment_id(experiment_id)?;
+        self.fetch_experiment_row(experiment_id).await?;
+        let mut sql = Sql::new("DELETE FROM experiment_tags WHERE experiment_id = ");
+        sql.bind_i64(id).push(" AND key = ").bind_str(key);
+        let _guard = self.write_guard().await;
+        let done = sql.query().execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "No tag with name: {key} in experiment with id {experiment_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(experiment_id = %run.experiment_id))]
+    async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
+        let experiment = self.fetch_experiment_row(&run.experiment_id).await?;
+        if experiment.lifecycle_stage != "active" {
+            return Err(StoreError::Invalid(format!(
+                "The experiment {} must be in the 'active' state. Current state is deleted.",
+                run.experiment_id
+            )));
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let artifact_uri = join_uri(&join_uri(&experiment.artifact_location, &run_id), "artifacts");
+        {
+            let _guard = self.write_guard().await;
+            let mut tx = self.pool.begin().await?;
+            let mut sql = Sql::new(
+                "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, \
+                 lifecycle_stage) VALUES (",
+            );
+            sql.bind_str(&run_id)
+                .push(", ")
+                .bind_str(&run.run_name)
+                .push(", ")
+                .bind_i64(parse_experiment_id(&run.experiment_id)?)
+                .push(", ")
+                .bind_str(&run.user_id)
+                .push(", 'RUNNING', ")
+                .bind_i64(run.start_time)
+                .push(", ")
+                .bind_str(&artifact_uri)
+                .push(", 'active')");
+            sql.query().execute(&mut *tx).await?;
+            Self::upsert_kv(
+                &mut tx,
+                "run_tags",
+                "run_uuid",
+                &run_id,
+                &last_per_key(&run.tags),
+                true,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        self.get_run(&run_id).await
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Run> {
+        let info = self.fetch_run_info(&self.pool, run_id).await?;
+        self.assemble_runs(vec![info])
+            .await?
+            .pop()
+            .ok_or_else(|| not_found_run(run_id))
+    }
+
+    async fn update_run(&self, run_id: &str, update: RunUpdate) -> StoreResult<RunInfo> {
+        let info = self.fetch_run_info(&self.pool, run_id).await?;
+        Self::require_active_run(&info)?;
+        {
+            let _guard = self.write_guard().await;
+            let mut tx = self.pool.begin().await?;
+            let mut sql = Sql::new("UPDATE runs SET run_uuid = run_uuid");
+            if let Some(status) = update.status {
+                sql.push(", status = ").bind_str(status.as_str());
+            }
+            if let Some(end_time) = update.end_time {
+                sql.push(", end_time = ").bind_i64(end_time);
+            }
+            if let Some(name) = &update.run_name {
+                sql.push(", name = ").bind_str(name);
+            }
+            sql.push(" WHERE run_uuid = ").bind_str(run_id);
+            sql.query().execute(&mut *tx).await?;
+            if let Some(name) = &update.run_name {
+                let tag = Tag::new("mlflow.runName", name.clone());
+                Self::upsert_kv(&mut tx, "run_tags", "run_uuid", run_id, &[tag], true).await?;
+            }
+            tx.commit().await?;
+        }
+        self.fetch_run_info(&self.pool, run_id).await
+    }
+
+    async fn set_run_lifecycle(&self, run_id: &str, stage: LifecycleStage) -> StoreResult<()> {
+        self.fetch_run_info(&self.pool, run_id).await?;
+        let mut sql = Sql::new("UPDATE runs SET lifecycle_stage = ");
+        sql.bind_str(stage.as_str())
+            .push(" WHERE run_uuid = ")
+            .bind_str(run_id);
+        let _guard = self.write_guard().await;
+        sql.query().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(run_id, metrics = metrics.len(), params = params.len(), tags = tags.len()))]
+    async fn log_batch(
+        &self,
+        run_id: &str,
+        metrics: &[Metric],
+        params: &[Param],
+        tags: &[Tag],
+    ) -> StoreResult<()> {
+        // Params within one batch must agree with each other.
+        let mut batch_params: BTreeMap<&str, &str> = BTreeMap::new();
+        for p in params {
+            if let Some(previous) = batch_params.insert(&p.key, &p.value)
+                && previous != p.value
+            {
+                return Err(StoreError::Invalid(format!(
+                    "Duplicate parameter keys with different values were found in the batch: key='{}', \
+                     values '{}' and '{}'.",
+                    p.key, previous, p.value
+                )));
+            }
+        }
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let info = self.fetch_run_info(&mut *tx, run_id).await?;
+        Self::require_active_run(&info)?;
+
+        if !batch_params.is_empty() {
+            let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
+            sql.bind_str(run_id)
+                .push(" AND key IN ")
+                .bind_list(batch_params.keys().copied());
+            for row in sql.query().fetch_all(&mut *tx).await? {
+                let key: String = row.try_get("key")?;
+                let existing: String = row.try_get("value")?;
+                if let Some(new) = batch_params.get(key.as_str())
+                    && *new != existing
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "Changing param values is not allowed. Param with key='{key}' was already logged with \
+                         value='{existing}' for run ID='{run_id}'. Attempted logging new value '{new}'."
+                    )));
+                }
+            }
+            let params: Vec<Tag> = batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect();
+            Self::upsert_kv(&mut tx, "params", "run_uuid", run_id, &params, false).await?;
+        }
+
+        if !metrics.is_empty() {
+            for chunk in metrics.chunks(INSERT_CHUNK) {
+                let mut sql =
+                    Sql::new("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+                for (i, m) in chunk.iter().enumerate() {
+                    let (value, is_nan) = stored_value(m.value);
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("(")
+                        .bind_str(run_id)
+                        .push(", ")
+                        .bind_str(&m.key)
+                        .push(", ")
+                        .bind_i64(m.step)
+                        .push(", ")
+                        .bind_i64(m.timestamp)
+                        .push(", ")
+                        .bind(Arg::F64(value))
+                        .push(", ")
+                        .bind_i64(is_nan)
+                        .push(")");
+                }
+                sql.push(" ON CONFLICT DO NOTHING");
+                sql.query().execute(&mut *tx).await?;
+            }
+            // The latest value per key is the max by (step, timestamp, value).
+            let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
+            for m in metrics {
+                let (value, is_nan) = stored_value(m.value);
+                let candidate = (m.step, m.timestamp, value, is_nan);
+                latest
+                    .entry(&m.key)
+                    .and_modify(|cur| {
+                        if (candidate.0, candidate.1) > (cur.0, cur.1)
+                            || ((candidate.0, candidate.1) == (cur.0, cur.1) && candidate.2 > cur.2)
+                        {
+                            *cur = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+            let latest: Vec<_> = latest.into_iter().collect();
+            for chunk in latest.chunks(INSERT_CHUNK) {
+                let mut sql = Sql::new(
+                    "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+                );
+                for (i, (key, (step, timestamp, value, is_nan))) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("(")
+                        .bind_str(run_id)
+                        .push(", ")
+                        .bind_str(key)
+                        .push(", ")
+                        .bind_i64(*step)
+                        .push(", ")
+                        .bind_i64(*timestamp)
+                        .push(", ")
+                        .bind(Arg::F64(*value))
+                        .push(", ")
+                        .bind_i64(*is_nan)
+                        .push(")");
+                }
+                sql.push(
+                    " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+                     value = excluded.value, is_nan = excluded.is_nan \
+                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                     (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                );
+                sql.query().execute(&mut *tx).await?;
+            }
+        }
+
+        if !tags.is_empty() {
+            let tags = last_per_key(tags);
+            Self::upsert_kv(&mut tx, "run_tags", "run_uuid", run_id, &tags, true).await?;
+            if let Some(name) = tags.iter().find(|t| t.key == "mlflow.runName") {
+                let mut sql = Sql::new("UPDATE runs SET name = ");
+                sql.bind_str(&name.value)
+                    .push(" WHERE run_uuid = ")
+                    .bind_str(run_id);
+                sql.query().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_run_tag(&self, run_id: &str, key: &str) -> StoreResult<()> {
+        let info = self.fetch_run_info(&self.pool, run_id).await?;
+        Self::require_active_run(&info)?;
+        let mut sql = Sql::new("DELETE FROM run_tags WHERE run_uuid = ");
+        sql.bind_str(run_id).push(" AND key = ").bind_str(key);
+        let _guard = self.write_guard().await;
+        let done = sql.query().execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "No tag with name: {key} in run with id {run_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn log_inputs(
+        &self,
+        run_id: &str,
+        datasets: &[DatasetInput],
+        models: &[ModelInput],
+    ) -> StoreResult<()> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let info = self.fetch_run_info(&mut *tx, run_id).await?;
+        Self::require_active_run(&info)?;
+        let now = now_ms();
+        for input in datasets {
+            let d = &input.dataset;
+            let context = input
+                .tags
+                .iter()
+                .find(|t| t.key == "mlflow.data.context")
+                .map(|t| t.value.clone());
+            let tags: Vec<(&str, &str)> = input
+                .tags
+                .iter()
+                .map(|t| (t.key.as_str(), t.value.as_str()))
+                .collect();
+            let tags_json = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".to_owned());
+            let mut sql = Sql::new(
+                "INSERT INTO run_dataset_inputs (run_uuid, name, digest, source_type, source, dataset_schema, \
+                 profile, context, tags_json, created_at) VALUES (",
+            );
+            sql.bind_str(run_id)
+                .push(", ")
+                .bind_str(&d.name)
+                .push(", ")
+                .bind_str(&d.digest)
+                .push(", ")
+                .bind_str(&d.source_type)
+                .push(", ")
+                .bind_str(&d.source)
+                .push(", ");
+            match &d.schema {
+                Some(s) => sql.bind_str(s),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ");
+            match &d.profile {
+                Some(s) => sql.bind_str(s),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ");
+            match &context {
+                Some(s) => sql.bind_str(s),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ").bind_str(&tags_json).push(", ").bind_i64(now).push(
+                ") ON CONFLICT (run_uuid, name, digest) DO UPDATE SET tags_json = excluded.tags_json, \
+                 context = excluded.context",
+            );
+            sql.query().execute(&mut *tx).await?;
+        }
+        for m in models {
+            let mut sql = Sql::new("INSERT INTO run_model_io (run_uuid, direction, model_id, step) VALUES (");
+            sql.bind_str(run_id)
+                .push(", 'input', ")
+                .bind_str(&m.model_id)
+                .push(", 0) ON CONFLICT DO NOTHING");
+            sql.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn log_outputs(&self, run_id: &str, models: &[ModelOutput]) -> StoreResult<()> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let info = self.fetch_run_info(&mut *tx, run_id).await?;
+        Self::require_active_run(&info)?;
+        for m in models {
+            let mut sql = Sql::new("INSERT INTO run_model_io (run_uuid, direction, model_id, step) VALUES (");
+            sql.bind_str(run_id)
+                .push(", 'output', ")
+                .bind_str(&m.model_id)
+                .push(", ")
+                .bind_i64(m.step)
+                .push(") ON CONFLICT (run_uuid, direction, model_id) DO UPDATE SET step = excluded.step");
+            sql.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(experiments = search.experiment_ids.len(), clauses = search.filter.len()))]
+    async fn search_runs(&self, search: &RunSearch) -> StoreResult<Page<Run>> {
+        let ids: Vec<i64> = search
+            .experiment_ids
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_offset: None,
+            });
+        }
+        let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM runs r"));
+        let order = search_sql::push_run_order(&mut sql, &search.order_by);
+        sql.push(" WHERE r.experiment_id IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_i64(*id);
+        }
+        sql.push(") AND r.lifecycle_stage IN ")
+            .bind_list(search.view.stages().iter().copied());
+        search_sql::push_run_filter(&mut sql, &search.filter);
+        sql.push(" ORDER BY ").push(&order);
+        limit_offset(&mut sql, search.max_results, search.offset);
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let infos = rows
+            .iter()
+            .map(run_info_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let page = page_of(infos, search.max_results, search.offset);
+        Ok(Page {
+            items: self.assemble_runs(page.items).await?,
+            next_offset: page.next_offset,
+        })
+    }
+
+    async fn get_metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        offset: u64,
+        max_results: u64,
+    ) -> StoreResult<Page<Metric>> {
+        self.fetch_run_info(&self.pool, run_id).await?;
+        let mut sql = Sql::new("SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ");
+        sql.bind_str(run_id)
+            .push(" AND key = ")
+            .bind_str(key)
+            .push(" ORDER BY step, timestamp, value");
+        limit_offset(&mut sql, max_results, offset);
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let metrics = rows
+            .iter()
+            .map(metric_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page_of(metrics, max_results, offset))
+    }
+
+    async fn get_metric_history_bulk_interval(
+        &self,
+        query: &BulkIntervalQuery,
+    ) -> StoreResult<Vec<MetricWithRunId>> {
+        let mut out = Vec::new();
+        for run_id in &query.run_ids {
+            self.fetch_run_info(&self.pool, run_id).await?;
+            // Pick up to max_results steps spread evenly over the step range, always keeping the
+            // first and last step, then return every point at those steps.
+            let mut sql = Sql::new("SELECT DISTINCT step FROM metrics WHERE run_uuid = ");
+            sql.bind_str(run_id).push(" AND key = ").bind_str(&query.key);
+            if let Some(start) = query.start_step {
+                sql.push(" AND step >= ").bind_i64(start);
+            }
+            if let Some(end) = query.end_step {
+                sql.push(" AND step <= ").bind_i64(end);
+            }
+            sql.push(" ORDER BY step");
+            let steps: Vec<i64> = sql
+                .query()
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("step"))
+                .collect::<Result<_, _>>()?;
+            let chosen = sample_steps(&steps, query.max_results as usize);
+            for chunk in chosen.chunks(ID_CHUNK) {
+                let mut sql =
+                    Sql::new("SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ");
+                sql.bind_str(run_id)
+                    .push(" AND key = ")
+                    .bind_str(&query.key)
+                    .push(" AND step IN (");
+                for (i, s) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_i64(*s);
+                }
+                sql.push(") ORDER BY step, timestamp, value");
+                for row in sql.query().fetch_all(&self.pool).await? {
+                    let m = metric_from_row(&row)?;
+                    out.push(MetricWithRunId {
+                        key: m.key,
+                        value: m.value,
+                        timestamp: m.timestamp,
+                        step: m.step,
+                        run_id: run_id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_logged_model(&self, model: NewLoggedModel) -> StoreResult<LoggedModel> {
+        let experiment = self.fetch_experiment_row(&model.experiment_id).await?;
+        if experiment.lifecycle_stage != "active" {
+            return Err(StoreError::Invalid(format!(
+                "The experiment {} must be in the 'active' state.",
+                model.experiment_id
+            )));
+        }
+        if let Some(run_id) = &model.source_run_id {
+            self.fetch_run_info(&self.pool, run_id).await?;
+        }
+        let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
+        let artifact_location = join_uri(
+            &join_uri(&join_uri(&experiment.artifact_location, "models"), &model_id),
+            "artifacts",
+        );
+        let now = now_ms();
+        {
+            let _guard = self.write_guard().await;
+            let mut tx = self.pool.begin().await?;
+            let mut sql = Sql::new(
+                "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp, \
+                 last_updated_timestamp, status, model_type, source_run_id) VALUES (",
+            );
+            sql.bind_str(&model_id)
+                .push(", ")
+                .bind_i64(parse_experiment_id(&model.experiment_id)?)
+                .push(", ")
+                .bind_str(&model.name)
+                .push(", ")
+                .bind_str(&artifact_location)
+                .push(", ")
+                .bind_i64(now)
+                .push(", ")
+                .bind_i64(now)
+                .push(", 'LOGGED_MODEL_PENDING', ");
+            match &model.model_type {
+                Some(t) => sql.bind_str(t),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ");
+            match &model.source_run_id {
+                Some(r) => sql.bind_str(r),
+                None => sql.push("NULL"),
+            };
+            sql.push(")");
+            sql.query().execute(&mut *tx).await?;
+            Self::upsert_kv(
+                &mut tx,
+                "logged_model_tags",
+                "model_id",
+                &model_id,
+                &last_per_key(&model.tags),
+                true,
+            )
+            .await?;
+            Self::upsert_kv(
+                &mut tx,
+                "logged_model_params",
+                "model_id",
+                &model_id,
+                &last_per_key(&model.params),
+                true,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        self.get_logged_model(&model_id).await
+    }
+
+    async fn get_logged_model(&self, model_id: &str) -> StoreResult<LoggedModel> {
+        let mut sql =
+            Sql::new("SELECT * FROM logged_models WHERE lifecycle_stage = 'active' AND model_id = ");
+        sql.bind_str(model_id);
+        self.fetch_logged_models(sql)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("Logged model with ID '{model_id}' not found.")))
+    }
+
+    async fn finalize_logged_model(&self, model_id: &str, status: &str) -> StoreResult<LoggedModel> {
+        self.get_logged_model(model_id).await?;
+        let mut sql = Sql::new("UPDATE logged_models SET status = ");
+        sql.bind_str(status)
+            .push(", last_updated_timestamp = ")
+            .bind_i64(now_ms())
+            .push(" WHERE model_id = ")
+            .bind_str(model_id);
+        {
+            let _guard = self.write_guard().await;
+            sql.query().execute(&self.pool).await?;
+        }
+        self.get_logged_model(model_id).await
+    }
+
+    async fn set_logged_model_tags(&self, model_id: &str, tags: &[Tag]) -> StoreResult<()> {
+        self.get_logged_model(model_id).await?;
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        Self::upsert_kv(
+            &mut tx,
+            "logged_model_tags",
+            "model_id",
+            model_id,
+            &last_per_key(tags),
+            true,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_logged_model_tag(&self, model_id: &str, key: &str) -> StoreResult<()> {
+        self.get_logged_model(model_id).await?;
+        let mut sql = Sql::new("DELETE FROM logged_model_tags WHERE model_id = ");
+        sql.bind_str(model_id).push(" AND key = ").bind_str(key);
+        let _guard = self.write_guard().await;
+        let done = sql.query().execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "No tag with key {key} on logged model {model_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn log_logged_model_params(&self, model_id: &str, params: &[Tag]) -> StoreResult<()> {
+        self.get_logged_model(model_id).await?;
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        Self::upsert_kv(
+            &mut tx,
+            "logged_model_params",
+            "model_id",
+            model_id,
+            &last_per_key(params),
+            true,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_logged_model(&self, model_id: &str) -> StoreResult<()> {
+        self.get_logged_model(model_id).await?;
+        let mut sql = Sql::new("UPDATE logged_models SET lifecycle_stage = 'deleted' WHERE model_id = ");
+        sql.bind_str(model_id);
+        let _guard = self.write_guard().await;
+        sql.query().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn search_logged_models(&self, search: &LoggedModelSearch) -> StoreResult<Page<LoggedModel>> {
+        let ids: Vec<i64> = search
+            .experiment_ids
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        let mut sql = Sql::new("SELECT * FROM logged_models WHERE lifecycle_stage = 'active'");
+        if !ids.is_empty() {
+            sql.push(" AND experiment_id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_i64(*id);
+            }
+            sql.push(")");
+        }
+        for (attr, value) in &search.attributes {
+            let column = match attr.as_str() {
+                "name" => "name",
+                "source_run_id" => "source_run_id",
+                "status" => "status",
+                "model_type" => "model_type",
+                _ => "model_id",
+            };
+            sql.push(" AND ").push(column).push(" = ").bind_str(value);
+        }
+        sql.push(" ORDER BY creation_timestamp DESC, model_id ASC");
+        limit_offset(&mut sql, search.max_results, search.offset);
+        let models = self.fetch_logged_models(sql).await?;
+        Ok(page_of(models, search.max_results, search.offset))
+    }
+}
+
+/// Up to `max` steps spread evenly over `steps` (sorted), always keeping the first and the last.
+pub fn sample_steps(steps: &[i64], max: usize) -> Vec<i64> {
+    if steps.len() <= max || max == 0 {
+        return if max == 0 { Vec::new() } else { steps.to_vec() };
+    }
+    if max == 1 {
+        return steps.last().copied().into_iter().collect();
+    }
+    let n = steps.len();
+    let mut out: Vec<i64> = (0..max).map(|i| steps[i * (n - 1) / (max - 1)]).collect();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_keeps_ends_and_bound() {
+        let steps: Vec<i64> = (0..1000).collect();
+        let s = sample_steps(&steps, 10);
+        assert_eq!(s.len(), 10);
+        assert_eq!((s[0], s[9]), (0, 999));
+        assert_eq!(sample_steps(&[1, 2, 3], 10), vec![1, 2, 3]);
+        assert_eq!(sample_steps(&[1, 2, 3], 1), vec![3]);
+        assert!(sample_steps(&[1, 2], 0).is_empty());
+    }
+
+    #[test]
+    fn joins_uris() {
+        assert_eq!(join_uri("mlflow-artifacts:/", "3"), "mlflow-artifacts:/3");
+        assert_eq!(join_uri("s3://b/p/", "3"), "s3://b/p/3");
+    }
+}
