@@ -1,0 +1,108 @@
+//! Shared helpers for the server's HTTP tests: an app on a fresh SQLite database and artifact
+//! directory, and a one-call request helper.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use mlkube_server::artifacts::ArtifactRoot;
+use mlkube_server::{AppState, app};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub struct TestApp {
+    pub router: Router,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn test_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mlkube.db");
+    let store = mlkube_server::store::open(&format!("sqlite:///{}", db.display()), "mlflow-artifacts:/")
+        .await
+        .unwrap();
+    let artifacts = ArtifactRoot::open(&dir.path().join("artifacts")).unwrap();
+    let state = AppState {
+        store: Arc::new(store),
+        artifacts: Some(Arc::new(artifacts)),
+    };
+    TestApp {
+        router: app(state, 1024 * 1024),
+        dir,
+    }
+}
+
+impl TestApp {
+    /// Send a request; JSON bodies get `Content-Type: application/json`.
+    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, bytes) = self.send_raw(req).await;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    pub async fn send_raw(&self, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, bytes)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, &format!("/api/2.0/mlflow/{path}"), Some(body))
+            .await
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, &format!("/api/2.0/mlflow/{path_and_query}"), None)
+            .await
+    }
+
+    pub async fn create_experiment(&self, name: &str) -> String {
+        let (status, body) = self
+            .post("experiments/create", serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["experiment_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_run(&self, experiment_id: &str) -> String {
+        let (status, body) = self
+            .post(
+                "runs/create",
+                serde_json::json!({ "experiment_id": experiment_id, "start_time": 1 }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["run"]["info"]["run_id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Assert an MLflow error body with this status and code.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) {
+    assert_eq!(status, want_status, "body: {body}");
+    assert_eq!(body["error_code"], want_code, "body: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {body}"
+    );
+}
