@@ -404,7 +404,7 @@ impl SqlStore {
         tx: &mut sqlx::Transaction<'c, sqlx::Any>,
         table: &str,
         id_column: &str,
-        id: &str,
+        id: &Arg,
         kvs: &[Tag],
         overwrite: bool,
     ) -> StoreResult<()> {
@@ -415,7 +415,7 @@ impl SqlStore {
                     sql.push(", ");
                 }
                 sql.push("(")
-                    .bind_str(id)
+                    .bind(id.clone())
                     .push(", ")
                     .bind_str(&kv.key)
                     .push(", ")
@@ -495,7 +495,7 @@ impl Store for SqlStore {
             &mut tx,
             "experiment_tags",
             "experiment_id",
-            &id.to_string(),
+            &Arg::I64(id),
             &last_per_key(tags),
             true,
         )
@@ -613,7 +613,7 @@ impl Store for SqlStore {
             &mut tx,
             "experiment_tags",
             "experiment_id",
-            experiment_id,
+            &Arg::I64(parse_experiment_id(experiment_id)?),
             std::slice::from_ref(tag),
             true,
         )
@@ -672,7 +672,7 @@ impl Store for SqlStore {
                 &mut tx,
                 "run_tags",
                 "run_uuid",
-                &run_id,
+                &Arg::Str(run_id.clone()),
                 &last_per_key(&run.tags),
                 true,
             )
@@ -710,7 +710,15 @@ impl Store for SqlStore {
             sql.query().execute(&mut *tx).await?;
             if let Some(name) = &update.run_name {
                 let tag = Tag::new("mlflow.runName", name.clone());
-                Self::upsert_kv(&mut tx, "run_tags", "run_uuid", run_id, &[tag], true).await?;
+                Self::upsert_kv(
+                    &mut tx,
+                    "run_tags",
+                    "run_uuid",
+                    &Arg::Str(run_id.to_owned()),
+                    &[tag],
+                    true,
+                )
+                .await?;
             }
             tx.commit().await?;
         }
@@ -772,7 +780,15 @@ impl Store for SqlStore {
                 }
             }
             let params: Vec<Tag> = batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect();
-            Self::upsert_kv(&mut tx, "params", "run_uuid", run_id, &params, false).await?;
+            Self::upsert_kv(
+                &mut tx,
+                "params",
+                "run_uuid",
+                &Arg::Str(run_id.to_owned()),
+                &params,
+                false,
+            )
+            .await?;
         }
 
         if !metrics.is_empty() {
@@ -852,7 +868,15 @@ impl Store for SqlStore {
 
         if !tags.is_empty() {
             let tags = last_per_key(tags);
-            Self::upsert_kv(&mut tx, "run_tags", "run_uuid", run_id, &tags, true).await?;
+            Self::upsert_kv(
+                &mut tx,
+                "run_tags",
+                "run_uuid",
+                &Arg::Str(run_id.to_owned()),
+                &tags,
+                true,
+            )
+            .await?;
             if let Some(name) = tags.iter().find(|t| t.key == "mlflow.runName") {
                 let mut sql = Sql::new("UPDATE runs SET name = ");
                 sql.bind_str(&name.value)
@@ -1136,7 +1160,7 @@ impl Store for SqlStore {
                 &mut tx,
                 "logged_model_tags",
                 "model_id",
-                &model_id,
+                &Arg::Str(model_id.clone()),
                 &last_per_key(&model.tags),
                 true,
             )
@@ -1145,7 +1169,7 @@ impl Store for SqlStore {
                 &mut tx,
                 "logged_model_params",
                 "model_id",
-                &model_id,
+                &Arg::Str(model_id.clone()),
                 &last_per_key(&model.params),
                 true,
             )
@@ -1188,7 +1212,7 @@ impl Store for SqlStore {
             &mut tx,
             "logged_model_tags",
             "model_id",
-            model_id,
+            &Arg::Str(model_id.to_owned()),
             &last_per_key(tags),
             true,
         )
@@ -1219,7 +1243,7 @@ impl Store for SqlStore {
             &mut tx,
             "logged_model_params",
             "model_id",
-            model_id,
+            &Arg::Str(model_id.to_owned()),
             &last_per_key(params),
             true,
         )

@@ -1,0 +1,534 @@
+//! One conformance suite for the `Store` trait, run on both engines: SQLite (always) and
+//! PostgreSQL (ignored by default; `scripts/test-all` starts a private cluster, sets
+//! MLKUBE_TEST_POSTGRES_URL and runs ignored tests). Each test gets a fresh database.
+
+use std::sync::Arc;
+
+use mlkube_server::search::{parse_run_filter, parse_run_order_by};
+use mlkube_server::store::{
+    self, BulkIntervalQuery, Dataset, DatasetInput, ExperimentSearch, LifecycleStage, LoggedModelSearch,
+    Metric, NewLoggedModel, NewRun, RunSearch, RunStatus, RunUpdate, Store, StoreError, Tag, ViewType,
+};
+
+/// Keeps the SQLite temp dir alive for the test's duration.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite_store() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite:///{}", dir.path().join("conformance.db").display());
+    let store = store::open(&uri, "mlflow-artifacts:/").await.unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres_store() -> Fixture {
+    use sqlx::Connection;
+    let base = std::env::var("MLKUBE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("MLKUBE_TEST_POSTGRES_URL is not set: run scripts/test-all, which starts a private PostgreSQL")
+    });
+    sqlx::any::install_default_drivers();
+    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let uri = match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => panic!("MLKUBE_TEST_POSTGRES_URL has no database part: {base}"),
+    };
+    let store = store::open(&uri, "mlflow-artifacts:/").await.unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
+    Metric {
+        key: key.into(),
+        value,
+        timestamp,
+        step,
+    }
+}
+
+async fn new_run(store: &dyn Store, experiment_id: &str, name: &str, start_time: i64) -> String {
+    let run = store
+        .create_run(NewRun {
+            experiment_id: experiment_id.into(),
+            user_id: "tester".into(),
+            run_name: name.into(),
+            start_time,
+            tags: vec![Tag::new("mlflow.runName", name)],
+        })
+        .await
+        .unwrap();
+    run.info.run_id
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn experiments(store: &dyn Store) {
+        let default = store.get_experiment("0").await.unwrap();
+        assert_eq!(
+            (default.name.as_str(), default.artifact_location.as_str()),
+            ("Default", "mlflow-artifacts:/0")
+        );
+        let id = store
+            .create_experiment("e", None, &[Tag::new("a", "1")])
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_experiment("e", None, &[]).await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        let custom = store
+            .create_experiment("custom", Some("s3://bucket/x"), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_experiment(&custom).await.unwrap().artifact_location,
+            "s3://bucket/x"
+        );
+        let e = store.get_experiment(&id).await.unwrap();
+        assert_eq!(e.tags, vec![Tag::new("a", "1")]);
+        assert_eq!(e.artifact_location, format!("mlflow-artifacts:/{id}"));
+        store.rename_experiment(&id, "e2").await.unwrap();
+        assert!(store.get_experiment_by_name("e").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .get_experiment_by_name("e2")
+                .await
+                .unwrap()
+                .unwrap()
+                .experiment_id,
+            id
+        );
+        assert!(matches!(
+            store.rename_experiment(&id, "custom").await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        store.set_experiment_tag(&id, &Tag::new("a", "2")).await.unwrap();
+        store.delete_experiment_tag(&id, "a").await.unwrap();
+        assert!(matches!(
+            store.delete_experiment_tag(&id, "a").await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .set_experiment_lifecycle(&id, LifecycleStage::Deleted)
+            .await
+            .unwrap();
+        let search = |view| ExperimentSearch {
+            filter: vec![],
+            view,
+            order_by: vec![],
+            max_results: 100,
+            offset: 0,
+        };
+        let active = store
+            .search_experiments(&search(ViewType::ActiveOnly))
+            .await
+            .unwrap();
+        assert_eq!(active.items.len(), 2, "Default and custom");
+        let deleted = store
+            .search_experiments(&search(ViewType::DeletedOnly))
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted.items.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["e2"]
+        );
+        assert!(matches!(
+            store.get_experiment("12345").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.set_experiment_lifecycle("0", LifecycleStage::Deleted).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    pub async fn batch_is_atomic_and_params_write_once(store: &dyn Store) {
+        let run = new_run(store, "0", "r", 1).await;
+        store
+            .log_batch(&run, &[metric("m", 1.0, 1, 0)], &[Tag::new("p", "a")], &[])
+            .await
+            .unwrap();
+        store
+            .log_batch(&run, &[], &[Tag::new("p", "a")], &[])
+            .await
+            .unwrap();
+        let err = store
+            .log_batch(
+                &run,
+                &[metric("x", 1.0, 1, 0)],
+                &[Tag::new("p", "b")],
+                &[Tag::new("t", "v")],
+            )
+            .await;
+        assert!(
+            matches!(err, Err(StoreError::Invalid(ref m)) if m.contains("Changing param values")),
+            "{err:?}"
+        );
+        let err = store
+            .log_batch(&run, &[], &[Tag::new("q", "1"), Tag::new("q", "2")], &[])
+            .await;
+        assert!(matches!(err, Err(StoreError::Invalid(_))));
+        let data = store.get_run(&run).await.unwrap().data;
+        assert_eq!(
+            data.metrics.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+            ["m"],
+            "nothing partial"
+        );
+        assert!(data.tags.iter().all(|t| t.key != "t"));
+        assert!(data.params.iter().all(|p| p.key != "q"));
+        // Duplicate metric rows (client retries) are ignored.
+        store
+            .log_batch(&run, &[metric("m", 1.0, 1, 0), metric("m", 1.0, 1, 0)], &[], &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get_metric_history(&run, "m", 0, 100)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert!(matches!(
+            store.log_batch("missing", &[], &[], &[]).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    pub async fn latest_metric_rule_and_special_values(store: &dyn Store) {
+        let run = new_run(store, "0", "r", 1).await;
+        store
+            .log_batch(&run, &[metric("m", 5.0, 100, 5)], &[], &[])
+            .await
+            .unwrap();
+        store
+            .log_batch(&run, &[metric("m", 9.0, 200, 3)], &[], &[])
+            .await
+            .unwrap();
+        store
+            .log_batch(
+                &run,
+                &[metric("m", 4.0, 100, 5), metric("m", 6.0, 100, 5)],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        store
+            .log_batch(
+                &run,
+                &[
+                    metric("nan", f64::NAN, 1, 0),
+                    metric("pinf", f64::INFINITY, 1, 0),
+                    metric("ninf", f64::NEG_INFINITY, 1, 0),
+                ],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        let data = store.get_run(&run).await.unwrap().data;
+        let get = |k: &str| data.metrics.iter().find(|m| m.key == k).unwrap().clone();
+        assert_eq!(
+            get("m"),
+            metric("m", 6.0, 100, 5),
+            "max (step, timestamp, value) wins"
+        );
+        assert!(get("nan").value.is_nan());
+        assert_eq!(get("pinf").value, f64::INFINITY);
+        assert_eq!(get("ninf").value, f64::NEG_INFINITY);
+        let history = store.get_metric_history(&run, "m", 0, 100).await.unwrap().items;
+        assert_eq!(history.len(), 4);
+        assert_eq!(history[0].step, 3);
+    }
+
+    pub async fn run_lifecycle_and_update(store: &dyn Store) {
+        let run = new_run(store, "0", "first", 10).await;
+        let info = store
+            .update_run(
+                &run,
+                RunUpdate {
+                    status: Some(RunStatus::Finished),
+                    end_time: Some(20),
+                    run_name: Some("second".into()),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (info.status.as_str(), info.end_time, info.run_name.as_str()),
+            ("FINISHED", Some(20), "second")
+        );
+        let full = store.get_run(&run).await.unwrap();
+        assert!(full.data.tags.contains(&Tag::new("mlflow.runName", "second")));
+        store
+            .set_run_lifecycle(&run, LifecycleStage::Deleted)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.log_batch(&run, &[metric("m", 1.0, 1, 0)], &[], &[]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        store
+            .set_run_lifecycle(&run, LifecycleStage::Active)
+            .await
+            .unwrap();
+        store.delete_run_tag(&run, "mlflow.runName").await.unwrap();
+        assert!(matches!(
+            store.delete_run_tag(&run, "mlflow.runName").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.get_run("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    pub async fn search_runs(store: &dyn Store) {
+        let exp = store.create_experiment("search", None, &[]).await.unwrap();
+        for i in 0..12i64 {
+            let run = new_run(store, &exp, &format!("run-{i:02}"), 1000 + i).await;
+            let metrics = if i % 4 == 3 {
+                vec![]
+            } else {
+                vec![metric("loss", (12 - i) as f64, 1, 0)]
+            };
+            let params = [Tag::new("depth", (i % 3).to_string())];
+            let tags = [Tag::new("team", if i < 6 { "Red" } else { "blue" })];
+            store.log_batch(&run, &metrics, &params, &tags).await.unwrap();
+        }
+        let run_search = |filter: &str, order: &[&str], max_results: u64, offset: u64| RunSearch {
+            experiment_ids: vec![exp.clone()],
+            filter: parse_run_filter(filter).unwrap(),
+            view: ViewType::ActiveOnly,
+            order_by: order.iter().map(|o| parse_run_order_by(o).unwrap()).collect(),
+            max_results,
+            offset,
+        };
+        let names = |runs: &[mlkube_server::store::Run]| {
+            runs.iter().map(|r| r.info.run_name.clone()).collect::<Vec<_>>()
+        };
+
+        let page = store
+            .search_runs(&run_search(
+                "metrics.loss <= 8 and params.depth = '1' and tags.team = 'blue'",
+                &[],
+                100,
+                0,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(names(&page.items), ["run-10"]);
+        let page = store
+            .search_runs(&run_search(
+                "tags.team ILIKE 'red' and params.depth != '0'",
+                &["attributes.start_time ASC"],
+                100,
+                0,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(names(&page.items), ["run-01", "run-02", "run-04", "run-05"]);
+        let page = store
+            .search_runs(&run_search("tags.team LIKE 'red'", &[], 100, 0))
+            .await
+            .unwrap();
+        assert!(page.items.is_empty(), "LIKE is case-sensitive on every engine");
+        let page = store
+            .search_runs(&run_search("", &["metrics.loss ASC"], 100, 0))
+            .await
+            .unwrap();
+        let all = names(&page.items);
+        assert_eq!(all.len(), 12);
+        assert_eq!(&all[..2], ["run-10", "run-09"], "ascending loss");
+        assert_eq!(
+            &all[9..],
+            ["run-11", "run-07", "run-03"],
+            "runs without the metric sort last, then start_time DESC"
+        );
+
+        // Pages cover every run once, in order.
+        let mut paged = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = store
+                .search_runs(&run_search("", &["params.depth DESC", "run_name"], 5, offset))
+                .await
+                .unwrap();
+            paged.extend(names(&page.items));
+            match page.next_offset {
+                Some(next) => offset = next,
+                None => break,
+            }
+        }
+        let mut sorted = paged.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!((paged.len(), sorted.len()), (12, 12));
+        assert_eq!(&paged[..4], ["run-02", "run-05", "run-08", "run-11"]);
+    }
+
+    pub async fn metric_history_paging_and_bulk_interval(store: &dyn Store) {
+        let run = new_run(store, "0", "h", 1).await;
+        let metrics: Vec<Metric> = (0..500).map(|i| metric("acc", i as f64, i, i)).collect();
+        for chunk in metrics.chunks(250) {
+            store.log_batch(&run, chunk, &[], &[]).await.unwrap();
+        }
+        let first = store.get_metric_history(&run, "acc", 0, 200).await.unwrap();
+        assert_eq!((first.items.len(), first.next_offset), (200, Some(200)));
+        let last = store.get_metric_history(&run, "acc", 400, 200).await.unwrap();
+        assert_eq!((last.items.len(), last.next_offset), (100, None));
+        assert_eq!(last.items[99].step, 499);
+        let bulk = store
+            .get_metric_history_bulk_interval(&BulkIntervalQuery {
+                run_ids: vec![run.clone()],
+                key: "acc".into(),
+                start_step: Some(10),
+                end_step: None,
+                max_results: 7,
+            })
+            .await
+            .unwrap();
+        let steps: Vec<i64> = bulk.iter().map(|m| m.step).collect();
+        assert_eq!(steps.len(), 7);
+        assert_eq!((steps[0], steps[6]), (10, 499));
+    }
+
+    pub async fn concurrent_writers(store: &dyn Store) {
+        let run = new_run(store, "0", "c", 1).await;
+        let run = run.as_str();
+        let writers = (0..16i64).map(|w| async move {
+            for i in 0..10 {
+                store
+                    .log_batch(
+                        run,
+                        &[metric("m", (w * 100 + i) as f64, i, w * 100 + i)],
+                        &[],
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        futures_util::future::join_all(writers).await;
+        let history = store.get_metric_history(run, "m", 0, 1000).await.unwrap();
+        assert_eq!(history.items.len(), 160);
+        let latest = store.get_run(run).await.unwrap().data.metrics;
+        assert_eq!(latest[0].step, 1509, "latest is the max step across all writers");
+    }
+
+    pub async fn inputs_and_logged_models(store: &dyn Store) {
+        let run = new_run(store, "0", "io", 1).await;
+        let input = DatasetInput {
+            tags: vec![Tag::new("mlflow.data.context", "train")],
+            dataset: Dataset {
+                name: "iris".into(),
+                digest: "d1".into(),
+                source_type: "local".into(),
+                source: "{}".into(),
+                schema: None,
+                profile: Some("{\"rows\": 3}".into()),
+            },
+        };
+        store
+            .log_inputs(&run, &[input.clone(), input.clone()], &[])
+            .await
+            .unwrap();
+        let inputs = store.get_run(&run).await.unwrap().inputs.dataset_inputs;
+        assert_eq!(inputs, vec![input]);
+
+        let model = store
+            .create_logged_model(NewLoggedModel {
+                experiment_id: "0".into(),
+                name: "model".into(),
+                model_type: None,
+                source_run_id: Some(run.clone()),
+                params: vec![Tag::new("C", "1")],
+                tags: vec![],
+            })
+            .await
+            .unwrap();
+        let id = model.info.model_id.clone();
+        assert_eq!(
+            store
+                .finalize_logged_model(&id, "LOGGED_MODEL_READY")
+                .await
+                .unwrap()
+                .info
+                .status,
+            "LOGGED_MODEL_READY"
+        );
+        store
+            .set_logged_model_tags(&id, &[Tag::new("k", "v")])
+            .await
+            .unwrap();
+        let found = store
+            .search_logged_models(&LoggedModelSearch {
+                experiment_ids: vec!["0".into()],
+                attributes: vec![
+                    ("source_run_id".into(), run.clone()),
+                    ("name".into(), "model".into()),
+                ],
+                max_results: 10,
+                offset: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.items.len(), 1);
+        assert_eq!(found.items[0].info.tags, vec![Tag::new("k", "v")]);
+        store.delete_logged_model(&id).await.unwrap();
+        assert!(matches!(
+            store.get_logged_model(&id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let fixture = super::sqlite_store().await;
+                    super::cases::$case(fixture.store.as_ref()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL: scripts/test-all starts one, sets MLKUBE_TEST_POSTGRES_URL and runs ignored tests"]
+                async fn $case() {
+                    let fixture = super::postgres_store().await;
+                    super::cases::$case(fixture.store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    experiments,
+    batch_is_atomic_and_params_write_once,
+    latest_metric_rule_and_special_values,
+    run_lifecycle_and_update,
+    search_runs,
+    metric_history_paging_and_bulk_interval,
+    concurrent_writers,
+    inputs_and_logged_models,
+);
