@@ -1,5 +1,6 @@
 //! HTTP tests of the tracking API: experiments, runs, logging, search, history, and the wire rules
 //! (content type, query parsing, error shapes, both prefixes).
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers may fail loudly
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! One conformance suite for the `Store` trait, run on both engines: SQLite (always) and
 //! PostgreSQL (ignored by default; `scripts/test-all` starts a private cluster, sets
 //! MLKUBE_TEST_POSTGRES_URL and runs ignored tests). Each test gets a fresh database.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers may fail loudly
 
 use std::sync::Arc;
 

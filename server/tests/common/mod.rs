@@ -1,6 +1,6 @@
 //! Shared helpers for the server's HTTP tests: an app on a fresh SQLite database and artifact
 //! directory, and a one-call request helper.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
 
