@@ -24,9 +24,17 @@ async fn version() -> &'static str {
     MLFLOW_COMPAT_VERSION
 }
 
+/// What the 3.x client probes before logging models: store type, workspaces, multipart support.
 async fn server_info() -> Json<Value> {
     Json(json!({
         "store_type": "SqlStore",
+        "workspaces_enabled": false,
+        "trace_archival_enabled": false,
+        "multipart_uploads_enabled": false,
+        "multipart_downloads_enabled": false,
+        "presigned_upload_run_id_supported": false,
+        "presigned_upload_model_id_supported": false,
+        "features_enabled": { "gateway": false },
         "mlkube_version": env!("CARGO_PKG_VERSION"),
     }))
 }
