@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use mlkube_server::search::{parse_run_filter, parse_run_order_by};
+use mlkube_server::search::{
+    parse_model_version_filter, parse_registered_model_filter, parse_run_filter, parse_run_order_by,
+};
+use mlkube_server::store::registry::{NewModelVersion, RegistrySearch};
 use mlkube_server::store::{
     self, BulkIntervalQuery, Dataset, DatasetInput, ExperimentSearch, LifecycleStage, LoggedModelSearch,
     Metric, NewLoggedModel, NewRun, RunSearch, RunStatus, RunUpdate, Store, StoreError, Tag, ViewType,
@@ -432,6 +435,131 @@ mod cases {
         assert_eq!(latest[0].step, 1509, "latest is the max step across all writers");
     }
 
+    pub async fn registry(store: &dyn Store) {
+        let run = new_run(store, "0", "reg", 1).await;
+        store
+            .create_registered_model("m", Some("d"), &[Tag::new("t", "1")], None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_registered_model("m", None, &[], None).await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        let new_version = |source: &str| NewModelVersion {
+            name: "m".into(),
+            source: source.into(),
+            storage_location: source.into(),
+            run_id: Some(run.clone()),
+            run_link: None,
+            model_id: None,
+            description: None,
+            user_id: None,
+            tags: vec![Tag::new("v", "1")],
+        };
+        for i in 1..=3 {
+            let v = store
+                .create_model_version(new_version(&format!("s3://b/{i}")))
+                .await
+                .unwrap();
+            assert_eq!(v.version, i.to_string());
+        }
+        store
+            .transition_model_version_stage("m", "1", "Production", false)
+            .await
+            .unwrap();
+        store
+            .transition_model_version_stage("m", "2", "production", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_model_version("m", "1").await.unwrap().current_stage,
+            "Archived"
+        );
+        store.set_alias("m", "champion", "3").await.unwrap();
+        store.set_alias("m", "champion", "2").await.unwrap();
+        assert_eq!(
+            store.get_version_by_alias("m", "champion").await.unwrap().version,
+            "2"
+        );
+
+        // A rename carries versions, tags and aliases along.
+        store.rename_registered_model("m", "renamed").await.unwrap();
+        let model = store.get_registered_model("renamed").await.unwrap();
+        assert_eq!(model.tags, vec![Tag::new("t", "1")]);
+        assert_eq!(model.aliases.len(), 1);
+        let stages: Vec<(String, String)> = model
+            .latest_versions
+            .iter()
+            .map(|v| (v.current_stage.clone(), v.version.clone()))
+            .collect();
+        assert_eq!(
+            stages,
+            [("Archived", "1"), ("Production", "2"), ("None", "3")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .to_vec()
+        );
+        assert_eq!(
+            store.get_model_version("renamed", "2").await.unwrap().tags,
+            vec![Tag::new("v", "1")]
+        );
+        let latest = store
+            .get_latest_versions("renamed", &["Production".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(
+            latest.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(),
+            ["2"]
+        );
+
+        store.delete_model_version("renamed", "2").await.unwrap();
+        assert!(matches!(
+            store.get_version_by_alias("renamed", "champion").await,
+            Err(StoreError::NotFound(_))
+        ));
+        let search = |filter: &str| RegistrySearch {
+            filter: parse_model_version_filter(filter).unwrap(),
+            order_by: vec![],
+            max_results: 10,
+            offset: 0,
+        };
+        let found = store
+            .search_model_versions(&search("name = 'renamed'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            found.items.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(),
+            ["3", "1"]
+        );
+        let found = store
+            .search_model_versions(&search("version_number >= 3"))
+            .await
+            .unwrap();
+        assert_eq!(found.items.len(), 1);
+        let next = store
+            .create_model_version(NewModelVersion {
+                name: "renamed".into(),
+                ..new_version("s3://b/4")
+            })
+            .await
+            .unwrap();
+        assert_eq!(next.version, "4", "deleted version numbers are not reused");
+        let models = store
+            .search_registered_models(&RegistrySearch {
+                filter: parse_registered_model_filter("name ILIKE 'REN%'").unwrap(),
+                order_by: vec![],
+                max_results: 10,
+                offset: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(models.items.len(), 1);
+        store.delete_registered_model("renamed").await.unwrap();
+        assert!(matches!(
+            store.get_model_version("renamed", "1").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
     pub async fn inputs_and_logged_models(store: &dyn Store) {
         let run = new_run(store, "0", "io", 1).await;
         let input = DatasetInput {
@@ -532,4 +660,5 @@ conformance!(
     metric_history_paging_and_bulk_interval,
     concurrent_writers,
     inputs_and_logged_models,
+    registry,
 );

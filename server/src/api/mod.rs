@@ -7,6 +7,7 @@ pub mod logged_models;
 pub mod meta;
 pub mod metrics;
 pub mod paging;
+pub mod registry;
 pub mod runs;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ fn rpc_routes() -> Router<AppState> {
         .merge(runs::router())
         .merge(metrics::router())
         .merge(logged_models::router())
+        .merge(registry::router())
         .merge(artifacts::rpc_router())
 }
 

@@ -5,6 +5,8 @@
 
 pub mod postgres;
 pub mod query;
+pub mod registry;
+pub mod registry_sql;
 pub mod search_sql;
 pub mod sql;
 pub mod sqlite;
@@ -368,9 +370,10 @@ pub struct LoggedModelSearch {
     pub offset: u64,
 }
 
-/// Everything a tracking store does. Implemented once in SQL for SQLite and PostgreSQL.
+/// Everything a tracking store does (the registry included). Implemented once in SQL for SQLite
+/// and PostgreSQL.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: registry::Registry + Send + Sync + 'static {
     /// The engine's name, for logs and metrics (`sqlite`, `postgresql`).
     fn engine(&self) -> &'static str;
 

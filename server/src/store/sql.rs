@@ -27,7 +27,7 @@ const INSERT_CHUNK: usize = 200;
 const ID_CHUNK: usize = 500;
 
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     engine: Engine,
     /// SQLite allows one writer: serialising writers in-process avoids SQLITE_BUSY on upgrade.
     write_lock: Option<Mutex<()>>,
@@ -48,7 +48,7 @@ fn parse_experiment_id(experiment_id: &str) -> StoreResult<i64> {
         .map_err(|_| not_found_experiment(experiment_id))
 }
 
-fn is_unique_violation(err: &sqlx::Error) -> bool {
+pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
@@ -116,7 +116,7 @@ fn experiment_from_row(row: &AnyRow) -> StoreResult<Experiment> {
     })
 }
 
-fn page_of<T>(mut items: Vec<T>, max_results: u64, offset: u64) -> Page<T> {
+pub(super) fn page_of<T>(mut items: Vec<T>, max_results: u64, offset: u64) -> Page<T> {
     // Queries fetch one row more than asked to learn whether another page exists.
     let more = items.len() as u64 > max_results;
     if more {
@@ -128,7 +128,7 @@ fn page_of<T>(mut items: Vec<T>, max_results: u64, offset: u64) -> Page<T> {
     }
 }
 
-fn limit_offset(sql: &mut Sql, max_results: u64, offset: u64) {
+pub(super) fn limit_offset(sql: &mut Sql, max_results: u64, offset: u64) {
     sql.push(" LIMIT ")
         .bind_i64(i64::try_from(max_results.saturating_add(1)).unwrap_or(i64::MAX))
         .push(" OFFSET ")
@@ -152,7 +152,7 @@ impl SqlStore {
         &self.pool
     }
 
-    async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    pub(super) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         match &self.write_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -435,7 +435,7 @@ impl SqlStore {
 }
 
 /// Keep the last value per key (tags: "last one in a batch wins").
-fn last_per_key(tags: &[Tag]) -> Vec<Tag> {
+pub(super) fn last_per_key(tags: &[Tag]) -> Vec<Tag> {
     let mut map: BTreeMap<&str, &str> = BTreeMap::new();
     for t in tags {
         map.insert(&t.key, &t.value);
