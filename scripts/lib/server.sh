@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# Start and stop a tracking server on a free 127.0.0.1 port for the compatibility suite.
+#
+#   start_tracking_server KIND BACKEND_URI WORKDIR [VENV]
+#       KIND: `mlkube` (the binary in $MLKUBE_SERVER_BIN) or `upstream` (`mlflow server` from VENV,
+#       used to prove the suite itself against MLflow). BACKEND_URI: sqlite:///… or postgresql://….
+#       Artifacts go to WORKDIR/artifacts, the log to WORKDIR/server.log. Sets SERVER_URL, SERVER_PID,
+#       SERVER_ARTIFACT_ROOT, SERVER_LOG and registers a cleanup that stops the server.
+#   stop_tracking_server   stops it (whole process group: upstream forks workers).
+#
+# Needs scripts/lib/common.sh.
+
+SERVER_URL=""
+SERVER_PID=""
+SERVER_ARTIFACT_ROOT=""
+SERVER_LOG=""
+
+start_tracking_server() {
+    local kind=$1 backend=$2 workdir=$3 venv=${4:-}
+    local port
+    port="$(free_port)"
+    SERVER_ARTIFACT_ROOT="${workdir}/artifacts"
+    SERVER_LOG="${workdir}/server.log"
+    mkdir -p "$SERVER_ARTIFACT_ROOT"
+    local cmd=()
+    case "$kind" in
+        mlkube)
+            [[ -x "${MLKUBE_SERVER_BIN:-}" ]] || die "MLKUBE_SERVER_BIN (${MLKUBE_SERVER_BIN:-unset}) is not an executable"
+            cmd=("$MLKUBE_SERVER_BIN" --host 127.0.0.1 --port "$port"
+                --backend-store-uri "$backend" --artifacts-destination "$SERVER_ARTIFACT_ROOT")
+            ;;
+        upstream)
+            [[ -x "${venv}/bin/mlflow" ]] || die "no mlflow in ${venv}"
+            cmd=("${venv}/bin/mlflow" server --host 127.0.0.1 --port "$port" --workers 1
+                --backend-store-uri "$backend" --artifacts-destination "$SERVER_ARTIFACT_ROOT")
+            ;;
+        *) die "unknown server kind ${kind}" ;;
+    esac
+    # Own session/process group, so stopping it also stops any workers it forked. The working directory
+    # is WORKDIR so that nothing the server writes by default lands in the repository.
+    (cd "$workdir" && NO_COLOR=1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec setsid "${cmd[@]}") >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    push_cleanup stop_tracking_server
+    SERVER_URL="http://127.0.0.1:${port}"
+    if ! wait_http "${SERVER_URL}/health" 120 "$SERVER_PID"; then
+        log "${kind} server did not become healthy on ${SERVER_URL}; last lines of ${SERVER_LOG}:"
+        tail -n 40 "$SERVER_LOG" >&2 || true
+        stop_tracking_server
+        return 1
+    fi
+    log "${kind} server up on ${SERVER_URL} (pid ${SERVER_PID}, backend ${backend})"
+}
+
+stop_tracking_server() {
+    [[ -n "$SERVER_PID" ]] || return 0
+    local pid=$SERVER_PID
+    SERVER_PID=""
+    kill -TERM -- "-${pid}" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "server ${pid} ignored SIGTERM for 10 s; killing it"
+        kill -KILL -- "-${pid}" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
