@@ -48,12 +48,20 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_in_own_group(cmd: &mut Command) -> Child {
     use std::os::unix::process::CommandExt;
-    cmd.process_group(0).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    cmd.process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn start_mlkube() -> Server {
@@ -69,7 +77,12 @@ fn start_mlkube() -> Server {
             .arg(dir.path().join("artifacts"))
             .env("MLKUBE_LOG", "warn"),
     );
-    Server { name: "mlkube", base: format!("http://127.0.0.1:{port}"), child, _dir: dir }
+    Server {
+        name: "mlkube",
+        base: format!("http://127.0.0.1:{port}"),
+        child,
+        _dir: dir,
+    }
 }
 
 fn start_mlflow(mlflow: &str, workers: &str) -> Server {
@@ -77,14 +90,27 @@ fn start_mlflow(mlflow: &str, workers: &str) -> Server {
     let port = free_port();
     let child = spawn_in_own_group(
         Command::new(mlflow)
-            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", workers])
+            .args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                workers,
+            ])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
             .arg("--artifacts-destination")
             .arg(dir.path().join("artifacts"))
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
     );
-    Server { name: "mlflow", base: format!("http://127.0.0.1:{port}"), child, _dir: dir }
+    Server {
+        name: "mlflow",
+        base: format!("http://127.0.0.1:{port}"),
+        child,
+        _dir: dir,
+    }
 }
 
 async fn call(client: &HttpClient, method: &str, url: &str, body: Option<&Value>) -> (u16, Bytes) {
@@ -102,7 +128,13 @@ async fn call(client: &HttpClient, method: &str, url: &str, body: Option<&Value>
 }
 
 async fn post(client: &HttpClient, base: &str, path: &str, body: Value) -> Value {
-    let (status, bytes) = call(client, "POST", &format!("{base}/api/2.0/mlflow/{path}"), Some(&body)).await;
+    let (status, bytes) = call(
+        client,
+        "POST",
+        &format!("{base}/api/2.0/mlflow/{path}"),
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&bytes));
     serde_json::from_slice(&bytes).unwrap()
 }
@@ -110,7 +142,9 @@ async fn post(client: &HttpClient, base: &str, path: &str, body: Value) -> Value
 async fn wait_healthy(client: &HttpClient, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let req = Request::get(format!("{base}/health")).body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(format!("{base}/health"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         if let Ok(resp) = client.request(req).await
             && resp.status().is_success()
         {
@@ -129,7 +163,12 @@ fn tree_rss_mb(root: u32) -> f64 {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             for line in status.lines() {
                 if let Some(kb) = line.strip_prefix("VmRSS:") {
-                    total_kb += kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+                    total_kb += kb
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0);
                 }
             }
         }
@@ -177,7 +216,11 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.total_cmp(b));
     let p50 = all.get(all.len() / 2).copied().unwrap_or(f64::NAN) * 1000.0;
-    Measured { rps: all.len() as f64 / elapsed, p50_ms: p50, requests: all.len() }
+    Measured {
+        rps: all.len() as f64 / elapsed,
+        p50_ms: p50,
+        requests: all.len(),
+    }
 }
 
 struct Fixture {
@@ -188,7 +231,13 @@ struct Fixture {
 
 /// Create what the workloads read: 1000 runs with a metric, param and tag; a 5000-point history.
 async fn setup(client: &HttpClient, base: &str) -> Fixture {
-    let exp = post(client, base, "experiments/create", json!({ "name": "bench-search" })).await["experiment_id"]
+    let exp = post(
+        client,
+        base,
+        "experiments/create",
+        json!({ "name": "bench-search" }),
+    )
+    .await["experiment_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -196,8 +245,13 @@ async fn setup(client: &HttpClient, base: &str) -> Fixture {
         let client = client.clone();
         let base = base.to_owned();
         async move {
-            post(&client, &base, "runs/create", json!({ "experiment_id": exp, "start_time": 1 })).await["run"]["info"]
-                ["run_id"]
+            post(
+                &client,
+                &base,
+                "runs/create",
+                json!({ "experiment_id": exp, "start_time": 1 }),
+            )
+            .await["run"]["info"]["run_id"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -232,10 +286,20 @@ async fn setup(client: &HttpClient, base: &str) -> Fixture {
         let metrics: Vec<Value> = (0..1000)
             .map(|i| json!({ "key": "loss", "value": i as f64, "timestamp": chunk * 1000 + i, "step": chunk * 1000 + i }))
             .collect();
-        post(client, base, "runs/log-batch", json!({ "run_id": history_run, "metrics": metrics })).await;
+        post(
+            client,
+            base,
+            "runs/log-batch",
+            json!({ "run_id": history_run, "metrics": metrics }),
+        )
+        .await;
     }
     let run_for_writes = create_run("0".to_owned()).await;
-    Fixture { run_for_writes, history_run, search_experiment: exp }
+    Fixture {
+        run_for_writes,
+        history_run,
+        search_experiment: exp,
+    }
 }
 
 struct Row {
@@ -250,7 +314,11 @@ async fn bench_server(client: &HttpClient, server: &Server, seconds: f64) -> Vec
     let mut out = Vec::new();
 
     eprintln!("[{}] log-batch of 1000 metrics, 4 clients", server.name);
-    let (c, base, run) = (client.clone(), server.base.clone(), fixture.run_for_writes.clone());
+    let (c, base, run) = (
+        client.clone(),
+        server.base.clone(),
+        fixture.run_for_writes.clone(),
+    );
     out.push((
         "log-batch 1000 metrics, 4 clients",
         drive(4, seconds, move |client_no, i| {
@@ -258,30 +326,52 @@ async fn bench_server(client: &HttpClient, server: &Server, seconds: f64) -> Vec
             async move {
                 let ts = (client_no * 1_000_000 + i) as i64;
                 let metrics: Vec<Value> = (0..1000)
-                    .map(|k| json!({ "key": format!("m{k}"), "value": k as f64, "timestamp": ts, "step": ts }))
+                    .map(
+                        |k| json!({ "key": format!("m{k}"), "value": k as f64, "timestamp": ts, "step": ts }),
+                    )
                     .collect();
-                post(&c, &base, "runs/log-batch", json!({ "run_id": run, "metrics": metrics })).await;
+                post(
+                    &c,
+                    &base,
+                    "runs/log-batch",
+                    json!({ "run_id": run, "metrics": metrics }),
+                )
+                .await;
             }
         })
         .await,
     ));
 
     eprintln!("[{}] log-metric, 16 clients", server.name);
-    let (c, base, run) = (client.clone(), server.base.clone(), fixture.run_for_writes.clone());
+    let (c, base, run) = (
+        client.clone(),
+        server.base.clone(),
+        fixture.run_for_writes.clone(),
+    );
     out.push((
         "log-metric, 16 clients",
         drive(16, seconds, move |client_no, i| {
             let (c, base, run) = (c.clone(), base.clone(), run.clone());
             async move {
                 let ts = (client_no * 1_000_000 + i) as i64;
-                post(&c, &base, "runs/log-metric", json!({ "run_id": run, "key": "single", "value": 1.0, "timestamp": ts, "step": ts })).await;
+                post(
+                    &c,
+                    &base,
+                    "runs/log-metric",
+                    json!({ "run_id": run, "key": "single", "value": 1.0, "timestamp": ts, "step": ts }),
+                )
+                .await;
             }
         })
         .await,
     ));
 
     eprintln!("[{}] search 1000 runs, 4 clients", server.name);
-    let (c, base, exp) = (client.clone(), server.base.clone(), fixture.search_experiment.clone());
+    let (c, base, exp) = (
+        client.clone(),
+        server.base.clone(),
+        fixture.search_experiment.clone(),
+    );
     out.push((
         "search 1000 runs (metric+param+tag, order), 4 clients",
         drive(4, seconds, move |_, _| {
@@ -291,7 +381,11 @@ async fn bench_server(client: &HttpClient, server: &Server, seconds: f64) -> Vec
                     "filter": "metrics.rmse < 0.5 and params.lr = '0.1' and tags.team = 'nlp'",
                     "order_by": ["metrics.rmse DESC"] });
                 let found = post(&c, &base, "runs/search", body).await;
-                assert_eq!(found["runs"].as_array().map(Vec::len), Some(167), "search result size");
+                assert_eq!(
+                    found["runs"].as_array().map(Vec::len),
+                    Some(167),
+                    "search result size"
+                );
             }
         })
         .await,
@@ -304,7 +398,9 @@ async fn bench_server(client: &HttpClient, server: &Server, seconds: f64) -> Vec
         drive(4, seconds, move |_, _| {
             let (c, base, run) = (c.clone(), base.clone(), run.clone());
             async move {
-                let url = format!("{base}/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=loss&max_results=25000");
+                let url = format!(
+                    "{base}/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=loss&max_results=25000"
+                );
                 let (status, bytes) = call(&c, "GET", &url, None).await;
                 assert_eq!(status, 200);
                 assert!(bytes.len() > 100_000, "history body looks too small");
@@ -317,28 +413,43 @@ async fn bench_server(client: &HttpClient, server: &Server, seconds: f64) -> Vec
 
 #[tokio::main]
 async fn main() {
-    let seconds: f64 = std::env::var("MLKUBE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let seconds: f64 = std::env::var("MLKUBE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     let mlflow = std::env::var("MLKUBE_BENCH_MLFLOW").unwrap_or_else(|_| {
-        format!("{}/../.cache/venvs/mlflow-3.17.2/bin/mlflow", env!("CARGO_MANIFEST_DIR"))
+        format!(
+            "{}/../.cache/venvs/mlflow-3.17.2/bin/mlflow",
+            env!("CARGO_MANIFEST_DIR")
+        )
     });
     let workers = std::env::var("MLKUBE_BENCH_MLFLOW_WORKERS").unwrap_or_else(|_| "2".to_owned());
     if !std::path::Path::new(&mlflow).exists() {
         panic!("no mlflow at {mlflow}: run scripts/bench-server, which installs it");
     }
-    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(32).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(32)
+        .build_http();
 
     // One server at a time, so they never compete for the two cores.
     let mut rows: Vec<Row> = Vec::new();
     let mut rss = Vec::new();
     for which in ["mlkube", "mlflow"] {
-        let server = if which == "mlkube" { start_mlkube() } else { start_mlflow(&mlflow, &workers) };
+        let server = if which == "mlkube" {
+            start_mlkube()
+        } else {
+            start_mlflow(&mlflow, &workers)
+        };
         wait_healthy(&client, &server.base).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         rss.push(tree_rss_mb(server.child.id()));
         let results = bench_server(&client, &server, seconds).await;
         for (i, (workload, m)) in results.into_iter().enumerate() {
             if rows.len() <= i {
-                rows.push(Row { workload, results: Vec::new() });
+                rows.push(Row {
+                    workload,
+                    results: Vec::new(),
+                });
             }
             rows[i].results.push(m);
         }
@@ -346,8 +457,13 @@ async fn main() {
     }
 
     println!();
-    println!("mlkube-server vs mlflow server ({mlflow}, --workers {workers}), {seconds} s per workload, SQLite");
-    println!("{:<55} {:>12} {:>10} {:>12} {:>10} {:>9}", "workload", "mlkube req/s", "p50 ms", "mlflow req/s", "p50 ms", "ratio");
+    println!(
+        "mlkube-server vs mlflow server ({mlflow}, --workers {workers}), {seconds} s per workload, SQLite"
+    );
+    println!(
+        "{:<55} {:>12} {:>10} {:>12} {:>10} {:>9}",
+        "workload", "mlkube req/s", "p50 ms", "mlflow req/s", "p50 ms", "ratio"
+    );
     for row in &rows {
         let (a, b) = (&row.results[0], &row.results[1]);
         println!(
@@ -362,5 +478,13 @@ async fn main() {
             b.requests
         );
     }
-    println!("{:<55} {:>12.1} {:>10} {:>12.1} {:>10} {:>8.1}x smaller", "idle RSS (MB, process tree)", rss[0], "", rss[1], "", rss[1] / rss[0]);
+    println!(
+        "{:<55} {:>12.1} {:>10} {:>12.1} {:>10} {:>8.1}x smaller",
+        "idle RSS (MB, process tree)",
+        rss[0],
+        "",
+        rss[1],
+        "",
+        rss[1] / rss[0]
+    );
 }

@@ -36,6 +36,18 @@ pub struct Args {
     /// Accepted for compatibility with `mlflow server`; one async process serves all requests.
     #[arg(long, short = 'w', env = "MLKUBE_WORKERS")]
     pub workers: Option<u32>,
+    /// Serve Prometheus metrics on /metrics. Takes MLflow's optional directory argument (unused:
+    /// one process needs no multiprocess directory).
+    #[arg(long, env = "MLKUBE_EXPOSE_PROMETHEUS", num_args = 0..=1, default_missing_value = "", value_name = "DIR")]
+    pub expose_prometheus: Option<String>,
+    /// Export usage statistics (experiment, run, model, version, user and dataset counts) on
+    /// /metrics; needs --expose-prometheus.
+    #[arg(long, env = "MLKUBE_ENABLE_STATISTICS")]
+    pub enable_statistics: bool,
+    /// Seconds between statistics refreshes.
+    #[arg(long, env = "MLKUBE_STATISTICS_UPDATE_INTERVAL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub statistics_update_interval: u64,
     /// Largest JSON request body in bytes (artifact uploads stream and are not limited by this).
     #[arg(long, env = "MLKUBE_MAX_REQUEST_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_body_bytes: usize,
@@ -53,6 +65,10 @@ pub struct Settings {
     pub artifacts_destination: Option<PathBuf>,
     pub max_request_body_bytes: usize,
     pub log_format: String,
+    /// Serve /metrics.
+    pub expose_prometheus: bool,
+    /// Refresh statistics this often (None: statistics off).
+    pub statistics_interval: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -66,6 +82,8 @@ impl std::fmt::Debug for Settings {
             .field("default_artifact_root", &self.default_artifact_root)
             .field("artifacts_destination", &self.artifacts_destination)
             .field("max_request_body_bytes", &self.max_request_body_bytes)
+            .field("expose_prometheus", &self.expose_prometheus)
+            .field("statistics_interval", &self.statistics_interval)
             .finish()
     }
 }
@@ -89,7 +107,16 @@ impl Args {
             workers,
             max_request_body_bytes,
             log_format,
+            expose_prometheus,
+            enable_statistics,
+            statistics_update_interval,
         } = self;
+        let expose_prometheus = expose_prometheus.is_some() || env("MLFLOW_EXPOSE_PROMETHEUS").is_some();
+        if enable_statistics && !expose_prometheus {
+            return Err(ConfigError(
+                "--enable-statistics needs --expose-prometheus".to_owned(),
+            ));
+        }
         let host = host
             .or_else(|| env("MLFLOW_HOST"))
             .unwrap_or_else(|| "127.0.0.1".to_owned());
@@ -142,6 +169,9 @@ impl Args {
             artifacts_destination: serve.then_some(destination),
             max_request_body_bytes,
             log_format,
+            expose_prometheus,
+            statistics_interval: enable_statistics
+                .then(|| std::time::Duration::from_secs(statistics_update_interval)),
         })
     }
 }
@@ -191,6 +221,33 @@ mod tests {
         assert_eq!(s.listen.to_string(), "0.0.0.0:6000");
         assert!(s.artifacts_destination.is_none());
         assert!(!format!("{s:?}").contains(":p@"), "password must be redacted");
+    }
+
+    #[test]
+    fn prometheus_flags_take_mlflow_forms() {
+        let bare =
+            Args::try_parse_from(["mlkube-server", "--expose-prometheus", "--enable-statistics"]).unwrap();
+        let s = bare.resolve(no_env).unwrap();
+        assert!(s.expose_prometheus);
+        assert_eq!(s.statistics_interval, Some(std::time::Duration::from_secs(3600)));
+        let with_dir = Args::try_parse_from([
+            "mlkube-server",
+            "--expose-prometheus",
+            "/tmp/prom",
+            "--statistics-update-interval",
+            "5",
+        ])
+        .unwrap();
+        let s = with_dir.resolve(no_env).unwrap();
+        assert!(s.expose_prometheus && s.statistics_interval.is_none());
+        let off = Args::try_parse_from(["mlkube-server"])
+            .unwrap()
+            .resolve(no_env)
+            .unwrap();
+        assert!(!off.expose_prometheus);
+        let stats_alone = Args::try_parse_from(["mlkube-server", "--enable-statistics"]).unwrap();
+        assert!(stats_alone.resolve(no_env).is_err());
+        assert!(Args::try_parse_from(["mlkube-server", "--statistics-update-interval", "0"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod artifacts;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod names;
 pub mod search;
 pub mod store;
@@ -52,9 +53,17 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         )?)),
         None => None,
     };
+    let store: Arc<dyn store::Store> = Arc::new(store);
+    let metrics = settings
+        .expose_prometheus
+        .then(|| Arc::new(metrics::ServerMetrics::new()));
+    if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
+        metrics::spawn_statistics(store.clone(), metrics.clone(), interval);
+    }
     Ok(AppState {
-        store: Arc::new(store),
+        store,
         artifacts,
+        metrics,
     })
 }
 

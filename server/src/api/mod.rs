@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::artifacts::ArtifactRoot;
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{ServerMetrics, serve as serve_metrics, track as track_metrics};
 use crate::store::Store;
 
 /// The MLflow version this server speaks for (reported by `/version` and server-info).
@@ -30,6 +31,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// `None` when artifacts are not served (`--no-serve-artifacts`).
     pub artifacts: Option<Arc<ArtifactRoot>>,
+    /// `Some` when `/metrics` is exposed (`--expose-prometheus`).
+    pub metrics: Option<Arc<ServerMetrics>>,
 }
 
 /// The MLflow RPC routes, mounted under each API prefix.
@@ -46,16 +49,28 @@ fn rpc_routes() -> Router<AppState> {
 /// The whole application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let rpc = rpc_routes().merge(artifacts::proxy_router());
-    Router::new()
+    let mut router = Router::new()
         .nest("/api/2.0", rpc.clone())
         .nest("/ajax-api/2.0", rpc.merge(metrics::ajax_router()))
         .nest("/api/3.0", meta::v3_router())
         .nest("/ajax-api/3.0", meta::v3_router())
         .merge(meta::router())
         .fallback(endpoint_not_found)
+        .with_state(state.clone());
+    if let Some(server_metrics) = &state.metrics {
+        router = router
+            .layer(axum::middleware::from_fn_with_state(
+                server_metrics.clone(),
+                track_metrics,
+            ))
+            .route(
+                "/metrics",
+                axum::routing::get(serve_metrics).with_state(server_metrics.clone()),
+            );
+    }
+    router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 async fn endpoint_not_found(uri: axum::http::Uri) -> Response {

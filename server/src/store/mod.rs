@@ -370,6 +370,22 @@ pub struct LoggedModelSearch {
     pub offset: u64,
 }
 
+/// Usage statistics: cheap aggregate counts for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Statistics {
+    /// Active experiments.
+    pub experiments: i64,
+    /// Active runs by status.
+    pub runs_by_status: Vec<(String, i64)>,
+    pub registered_models: i64,
+    /// Model versions (not deleted) by stage.
+    pub model_versions_by_stage: Vec<(String, i64)>,
+    /// Distinct users that created runs.
+    pub users: i64,
+    /// Distinct datasets (name, digest) logged as run inputs.
+    pub datasets: i64,
+}
+
 /// Everything a tracking store does (the registry included). Implemented once in SQL for SQLite
 /// and PostgreSQL.
 #[async_trait]
@@ -435,6 +451,10 @@ pub trait Store: registry::Registry + Send + Sync + 'static {
     async fn log_logged_model_params(&self, model_id: &str, params: &[Tag]) -> StoreResult<()>;
     async fn delete_logged_model(&self, model_id: &str) -> StoreResult<()>;
     async fn search_logged_models(&self, search: &LoggedModelSearch) -> StoreResult<Page<LoggedModel>>;
+
+    /// Aggregate counts for the statistics gauges (a handful of COUNT queries, no row scans
+    /// beyond what the indexes cover).
+    async fn statistics(&self) -> StoreResult<Statistics>;
 }
 
 /// Open the store named by a backend store URI and bring its schema up to date.

@@ -1293,6 +1293,46 @@ impl Store for SqlStore {
         let models = self.fetch_logged_models(sql).await?;
         Ok(page_of(models, search.max_results, search.offset))
     }
+
+    async fn statistics(&self) -> StoreResult<Statistics> {
+        self.collect_statistics().await
+    }
+}
+
+impl SqlStore {
+    async fn count(&self, sql: &str) -> StoreResult<i64> {
+        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    async fn grouped_counts(&self, sql: &str) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
+    pub(super) async fn collect_statistics(&self) -> StoreResult<Statistics> {
+        Ok(Statistics {
+            experiments: self.count("SELECT COUNT(*) FROM experiments WHERE lifecycle_stage = 'active'").await?,
+            runs_by_status: self
+                .grouped_counts(
+                    "SELECT status, COUNT(*) FROM runs WHERE lifecycle_stage = 'active' GROUP BY status ORDER BY status",
+                )
+                .await?,
+            registered_models: self.count("SELECT COUNT(*) FROM registered_models").await?,
+            model_versions_by_stage: self
+                .grouped_counts(
+                    "SELECT current_stage, COUNT(*) FROM model_versions WHERE current_stage <> 'Deleted_Internal' \
+                     GROUP BY current_stage ORDER BY current_stage",
+                )
+                .await?,
+            users: self.count("SELECT COUNT(DISTINCT user_id) FROM runs WHERE user_id <> ''").await?,
+            datasets: self
+                .count("SELECT COUNT(*) FROM (SELECT DISTINCT name, digest FROM run_dataset_inputs) d")
+                .await?,
+        })
+    }
 }
 
 /// Up to `max` steps spread evenly over `steps` (sorted), always keeping the first and the last.

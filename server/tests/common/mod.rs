@@ -28,6 +28,7 @@ pub async fn test_app() -> TestApp {
     let state = AppState {
         store: Arc::new(store),
         artifacts: Some(Arc::new(artifacts)),
+        metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
     };
     TestApp {
         router: app(state, 1024 * 1024),
