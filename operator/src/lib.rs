@@ -1,1 +1,10 @@
-//! placeholder
+//! mlkube-operator: the `TrackingServer` and `ModelDeployment` custom resources, the controllers
+//! that reconcile them, and the pure builders that turn a validated spec into Kubernetes objects.
+//! It owns everything the cluster sees of mlkube; it does not serve models or metrics itself (the
+//! server, sidecar and node sampler binaries do).
+
+pub mod build;
+pub mod crd;
+pub mod registry;
+pub mod render;
+pub mod validate;

@@ -1,0 +1,472 @@
+//! Deployments: the tracking server and the model server with its metrics sidecar.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretKeySelector, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{child_meta, labels, model_labels, ports, pvc, security, server_labels};
+use crate::validate::{Artifacts, Backend, ValidatedModelDeployment, ValidatedTrackingServer};
+
+/// Name of the tracking server container.
+pub const SERVER_CONTAINER: &str = "mlkube-server";
+/// Name of the model server container.
+pub const MODEL_CONTAINER: &str = "model-server";
+/// Name of the sidecar container.
+pub const SIDECAR_CONTAINER: &str = "mlkube-sidecar";
+
+const TMP_VOLUME: &str = "tmp";
+const TMP_PATH: &str = "/tmp";
+const BACKEND_VOLUME: &str = "backend";
+const BACKEND_PATH: &str = "/data";
+const ARTIFACTS_VOLUME: &str = "artifacts";
+const ARTIFACTS_PATH: &str = "/artifacts";
+
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+pub(crate) fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn http_probe(path: &str, port: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(port.to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn pvc_volume(name: &str, claim: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim,
+            read_only: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
+    let map = |items: &[(&str, &str)]| -> BTreeMap<String, Quantity> {
+        items
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect()
+    };
+    ResourceRequirements {
+        requests: Some(map(requests)),
+        limits: Some(map(limits)),
+        claims: None,
+    }
+}
+
+fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::PROMETHEUS_PATH.to_owned(), ports::METRICS_PATH.to_owned()),
+        (labels::PROMETHEUS_PORT.to_owned(), port.to_string()),
+        (labels::PROMETHEUS_SCRAPE.to_owned(), "true".to_owned()),
+    ])
+}
+
+/// The mlkube-server command line for a tracking server (DESIGN "Command lines"). Secrets never
+/// appear here: the PostgreSQL URI arrives as `MLKUBE_BACKEND_STORE_URI`.
+pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--host".into(),
+        "0.0.0.0".into(),
+        "--port".into(),
+        ports::SERVER.to_string(),
+    ];
+    if let Backend::Sqlite(_) = ts.backend {
+        args.push("--backend-store-uri".into());
+        args.push(format!("sqlite:///{BACKEND_PATH}/mlflow.db"));
+    }
+    args.push("--default-artifact-root".into());
+    args.push(ts.artifacts.default_artifact_root());
+    if let Artifacts::Pvc(_) = ts.artifacts {
+        args.push("--artifacts-destination".into());
+        args.push(ARTIFACTS_PATH.into());
+    }
+    if ts.metrics_enabled {
+        args.push("--expose-prometheus".into());
+        args.push(format!("{TMP_PATH}/prometheus"));
+        if let Some(secs) = ts.statistics_interval_secs {
+            args.push("--enable-statistics".into());
+            args.push("--statistics-update-interval".into());
+            args.push(secs.to_string());
+        }
+    }
+    if ts.auth.is_some() {
+        args.push("--app-name".into());
+        args.push("basic-auth".into());
+    }
+    args
+}
+
+fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
+    let mut env_vars = Vec::new();
+    if let Backend::Postgres { uri } = &ts.backend {
+        env_vars.push(env_from_secret("MLKUBE_BACKEND_STORE_URI", &uri.name, &uri.key));
+    }
+    if let Artifacts::S3 {
+        endpoint,
+        credentials,
+        ..
+    } = &ts.artifacts
+    {
+        env_vars.push(env_from_secret(
+            "AWS_ACCESS_KEY_ID",
+            &credentials.name,
+            &credentials.access_key_id_key,
+        ));
+        env_vars.push(env_from_secret(
+            "AWS_SECRET_ACCESS_KEY",
+            &credentials.name,
+            &credentials.secret_access_key_key,
+        ));
+        if let Some(endpoint) = endpoint {
+            env_vars.push(env("MLFLOW_S3_ENDPOINT_URL", endpoint.clone()));
+        }
+    }
+    if let Some(auth) = &ts.auth {
+        env_vars.push(env_from_secret(
+            "MLKUBE_ADMIN_USERNAME",
+            &auth.admin.name,
+            &auth.admin.username_key,
+        ));
+        env_vars.push(env_from_secret(
+            "MLKUBE_ADMIN_PASSWORD",
+            &auth.admin.name,
+            &auth.admin.password_key,
+        ));
+        env_vars.push(env(
+            "MLKUBE_AUTH_DEFAULT_PERMISSION",
+            auth.default_permission.as_str(),
+        ));
+    }
+    env_vars
+}
+
+/// The tracking server's Deployment. A SQLite store or a ReadWriteOnce artifact volume forces
+/// the Recreate strategy, so two pods never hold the volume at once.
+pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deployment {
+    let selector = labels::selector(
+        labels::APP_SERVER,
+        &ts.owner.name,
+        labels::COMPONENT_TRACKING_SERVER,
+    );
+    let mut volumes = vec![empty_dir(TMP_VOLUME)];
+    let mut mounts = vec![mount(TMP_VOLUME, TMP_PATH)];
+    if let Backend::Sqlite(_) = ts.backend {
+        volumes.push(pvc_volume(
+            BACKEND_VOLUME,
+            pvc::backend_claim_name(&ts.owner.name),
+        ));
+        mounts.push(mount(BACKEND_VOLUME, BACKEND_PATH));
+    }
+    if let Artifacts::Pvc(_) = ts.artifacts {
+        volumes.push(pvc_volume(
+            ARTIFACTS_VOLUME,
+            pvc::artifacts_claim_name(&ts.owner.name),
+        ));
+        mounts.push(mount(ARTIFACTS_VOLUME, ARTIFACTS_PATH));
+    }
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    mounts.sort_by(|a, b| a.name.cmp(&b.name));
+    let annotations = (ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()))
+        .then(|| scrape_annotations(ports::SERVER));
+    let container = Container {
+        name: SERVER_CONTAINER.to_owned(),
+        image: Some(ts.image.clone()),
+        args: Some(tracking_server_args(ts)),
+        env: Some(tracking_server_env(ts)).filter(|e| !e.is_empty()),
+        ports: Some(vec![ContainerPort {
+            name: Some(ports::HTTP.to_owned()),
+            container_port: ports::SERVER,
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(http_probe(ports::SERVER_HEALTH_PATH, ports::HTTP, 10, 3)),
+        liveness_probe: Some(http_probe(ports::SERVER_HEALTH_PATH, ports::HTTP, 20, 6)),
+        resources: Some(
+            ts.resources
+                .clone()
+                .unwrap_or_else(|| resources(&[("cpu", "100m"), ("memory", "256Mi")], &[("memory", "1Gi")])),
+        ),
+        security_context: Some(security::restricted_container()),
+        volume_mounts: Some(mounts),
+        working_dir: Some(TMP_PATH.to_owned()),
+        ..Default::default()
+    };
+    let strategy = if ts.recreate() {
+        DeploymentStrategy {
+            type_: Some("Recreate".to_owned()),
+            rolling_update: None,
+        }
+    } else {
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".to_owned()),
+            rolling_update: None,
+        }
+    };
+    Deployment {
+        metadata: child_meta(&ts.owner, ts.owner.name.clone(), server_labels(ts)),
+        spec: DeploymentSpec {
+            replicas: Some(ts.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                match_expressions: None,
+            },
+            strategy: Some(strategy),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(server_labels(ts)),
+                    annotations,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    containers: vec![container],
+                    security_context: Some(security::restricted_pod()),
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// The mlkube-sidecar command line (DESIGN "Command lines").
+pub fn sidecar_args(md: &ValidatedModelDeployment) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        format!("0.0.0.0:{}", ports::SIDECAR_HTTP),
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{}", ports::SIDECAR_METRICS),
+        "--upstream".into(),
+        format!("http://127.0.0.1:{}", md.port),
+        "--model-name".into(),
+        md.model.name.clone(),
+        "--model-version".into(),
+        md.model.version.clone(),
+    ];
+    if let Some(run_id) = &md.model.run_id {
+        args.push("--run-id".into());
+        args.push(run_id.clone());
+    }
+    args.push("--upstream-health-path".into());
+    args.push(md.health_path.clone());
+    if md.sidecar.sample_rate > 0.0 {
+        args.push("--tracking-uri".into());
+        args.push(md.tracking.uri.clone());
+        args.push("--capture-sample-rate".into());
+        args.push(format!("{}", md.sidecar.sample_rate));
+        args.push("--capture-max-payload-bytes".into());
+        args.push(md.sidecar.max_payload_bytes.to_string());
+    }
+    if let Some(timeout) = md.sidecar.request_timeout_seconds {
+        args.push("--request-timeout".into());
+        args.push(timeout.to_string());
+    }
+    args
+}
+
+/// The default model server command: MLflow's pyfunc scoring server for the pinned model URI,
+/// on 127.0.0.1 only (the sidecar is the pod's only way in).
+pub fn default_model_command(md: &ValidatedModelDeployment) -> Vec<String> {
+    [
+        "mlflow",
+        "models",
+        "serve",
+        "--model-uri",
+        &md.model_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &md.port.to_string(),
+        "--env-manager",
+        "local",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Environment both containers use to reach the tracking server and its artifacts.
+fn tracking_env(md: &ValidatedModelDeployment) -> Vec<EnvVar> {
+    let mut env_vars = vec![env("MLFLOW_TRACKING_URI", md.tracking.uri.clone())];
+    if let Some(auth) = &md.tracking.auth {
+        env_vars.push(env_from_secret(
+            "MLFLOW_TRACKING_USERNAME",
+            &auth.name,
+            &auth.username_key,
+        ));
+        env_vars.push(env_from_secret(
+            "MLFLOW_TRACKING_PASSWORD",
+            &auth.name,
+            &auth.password_key,
+        ));
+    }
+    env_vars
+}
+
+fn model_env(md: &ValidatedModelDeployment) -> Vec<EnvVar> {
+    let mut env_vars = tracking_env(md);
+    env_vars.push(env("HOME", TMP_PATH));
+    env_vars.push(env("MLKUBE_MODEL_NAME", md.model.name.clone()));
+    env_vars.push(env("MLKUBE_MODEL_PORT", md.port.to_string()));
+    env_vars.push(env("MLKUBE_MODEL_URI", md.model_uri.clone()));
+    env_vars.push(env("MLKUBE_MODEL_VERSION", md.model.version.clone()));
+    if let Some((endpoint, credentials)) = &md.tracking.s3 {
+        env_vars.push(env_from_secret(
+            "AWS_ACCESS_KEY_ID",
+            &credentials.name,
+            &credentials.access_key_id_key,
+        ));
+        env_vars.push(env_from_secret(
+            "AWS_SECRET_ACCESS_KEY",
+            &credentials.name,
+            &credentials.secret_access_key_key,
+        ));
+        if let Some(endpoint) = endpoint {
+            env_vars.push(env("MLFLOW_S3_ENDPOINT_URL", endpoint.clone()));
+        }
+    }
+    env_vars.push(env("TMPDIR", TMP_PATH));
+    // The user's variables come last so they can override ours.
+    env_vars.extend(md.env.iter().cloned());
+    env_vars
+}
+
+/// The model Deployment: the model server (127.0.0.1 only) and the sidecar, which serves traffic
+/// on 8000, metrics and probes on 8001.
+pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
+    let selector = labels::selector(labels::APP_MODEL, &md.owner.name, labels::COMPONENT_MODEL_SERVER);
+    let mut annotations =
+        BTreeMap::from([(labels::DEFAULT_CONTAINER.to_owned(), MODEL_CONTAINER.to_owned())]);
+    if !(md.monitoring_api && md.service_monitor.is_some()) {
+        annotations.extend(scrape_annotations(ports::SIDECAR_METRICS));
+    }
+    let (command, args) = match &md.command {
+        Some(command) => (command.clone(), md.args.clone()),
+        None => (default_model_command(md), md.args.clone()),
+    };
+    let model = Container {
+        name: MODEL_CONTAINER.to_owned(),
+        image: Some(md.image.clone()),
+        command: Some(command),
+        args: Some(args).filter(|a| !a.is_empty()),
+        env: Some(model_env(md)),
+        resources: md.resources.clone(),
+        security_context: Some(security::restricted_container()),
+        volume_mounts: Some(vec![mount(TMP_VOLUME, TMP_PATH)]),
+        ..Default::default()
+    };
+    let mut sidecar_env = tracking_env(md);
+    sidecar_env.sort_by(|a, b| a.name.cmp(&b.name));
+    let sidecar = Container {
+        name: SIDECAR_CONTAINER.to_owned(),
+        image: Some(md.sidecar.image.clone()),
+        args: Some(sidecar_args(md)),
+        env: Some(sidecar_env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(ports::HTTP.to_owned()),
+                container_port: ports::SIDECAR_HTTP,
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some(ports::METRICS.to_owned()),
+                container_port: ports::SIDECAR_METRICS,
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(http_probe(ports::SIDECAR_READYZ_PATH, ports::METRICS, 5, 3)),
+        liveness_probe: Some(http_probe(ports::SIDECAR_HEALTHZ_PATH, ports::METRICS, 10, 3)),
+        resources: Some(
+            md.sidecar
+                .resources
+                .clone()
+                .unwrap_or_else(|| resources(&[("cpu", "50m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
+        ),
+        security_context: Some(security::restricted_container()),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: child_meta(&md.owner, md.owner.name.clone(), model_labels(md)),
+        spec: DeploymentSpec {
+            replicas: Some(md.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(model_labels(md)),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    containers: vec![model, sidecar],
+                    security_context: Some(security::restricted_pod()),
+                    volumes: Some(vec![empty_dir(TMP_VOLUME)]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}

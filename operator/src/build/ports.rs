@@ -1,0 +1,20 @@
+//! Port numbers and names from the design contract.
+
+/// mlkube-server: REST API, artifact proxy, `/metrics`, `/health`.
+pub const SERVER: i32 = 5000;
+/// Sidecar: serving traffic, proxied to the model server.
+pub const SIDECAR_HTTP: i32 = 8000;
+/// Sidecar: `/metrics`, `/healthz`, `/readyz`.
+pub const SIDECAR_METRICS: i32 = 8001;
+/// Node sampler: `/metrics`.
+pub const NODE_SAMPLER: i32 = 9400;
+
+/// Name of serving ports (server 5000, sidecar 8000).
+pub const HTTP: &str = "http";
+/// Name of metrics ports (sidecar 8001, node sampler 9400).
+pub const METRICS: &str = "metrics";
+
+pub const METRICS_PATH: &str = "/metrics";
+pub const SERVER_HEALTH_PATH: &str = "/health";
+pub const SIDECAR_HEALTHZ_PATH: &str = "/healthz";
+pub const SIDECAR_READYZ_PATH: &str = "/readyz";

@@ -1,0 +1,78 @@
+//! Services: the tracking server (`http` 5000), the model (`http` 8000, `metrics` 8001) and the
+//! node sampler (`metrics` 9400, headless).
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{child_meta, labels, model_labels, node_sampler_labels, node_sampler_name, ports, server_labels};
+use crate::validate::{ValidatedModelDeployment, ValidatedTrackingServer};
+
+fn port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }
+}
+
+pub fn build_tracking_server_service(ts: &ValidatedTrackingServer) -> Service {
+    Service {
+        metadata: child_meta(&ts.owner, ts.owner.name.clone(), server_labels(ts)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels::selector(
+                labels::APP_SERVER,
+                &ts.owner.name,
+                labels::COMPONENT_TRACKING_SERVER,
+            )),
+            ports: Some(vec![port(ports::HTTP, ports::SERVER)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Headless, so Prometheus scrapes every sampler pod and `kubectl get endpoints` lists nodes.
+pub fn build_node_sampler_service(ts: &ValidatedTrackingServer) -> Service {
+    Service {
+        metadata: child_meta(
+            &ts.owner,
+            node_sampler_name(&ts.owner.name),
+            node_sampler_labels(ts),
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(labels::selector(
+                labels::APP_NODE_SAMPLER,
+                &ts.owner.name,
+                labels::COMPONENT_NODE_SAMPLER,
+            )),
+            ports: Some(vec![port(ports::METRICS, ports::NODE_SAMPLER)]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn build_model_service(md: &ValidatedModelDeployment) -> Service {
+    Service {
+        metadata: child_meta(&md.owner, md.owner.name.clone(), model_labels(md)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels::selector(
+                labels::APP_MODEL,
+                &md.owner.name,
+                labels::COMPONENT_MODEL_SERVER,
+            )),
+            ports: Some(vec![
+                port(ports::HTTP, ports::SIDECAR_HTTP),
+                port(ports::METRICS, ports::SIDECAR_METRICS),
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

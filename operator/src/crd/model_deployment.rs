@@ -1,0 +1,406 @@
+//! `ModelDeployment`: one registered model version served behind the mlkube metrics sidecar.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ServiceMonitorSettings, default_one, default_true};
+
+/// Desired state of a model deployment: which model version to serve, how, and how it is
+/// monitored.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[kube(
+    group = "mlkube.io",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    plural = "modeldeployments",
+    shortname = "md",
+    category = "mlkube",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A registered MLflow model version served behind the mlkube metrics sidecar, with a Service, ServiceMonitor and alert rules.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name": "Model", "type": "string", "jsonPath": ".spec.model.name"}"#,
+    printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".status.resolvedModel.version"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
+    printcolumn = r#"{"name": "URL", "type": "string", "jsonPath": ".status.url"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.trackingServerRef) != has(self.trackingUri)").message("set exactly one of trackingServerRef and trackingUri"))]
+#[x_kube(validation = Rule::new("self.port != 8000 && self.port != 8001").message("port is the model server's own port and must differ from the sidecar's serving port 8000 and metrics port 8001"))]
+pub struct ModelDeploymentSpec {
+    /// The TrackingServer (in this namespace) whose registry holds the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_server_ref: Option<TrackingServerRef>,
+
+    /// URL of a tracking server outside this namespace or cluster, e.g.
+    /// `http://mlflow.mlops.svc:5000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^https?://[^\s]+$"))]
+    pub tracking_uri: Option<String>,
+
+    /// The registered model to serve.
+    pub model: ModelRef,
+
+    /// Image of the model server. Default: an image with MLflow's pyfunc scoring server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// Command of the model server. It must listen on 127.0.0.1:`port` and finds the model URI in
+    /// `MLKUBE_MODEL_URI`. Default: `mlflow models serve` for the resolved model version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+
+    /// Arguments of the model server command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+
+    /// Extra environment variables of the model server container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+
+    /// Port of the model server on 127.0.0.1 inside the pod; never exposed. Default: 8080.
+    #[serde(default = "default_model_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: i32,
+
+    /// Path on the model server that answers 200 when the model is loaded; the sidecar's
+    /// `/readyz` checks it. Default: `/ping`.
+    #[serde(default = "default_health_path")]
+    #[schemars(pattern(r"^/[^\s]*$"))]
+    pub health_path: String,
+
+    /// Number of pods. The scale subresource makes `kubectl scale` and HorizontalPodAutoscalers
+    /// work on this field. Default: 1.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Compute resources of the model server container, e.g. `limits: {nvidia.com/gpu: 1}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The metrics sidecar in front of the model server.
+    #[serde(default)]
+    pub sidecar: SidecarSpec,
+
+    /// ServiceMonitor and alert rules.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+fn default_model_port() -> i32 {
+    8080
+}
+
+fn default_health_path() -> String {
+    "/ping".to_owned()
+}
+
+/// Reference to a TrackingServer in the same namespace.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackingServerRef {
+    /// Name of the TrackingServer.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+}
+
+/// A registered model: `name` plus exactly one of `version`, `alias` and `uri`.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.version), has(self.alias), has(self.uri)].filter(x, x).size() == 1").message("set exactly one of model.version, model.alias and model.uri"))]
+pub struct ModelRef {
+    /// Name of the registered model.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// A version number, or `latest` for the highest version. Pinned in `status.resolvedModel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([1-9][0-9]*|latest)$"))]
+    pub version: Option<String>,
+    /// A registry alias such as `champion`. When the alias moves, the deployment rolls to the new
+    /// version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    pub alias: Option<String>,
+    /// A model URI: `models:/<name>/<version>`, `models:/<name>/<stage>`, `models:/<name>@<alias>`
+    /// or `runs:/<run-id>/<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^(models:/[^/@]+(/[^/]+|@[^/]+)|runs:/[0-9a-zA-Z]+/.+)$"))]
+    pub uri: Option<String>,
+}
+
+/// The metrics sidecar.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Image of mlkube-sidecar. Default: the image matching the operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Payload capture: sampled predictions sent to the tracking server for quality metrics.
+    #[serde(default)]
+    pub capture: CaptureSpec,
+    /// Seconds the sidecar waits for the model server before answering 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub request_timeout_seconds: Option<i32>,
+    /// Compute resources of the sidecar container. Default: 50m CPU and 32Mi memory requested,
+    /// 128Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Prediction capture settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureSpec {
+    /// Fraction of requests captured, from 0 (off) to 1 (all). Default: 0.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_rate: f64,
+    /// Larger request or response bodies are not captured. Default: 65536.
+    #[serde(default = "default_max_payload")]
+    #[schemars(range(min = 0, max = 16777216))]
+    pub max_payload_bytes: i64,
+}
+
+impl Default for CaptureSpec {
+    fn default() -> Self {
+        Self {
+            sample_rate: 0.0,
+            max_payload_bytes: default_max_payload(),
+        }
+    }
+}
+
+fn default_max_payload() -> i64 {
+    65_536
+}
+
+/// Monitoring of the deployment.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// ServiceMonitor for the sidecar's `metrics` port (needs Prometheus Operator).
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSettings,
+    /// Latency and error-rate alerts, in a PrometheusRule (needs Prometheus Operator).
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+    /// Model-quality alerts on the tracking server's `mlflow_model_quality` metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualitySpec>,
+}
+
+/// Serving alerts.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsSpec {
+    /// Create the PrometheusRule. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Alert when the p99 inference latency is above this duration. Default: `500ms`.
+    #[serde(default = "default_latency_p99")]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    pub latency_p99: String,
+    /// Alert when the fraction of failed predictions is above this value (0.01 = 1 %).
+    /// Default: 0.01.
+    #[serde(default = "default_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub error_rate: f64,
+    /// How long a condition must hold before the alert fires. Default: `5m`.
+    #[serde(default = "default_for", rename = "for")]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    pub for_: String,
+    /// Window of the rates the alerts compute. Default: `5m`.
+    #[serde(default = "default_for")]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    pub rate_window: String,
+    /// `severity` label of the alerts. Default: `warning`.
+    #[serde(default)]
+    pub severity: Severity,
+    /// Extra labels on every alert, e.g. `team: ml-platform`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            latency_p99: default_latency_p99(),
+            error_rate: default_error_rate(),
+            for_: default_for(),
+            rate_window: default_for(),
+            severity: Severity::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_latency_p99() -> String {
+    "500ms".to_owned()
+}
+
+fn default_error_rate() -> f64 {
+    0.01
+}
+
+fn default_for() -> String {
+    "5m".to_owned()
+}
+
+/// Alert severity.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Model-quality alerts.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QualitySpec {
+    /// Window over which the tracking server computes the quality metrics, e.g. `1h`.
+    /// Default: `1h`.
+    #[serde(default = "default_quality_window")]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    pub window: String,
+    /// How long a threshold must be breached before the alert fires. Default: `15m`.
+    #[serde(default = "default_quality_for", rename = "for")]
+    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    pub for_: String,
+    /// Thresholds, one alert each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub thresholds: Vec<QualityThreshold>,
+}
+
+fn default_quality_window() -> String {
+    "1h".to_owned()
+}
+
+fn default_quality_for() -> String {
+    "15m".to_owned()
+}
+
+/// A bound on one quality metric.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.max)").message("a quality threshold needs min, max or both"))]
+#[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not exceed max"))]
+pub struct QualityThreshold {
+    /// The quality metric.
+    pub metric: QualityMetric,
+    /// Alert when the metric falls below this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Alert when the metric rises above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// Quality metrics the tracking server computes.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityMetric {
+    Accuracy,
+    Precision,
+    Recall,
+    F1,
+    RocAuc,
+    LogLoss,
+    Mse,
+    Rmse,
+    Mae,
+    R2,
+}
+
+impl QualityMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accuracy => "accuracy",
+            Self::Precision => "precision",
+            Self::Recall => "recall",
+            Self::F1 => "f1",
+            Self::RocAuc => "roc_auc",
+            Self::LogLoss => "log_loss",
+            Self::Mse => "mse",
+            Self::Rmse => "rmse",
+            Self::Mae => "mae",
+            Self::R2 => "r2",
+        }
+    }
+}
+
+/// Observed state of a ModelDeployment.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The model version being served, as resolved against the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_model: Option<ResolvedModel>,
+    /// The tracking server URL the deployment uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_uri: Option<String>,
+    /// In-cluster URL of the model's Service (the sidecar's serving port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Pods of the current Deployment (the scale subresource reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Label selector of the pods, for HorizontalPodAutoscalers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `Ready`, `Progressing`, `Degraded`, `ModelResolved` and `Monitoring`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A model version as found in the registry.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedModel {
+    /// What was asked for, e.g. `models:/churn@champion`.
+    pub reference: String,
+    /// Registered model name.
+    pub name: String,
+    /// Model version served.
+    pub version: String,
+    /// Run that produced the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Where the version's artifacts are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}

@@ -1,0 +1,400 @@
+//! Model registry lookups: turn a ModelDeployment's model reference (version, `latest`, alias,
+//! stage or URI) into a concrete version with its run id and source, using the tracking server's
+//! MLflow REST API.
+
+use std::fmt;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+
+use crate::crd::model_deployment::{ModelRef, ResolvedModel};
+
+/// What a spec asks for, normalised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelReference {
+    Version { name: String, version: String },
+    Latest { name: String },
+    Alias { name: String, alias: String },
+    Stage { name: String, stage: String },
+    Run { uri: String, run_id: String },
+}
+
+impl ModelReference {
+    /// Normalise the spec's `model`. A `uri` wins (the schema allows only one of the three).
+    pub fn from_spec(model: &ModelRef) -> Self {
+        let name = model.name.clone();
+        if let Some(uri) = &model.uri {
+            if let Some(rest) = uri.strip_prefix("runs:/") {
+                let run_id = rest.split('/').next().unwrap_or_default().to_owned();
+                return Self::Run {
+                    uri: uri.clone(),
+                    run_id,
+                };
+            }
+            if let Some(rest) = uri.strip_prefix("models:/") {
+                if let Some((name, alias)) = rest.split_once('@') {
+                    return Self::Alias {
+                        name: name.to_owned(),
+                        alias: alias.to_owned(),
+                    };
+                }
+                if let Some((name, tail)) = rest.split_once('/') {
+                    let name = name.to_owned();
+                    return if tail == "latest" {
+                        Self::Latest { name }
+                    } else if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
+                        Self::Version {
+                            name,
+                            version: tail.to_owned(),
+                        }
+                    } else {
+                        Self::Stage {
+                            name,
+                            stage: tail.to_owned(),
+                        }
+                    };
+                }
+            }
+        }
+        match (&model.version, &model.alias) {
+            (Some(v), _) if v == "latest" => Self::Latest { name },
+            (Some(v), _) => Self::Version {
+                name,
+                version: v.clone(),
+            },
+            (None, Some(alias)) => Self::Alias {
+                name,
+                alias: alias.clone(),
+            },
+            (None, None) => Self::Latest { name },
+        }
+    }
+}
+
+impl fmt::Display for ModelReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Version { name, version } => write!(f, "models:/{name}/{version}"),
+            Self::Latest { name } => write!(f, "models:/{name}/latest"),
+            Self::Alias { name, alias } => write!(f, "models:/{name}@{alias}"),
+            Self::Stage { name, stage } => write!(f, "models:/{name}/{stage}"),
+            Self::Run { uri, .. } => f.write_str(uri),
+        }
+    }
+}
+
+/// Why a model could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("tracking server {uri} is unreachable")]
+    Unreachable {
+        uri: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("tracking server answered {status} for {what}: {message}")]
+    Status {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("model {0} not found in the registry")]
+    NotFound(String),
+    #[error("unexpected response for {what}")]
+    Decode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid tracking URI {0:?}")]
+    InvalidUri(String),
+}
+
+impl RegistryError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } | Self::Status { .. } | Self::Decode { .. } => "RegistryUnavailable",
+            Self::NotFound(_) => "ModelNotFound",
+            Self::InvalidUri(_) => "InvalidTrackingUri",
+        }
+    }
+
+    /// Whether retrying later may help (as opposed to a spec that names a missing model).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+}
+
+/// Basic-auth credentials for the registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Resolves model references. The controller holds a `dyn ModelRegistry`, so tests can use a
+/// fake and the operator the HTTP client.
+#[async_trait::async_trait]
+pub trait ModelRegistry: Send + Sync {
+    async fn resolve(
+        &self,
+        tracking_uri: &str,
+        credentials: Option<&Credentials>,
+        reference: &ModelReference,
+    ) -> Result<ResolvedModel, RegistryError>;
+}
+
+/// The MLflow REST API client.
+pub struct HttpRegistry {
+    client: Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<bytes::Bytes>,
+    >,
+    timeout: Duration,
+}
+
+#[derive(Deserialize)]
+struct ModelVersionWire {
+    name: String,
+    version: String,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OneVersion {
+    model_version: ModelVersionWire,
+}
+
+#[derive(Deserialize)]
+struct ManyVersions {
+    #[serde(default)]
+    model_versions: Vec<ModelVersionWire>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error_code: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn enc(value: &str) -> String {
+    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+}
+
+impl HttpRegistry {
+    /// A client that speaks HTTP and HTTPS (system roots).
+    pub fn new(timeout: Duration) -> Result<Self, std::io::Error> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout,
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        base: &str,
+        credentials: Option<&Credentials>,
+        path_and_query: String,
+        what: &str,
+    ) -> Result<T, RegistryError> {
+        let url = format!("{}{}", base.trim_end_matches('/'), path_and_query);
+        let mut request = http::Request::get(&url).header(http::header::ACCEPT, "application/json");
+        if let Some(c) = credentials {
+            use base64::Engine;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
+            request = request.header(http::header::AUTHORIZATION, format!("Basic {token}"));
+        }
+        let request = request
+            .body(Full::default())
+            .map_err(|_| RegistryError::InvalidUri(base.to_owned()))?;
+        let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| RegistryError::Unreachable {
+            uri: base.to_owned(),
+            source,
+        };
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|e| unreachable(Box::new(e)))?
+            .map_err(|e| unreachable(Box::new(e)))?;
+        let status = response.status();
+        let body = tokio::time::timeout(self.timeout, response.into_body().collect())
+            .await
+            .map_err(|e| unreachable(Box::new(e)))?
+            .map_err(|e| unreachable(Box::new(e)))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|source| RegistryError::Decode {
+                what: what.to_owned(),
+                source,
+            });
+        }
+        let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+        if status == http::StatusCode::NOT_FOUND
+            || error
+                .as_ref()
+                .is_some_and(|e| e.error_code == "RESOURCE_DOES_NOT_EXIST")
+        {
+            return Err(RegistryError::NotFound(what.to_owned()));
+        }
+        Err(RegistryError::Status {
+            what: what.to_owned(),
+            status: status.as_u16(),
+            message: error.map(|e| e.message).unwrap_or_default(),
+        })
+    }
+}
+
+fn resolved(reference: &ModelReference, v: ModelVersionWire) -> ResolvedModel {
+    ResolvedModel {
+        reference: reference.to_string(),
+        name: v.name,
+        version: v.version,
+        run_id: v.run_id.filter(|r| !r.is_empty()),
+        source: v.source.filter(|s| !s.is_empty()),
+    }
+}
+
+fn highest(versions: Vec<ModelVersionWire>) -> Option<ModelVersionWire> {
+    versions
+        .into_iter()
+        .max_by_key(|v| v.version.parse::<u64>().unwrap_or_default())
+}
+
+#[async_trait::async_trait]
+impl ModelRegistry for HttpRegistry {
+    async fn resolve(
+        &self,
+        tracking_uri: &str,
+        credentials: Option<&Credentials>,
+        reference: &ModelReference,
+    ) -> Result<ResolvedModel, RegistryError> {
+        if !(tracking_uri.starts_with("http://") || tracking_uri.starts_with("https://")) {
+            return Err(RegistryError::InvalidUri(tracking_uri.to_owned()));
+        }
+        let what = reference.to_string();
+        match reference {
+            ModelReference::Version { name, version } => {
+                let path = format!(
+                    "/api/2.0/mlflow/model-versions/get?name={}&version={}",
+                    enc(name),
+                    enc(version)
+                );
+                let one: OneVersion = self.get(tracking_uri, credentials, path, &what).await?;
+                Ok(resolved(reference, one.model_version))
+            }
+            ModelReference::Alias { name, alias } => {
+                let path = format!(
+                    "/api/2.0/mlflow/registered-models/alias?name={}&alias={}",
+                    enc(name),
+                    enc(alias)
+                );
+                let one: OneVersion = self.get(tracking_uri, credentials, path, &what).await?;
+                Ok(resolved(reference, one.model_version))
+            }
+            ModelReference::Latest { name } => {
+                let path = format!(
+                    "/api/2.0/mlflow/registered-models/get-latest-versions?name={}",
+                    enc(name)
+                );
+                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what).await?;
+                let v = highest(many.model_versions).ok_or(RegistryError::NotFound(what))?;
+                Ok(resolved(reference, v))
+            }
+            ModelReference::Stage { name, stage } => {
+                let path = format!(
+                    "/api/2.0/mlflow/registered-models/get-latest-versions?name={}&stages={}",
+                    enc(name),
+                    enc(stage)
+                );
+                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what).await?;
+                let v = highest(many.model_versions).ok_or(RegistryError::NotFound(what))?;
+                Ok(resolved(reference, v))
+            }
+            ModelReference::Run { uri, run_id } => Ok(ResolvedModel {
+                reference: uri.clone(),
+                name: String::new(),
+                version: format!("run-{}", run_id.chars().take(12).collect::<String>()),
+                run_id: Some(run_id.clone()),
+                source: Some(uri.clone()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(version: Option<&str>, alias: Option<&str>, uri: Option<&str>) -> ModelRef {
+        ModelRef {
+            name: "churn".into(),
+            version: version.map(Into::into),
+            alias: alias.map(Into::into),
+            uri: uri.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn references_normalise() {
+        let cases = [
+            (model(Some("3"), None, None), "models:/churn/3"),
+            (model(Some("latest"), None, None), "models:/churn/latest"),
+            (model(None, Some("champion"), None), "models:/churn@champion"),
+            (
+                model(None, None, Some("models:/other@prod")),
+                "models:/other@prod",
+            ),
+            (model(None, None, Some("models:/other/7")), "models:/other/7"),
+            (
+                model(None, None, Some("models:/other/Production")),
+                "models:/other/Production",
+            ),
+            (
+                model(None, None, Some("runs:/abc123/model")),
+                "runs:/abc123/model",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(ModelReference::from_spec(&spec).to_string(), want);
+        }
+        assert_eq!(
+            ModelReference::from_spec(&model(None, None, Some("models:/other/Production"))),
+            ModelReference::Stage {
+                name: "other".into(),
+                stage: "Production".into()
+            }
+        );
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        let c = Credentials {
+            username: "admin".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
