@@ -1,0 +1,312 @@
+//! Body wrappers of the data path. Both stream frame by frame; neither buffers anything except the
+//! size-capped capture tap of a sampled request.
+//!
+//! [`RequestBody`] counts the client's bytes, enforces the body limit and observes the request size.
+//! [`ResponseBody`] carries the request's [`RequestGuard`]: latency, in-flight and response size are
+//! recorded when the last frame is handed to the connection (or when the body is dropped early), so a
+//! client that has read the whole response also sees the metrics updated.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::capture::{Sampled, Tap};
+use super::forward::Shared;
+use super::metrics::ErrorReason;
+
+/// Why the request body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("reading the request body from the client failed")]
+    Read(#[source] hyper::Error),
+}
+
+// === impl RequestBody ===
+
+/// The client's request body on its way to the upstream.
+pub struct RequestBody {
+    inner: Incoming,
+    read: u64,
+    limit: u64,
+    size: Histogram,
+    tap: Option<(Arc<Sampled>, Tap)>,
+}
+
+impl RequestBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: u64,
+        size: Histogram,
+        tap: Option<(Arc<Sampled>, Tap)>,
+    ) -> Self {
+        RequestBody {
+            inner,
+            read: 0,
+            limit,
+            size,
+            tap,
+        }
+    }
+
+    /// Hands the captured request payload to the response side.
+    fn finish_tap(&mut self) {
+        if let Some((sampled, tap)) = self.tap.take() {
+            sampled.set_request(tap.finish());
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.read += data.len() as u64;
+                    if this.read > this.limit {
+                        this.tap = None;
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit: this.limit })));
+                    }
+                    if let Some((_, tap)) = &mut this.tap {
+                        tap.push(data);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.finish_tap();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                this.tap = None;
+                Poll::Ready(Some(Err(RequestBodyError::Read(err))))
+            }
+            None => {
+                this.finish_tap();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // An empty body is never polled: it ends here.
+        if self.inner.is_end_stream() {
+            self.finish_tap();
+        }
+        self.size.observe(self.read as f64);
+    }
+}
+
+// === impl RequestGuard ===
+
+/// Lives from a request's arrival to the end of its response: holds the in-flight gauge up and
+/// records the latency when dropped.
+pub(crate) struct RequestGuard {
+    pub(crate) shared: Arc<Shared>,
+    start: Instant,
+}
+
+impl RequestGuard {
+    pub(crate) fn start(shared: Arc<Shared>) -> Self {
+        shared.metrics.in_flight.inc();
+        RequestGuard {
+            shared,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts the request once its status is known.
+    pub(crate) fn count(&self, error: Option<ErrorReason>) {
+        let metrics = &self.shared.metrics;
+        metrics.predictions.inc();
+        if let Some(reason) = error {
+            metrics.error(reason).inc();
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let metrics = &self.shared.metrics;
+        metrics.latency.observe(self.start.elapsed().as_secs_f64());
+        metrics.in_flight.dec();
+    }
+}
+
+// === impl ResponseBody ===
+
+/// The body sent back to the client: the upstream's, streamed, or a small local error body.
+pub struct ResponseBody {
+    kind: Kind,
+    written: u64,
+    finish: Option<Finish>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Local(Option<Bytes>),
+}
+
+struct Finish {
+    guard: RequestGuard,
+    /// Whether a failure of the upstream body still has to be counted (not when the status already
+    /// counted as an error).
+    count_body_error: bool,
+    capture: Option<(Arc<Sampled>, Tap)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    UpstreamFailed,
+    Abandoned,
+}
+
+impl ResponseBody {
+    pub(crate) fn upstream(
+        inner: Incoming,
+        guard: RequestGuard,
+        count_body_error: bool,
+        capture: Option<(Arc<Sampled>, Tap)>,
+    ) -> Self {
+        ResponseBody {
+            kind: Kind::Upstream(inner),
+            written: 0,
+            finish: Some(Finish {
+                guard,
+                count_body_error,
+                capture,
+            }),
+        }
+    }
+
+    pub(crate) fn local(body: Bytes, guard: RequestGuard) -> Self {
+        ResponseBody {
+            kind: Kind::Local(Some(body).filter(|b| !b.is_empty())),
+            written: 0,
+            finish: Some(Finish {
+                guard,
+                count_body_error: false,
+                capture: None,
+            }),
+        }
+    }
+
+    fn account(&mut self, data: &Bytes) {
+        self.written += data.len() as u64;
+        if let Some(Finish {
+            capture: Some((_, tap)),
+            ..
+        }) = &mut self.finish
+        {
+            tap.push(data);
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        let Some(finish) = self.finish.take() else {
+            return;
+        };
+        let shared = &finish.guard.shared;
+        shared.metrics.response_size.observe(self.written as f64);
+        match end {
+            End::UpstreamFailed if finish.count_body_error => {
+                shared.metrics.error(ErrorReason::UpstreamUnavailable).inc();
+            }
+            End::Complete => {
+                if let (Some((sampled, tap)), Some(capturer)) = (finish.capture, &shared.capture) {
+                    capturer.submit(&sampled, tap.finish(), &shared.metrics.capture);
+                }
+            }
+            End::UpstreamFailed | End::Abandoned => {}
+        }
+        // `finish.guard` drops here: latency and in-flight.
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Local(data) => Ok(data.take().map(Frame::data)),
+            Kind::Upstream(inner) => match ready!(Pin::new(inner).poll_frame(cx)) {
+                Some(Ok(frame)) => Ok(Some(frame)),
+                Some(Err(err)) => Err(err),
+                None => Ok(None),
+            },
+        };
+        match polled {
+            Ok(Some(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.account(data);
+                }
+                if this.is_end_stream() {
+                    this.finish(End::Complete);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Ok(None) => {
+                this.finish(End::Complete);
+                Poll::Ready(None)
+            }
+            Err(err) => {
+                this.finish(End::UpstreamFailed);
+                Poll::Ready(Some(Err(err)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(inner) => inner.is_end_stream(),
+            Kind::Local(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(inner) => inner.size_hint(),
+            Kind::Local(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // An empty body is never polled; any other body dropped early was abandoned by the client.
+        let end = if self.is_end_stream() {
+            End::Complete
+        } else {
+            End::Abandoned
+        };
+        self.finish(end);
+    }
+}

@@ -1,0 +1,279 @@
+//! `mlkube-sidecar`: the proxy in front of a model server.
+//!
+//! [`Sidecar::start`] binds the serving and metrics ports and starts four tasks: the proxy accept loop
+//! ([`forward`]), the metrics port ([`admin`]), the upstream health check behind `/readyz`, and, when
+//! capture is on, the [`capture`] uploader. [`Sidecar::shutdown`] stops them in the order that loses
+//! nothing: readiness off, stop accepting, drain in-flight requests, flush captured payloads, close the
+//! metrics port last so the final numbers can still be scraped during the drain.
+
+pub mod admin;
+mod body;
+pub mod capture;
+pub mod config;
+mod forward;
+pub mod metrics;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use self::admin::Readiness;
+pub use self::config::{Args, Config, ConfigError};
+pub use self::forward::X_REQUEST_ID;
+pub use self::metrics::ProxyMetrics;
+use crate::serve::{DrainReport, serve};
+
+/// How long an idle keep-alive connection to the upstream stays in the pool.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect timeout for the upstream and the tracking server (both are near).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Drain time for the metrics port once everything else has stopped.
+const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the sidecar could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot install the signal handler")]
+    Signal(#[source] io::Error),
+}
+
+impl Error {
+    /// A bounded label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Bind { .. } => "bind",
+            Error::Signal(_) => "signal",
+        }
+    }
+}
+
+/// How a shutdown went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// The serving port's drain; aborted connections had requests cut off at the deadline.
+    pub proxy: DrainReport,
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    proxy_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    readiness: Arc<Readiness>,
+    proxy_shutdown: CancellationToken,
+    proxy_task: JoinHandle<DrainReport>,
+    capture_shutdown: CancellationToken,
+    capture_task: Option<JoinHandle<()>>,
+    background_shutdown: CancellationToken,
+    health_task: JoinHandle<()>,
+    admin_task: JoinHandle<DrainReport>,
+}
+
+impl Sidecar {
+    /// Binds both ports and starts serving.
+    #[tracing::instrument(skip_all, fields(listen = %config.listen, upstream = %config.upstream.authority))]
+    pub async fn start(config: Config) -> Result<Sidecar, Error> {
+        let Config {
+            listen,
+            metrics_listen,
+            upstream,
+            model,
+            request_timeout,
+            max_request_body_bytes,
+            shutdown_timeout,
+            capture,
+            log_format: _,
+        } = config;
+
+        let proxy_listener = bind(listen).await?;
+        let admin_listener = bind(metrics_listen).await?;
+        let proxy_addr = local_addr(&proxy_listener, listen)?;
+        let metrics_addr = local_addr(&admin_listener, metrics_listen)?;
+
+        let metrics = Arc::new(ProxyMetrics::new(&model));
+        let readiness = Arc::new(Readiness::default());
+        let proxy_shutdown = CancellationToken::new();
+        let capture_shutdown = CancellationToken::new();
+        let background_shutdown = CancellationToken::new();
+
+        let (capturer, capture_task) = match &capture {
+            Some(capture) => {
+                let (tx, rx) = mpsc::channel(capture.queue_size);
+                let uploader =
+                    capture::Uploader::new(capture, model.clone(), http_client(), metrics.capture.clone());
+                let task = tokio::spawn(uploader.run(rx, capture_shutdown.clone()));
+                tracing::info!(
+                    endpoint = %capture.endpoint,
+                    sample_rate = capture.sample_rate,
+                    max_payload_bytes = capture.max_payload_bytes,
+                    "payload capture on"
+                );
+                (
+                    Some(capture::Capturer::new(
+                        capture.sample_rate,
+                        capture.max_payload_bytes,
+                        tx,
+                    )),
+                    Some(task),
+                )
+            }
+            None => (None, None),
+        };
+
+        let shared = Arc::new(forward::Shared {
+            client: http_client(),
+            authority: upstream.authority,
+            request_timeout,
+            max_request_body: max_request_body_bytes,
+            metrics: Arc::clone(&metrics),
+            capture: capturer,
+        });
+        let proxy_task = tokio::spawn(serve(
+            proxy_listener,
+            move |peer| forward::ProxyService::new(Arc::clone(&shared), peer),
+            proxy_shutdown.clone(),
+            shutdown_timeout,
+        ));
+
+        let health_task = tokio::spawn(admin::watch_upstream(
+            http_client(),
+            upstream.health_uri,
+            upstream.health_interval,
+            Arc::clone(&readiness),
+            background_shutdown.clone(),
+        ));
+        let admin = admin::AdminService::new(metrics, Arc::clone(&readiness));
+        let admin_task = tokio::spawn(serve(
+            admin_listener,
+            move |_peer| admin.clone(),
+            background_shutdown.clone(),
+            ADMIN_DRAIN_TIMEOUT,
+        ));
+
+        tracing::info!(
+            %proxy_addr, %metrics_addr, model_name = %model.name, model_version = %model.version,
+            "mlkube-sidecar serving"
+        );
+        Ok(Sidecar {
+            proxy_addr,
+            metrics_addr,
+            readiness,
+            proxy_shutdown,
+            proxy_task,
+            capture_shutdown,
+            capture_task,
+            background_shutdown,
+            health_task,
+            admin_task,
+        })
+    }
+
+    /// The bound serving address (useful with port 0).
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// What `/readyz` currently says.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Stops accepting, drains in-flight requests within the shutdown timeout, flushes captured
+    /// payloads, then closes the metrics port.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let Sidecar {
+            readiness,
+            proxy_shutdown,
+            proxy_task,
+            capture_shutdown,
+            capture_task,
+            background_shutdown,
+            health_task,
+            admin_task,
+            ..
+        } = self;
+        readiness.start_draining();
+        proxy_shutdown.cancel();
+        let proxy = proxy_task.await.unwrap_or(DrainReport {
+            aborted_connections: 0,
+        });
+        if proxy.is_clean() {
+            tracing::info!("in-flight requests drained");
+        } else {
+            tracing::warn!(
+                aborted_connections = proxy.aborted_connections,
+                "shutdown deadline passed; cut off the requests still in flight"
+            );
+        }
+        capture_shutdown.cancel();
+        if let Some(task) = capture_task {
+            let _flushed = task.await;
+        }
+        background_shutdown.cancel();
+        let _health = health_task.await;
+        let _admin = admin_task.await;
+        ShutdownReport { proxy }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<ShutdownReport, Error> {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::Signal)?;
+    let sidecar = Sidecar::start(config).await?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => tracing::info!("SIGINT: shutting down"),
+            Err(err) => tracing::warn!(error = %err, "cannot wait for SIGINT; shutting down"),
+        },
+    }
+    Ok(sidecar.shutdown().await)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
+    listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// An HTTP/1.1 client with a keep-alive pool.
+fn http_client<B>() -> Client<HttpConnector, B>
+where
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
