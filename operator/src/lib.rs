@@ -3,8 +3,15 @@
 //! It owns everything the cluster sees of mlkube; it does not serve models or metrics itself (the
 //! server, sidecar and node sampler binaries do).
 
+pub mod apply;
 pub mod build;
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod render;
+pub mod run;
+pub mod telemetry;
 pub mod validate;

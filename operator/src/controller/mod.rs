@@ -1,0 +1,197 @@
+//! The controllers: each reconcile runs `fetch → validate → build → apply → status`. Validate
+//! and build are pure (see [`crate::validate`], [`crate::build`]); this module does the I/O.
+
+pub mod model_deployment;
+pub mod tracking_server;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::runtime::controller::Action;
+
+use crate::apply::ApplyError;
+use crate::crd::conditions::{self, Desired};
+use crate::metrics::Metrics;
+use crate::registry::{ModelRegistry, RegistryError};
+use crate::validate::{Defaults, ValidationError};
+
+/// Shared state of the controllers.
+pub struct Context {
+    pub client: Client,
+    pub registry: Arc<dyn ModelRegistry>,
+    pub defaults: Defaults,
+    pub metrics: Arc<Metrics>,
+    /// The time written to `lastTransitionTime` (fixed in tests).
+    pub clock: Box<dyn Fn() -> Time + Send + Sync>,
+    /// How often a healthy ModelDeployment re-resolves its model (alias moves).
+    pub resolve_interval: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        registry: Arc<dyn ModelRegistry>,
+        defaults: Defaults,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            registry,
+            defaults,
+            metrics,
+            clock: Box::new(|| Time(k8s_openapi::jiff::Timestamp::now())),
+            resolve_interval: Duration::from_secs(60),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: impl Fn() -> Time + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    fn now(&self) -> Time {
+        (self.clock)()
+    }
+
+    /// Exponential backoff per object: 5s, 10s, 20s … capped at 5 minutes.
+    fn backoff(&self, key: String) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 5u64.saturating_mul(1u64 << (*n - 1).min(6));
+        Duration::from_secs(secs.min(300))
+    }
+
+    fn succeeded(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+/// Why a reconcile failed: one variant per pipeline stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("fetch failed")]
+    Fetch(#[source] kube::Error),
+    #[error("invalid spec")]
+    Validate(#[source] ValidationError),
+    #[error("model resolution failed")]
+    Registry(#[source] RegistryError),
+    #[error("apply failed")]
+    Apply(#[source] ApplyError),
+    #[error("status update failed")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Fetch(_) => "FetchFailed",
+            Self::Validate(e) => e.reason(),
+            Self::Registry(e) => e.reason(),
+            Self::Apply(e) => e.reason(),
+            Self::Status(_) => "StatusFailed",
+        }
+    }
+}
+
+fn error_policy_for(controller: &'static str, key: String, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics.failed(controller, error.reason());
+    tracing::warn!(controller, object = %key, reason = error.reason(), error = ?error, "reconcile failed");
+    Action::requeue(ctx.backoff(key))
+}
+
+/// Readiness of a workload Deployment, as conditions.
+pub(crate) struct Rollout {
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub ready: Desired,
+    pub progressing: Desired,
+    /// `Some` when the rollout is stuck.
+    pub stuck: Option<String>,
+}
+
+pub(crate) fn rollout(deployment: Option<&Deployment>, desired_replicas: i32) -> Rollout {
+    let status = deployment.and_then(|d| d.status.clone()).unwrap_or_default();
+    let generation = deployment.and_then(|d| d.metadata.generation);
+    let observed = status.observed_generation;
+    let ready_replicas = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let current = deployment.is_some() && observed.is_some() && observed >= generation;
+    let stuck = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_.as_deref() == Some("Progressing")
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| c.message.clone().unwrap_or_default());
+    let done = current && updated >= desired_replicas && available >= desired_replicas && total == updated;
+    let (ready, progressing) = if desired_replicas == 0 && current {
+        (
+            Desired::new(
+                conditions::READY,
+                true,
+                conditions::SCALED_TO_ZERO,
+                "scaled to zero replicas",
+            ),
+            Desired::new(
+                conditions::PROGRESSING,
+                false,
+                conditions::ROLLOUT_COMPLETE,
+                "scaled to zero replicas",
+            ),
+        )
+    } else if done {
+        (
+            Desired::new(
+                conditions::READY,
+                true,
+                conditions::AVAILABLE,
+                format!("{available}/{desired_replicas} replicas available"),
+            ),
+            Desired::new(
+                conditions::PROGRESSING,
+                false,
+                conditions::ROLLOUT_COMPLETE,
+                "the latest spec is rolled out",
+            ),
+        )
+    } else {
+        (
+            Desired::new(
+                conditions::READY,
+                available > 0 && available >= desired_replicas,
+                conditions::NOT_AVAILABLE,
+                format!("{ready_replicas}/{desired_replicas} replicas ready"),
+            ),
+            Desired::new(
+                conditions::PROGRESSING,
+                true,
+                conditions::ROLLING_OUT,
+                format!("{updated}/{desired_replicas} replicas updated"),
+            ),
+        )
+    };
+    let ready = if ready.status && !done && desired_replicas != 0 {
+        Desired::new(conditions::READY, true, conditions::AVAILABLE, ready.message)
+    } else {
+        ready
+    };
+    Rollout {
+        replicas: total,
+        ready_replicas,
+        ready,
+        progressing,
+        stuck,
+    }
+}

@@ -1,0 +1,357 @@
+//! ModelDeployment reconcile: fetch the TrackingServer (and its admin Secret when auth is on),
+//! resolve the model against the registry, discover the monitoring API → validate → build →
+//! apply → status.
+//!
+//! When the registry cannot be reached the deployment keeps serving the last resolved version:
+//! nothing is torn down, the conditions say why, and the reconcile is retried with backoff.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, error_policy_for, rollout};
+use crate::apply::{self, FIELD_MANAGER, Kinds};
+use crate::build::{self, labels};
+use crate::crd::conditions::{self, Desired};
+use crate::crd::model_deployment::ResolvedModel;
+use crate::crd::{ModelDeployment, ModelDeploymentStatus, TrackingServer};
+use crate::registry::{Credentials, ModelReference, RegistryError};
+use crate::validate::{TrackingAccess, ValidatedModelDeployment, validate_model_deployment};
+
+pub const CONTROLLER: &str = "modeldeployment";
+
+fn key(md: &ModelDeployment) -> String {
+    format!(
+        "{CONTROLLER}/{}/{}",
+        md.namespace().unwrap_or_default(),
+        md.name_any()
+    )
+}
+
+/// What fetching the tracking server found.
+enum Tracking {
+    Found(Box<(TrackingAccess, Option<Credentials>)>),
+    Missing(String),
+}
+
+async fn fetch_tracking(ctx: &Context, md: &ModelDeployment, namespace: &str) -> Result<Tracking, Error> {
+    let Some(reference) = &md.spec.tracking_server_ref else {
+        return Ok(Tracking::Found(Box::new((
+            TrackingAccess {
+                uri: md.spec.tracking_uri.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+            None,
+        ))));
+    };
+    let api: Api<TrackingServer> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(ts) = api.get_opt(&reference.name).await.map_err(Error::Fetch)? else {
+        return Ok(Tracking::Missing(format!(
+            "TrackingServer {} not found in namespace {namespace}",
+            reference.name
+        )));
+    };
+    let access = TrackingAccess::for_tracking_server(&ts);
+    let credentials = match &access.auth {
+        Some(admin) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let secret = secrets.get_opt(&admin.name).await.map_err(Error::Fetch)?;
+            let value = |key: &str| {
+                secret
+                    .as_ref()
+                    .and_then(|s| s.data.as_ref())
+                    .and_then(|d| d.get(key))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            };
+            match (value(&admin.username_key), value(&admin.password_key)) {
+                (Some(username), Some(password)) => Some(Credentials { username, password }),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    Ok(Tracking::Found(Box::new((access, credentials))))
+}
+
+#[tracing::instrument(skip_all, fields(namespace = md.namespace().unwrap_or_default(), name = md.name_any()))]
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start(CONTROLLER);
+    if md.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = md.namespace().unwrap_or_default();
+    let previous = md.status.clone().unwrap_or_default();
+    let reference = ModelReference::from_spec(&md.spec.model);
+
+    // fetch: tracking server, model version, monitoring API
+    let (access, credentials) = match fetch_tracking(&ctx, &md, &namespace).await? {
+        Tracking::Found(found) => *found,
+        Tracking::Missing(message) => {
+            let desired = vec![
+                Desired::new(
+                    conditions::READY,
+                    false,
+                    conditions::TRACKING_SERVER_NOT_FOUND,
+                    message.clone(),
+                ),
+                Desired::new(
+                    conditions::DEGRADED,
+                    true,
+                    conditions::TRACKING_SERVER_NOT_FOUND,
+                    message.clone(),
+                ),
+                Desired::new(
+                    conditions::MODEL_RESOLVED,
+                    false,
+                    conditions::TRACKING_SERVER_NOT_FOUND,
+                    message,
+                ),
+            ];
+            let status = with_conditions(&md, previous.clone(), &desired, &ctx);
+            patch_status(&ctx, &md, status).await?;
+            // The TrackingServer watch brings us back when it appears.
+            return Ok(Action::requeue(ctx.resolve_interval));
+        }
+    };
+    let resolution = ctx
+        .registry
+        .resolve(&access.uri, credentials.as_ref(), &reference)
+        .await
+        .map(|mut r| {
+            if r.name.is_empty() {
+                r.name = md.spec.model.name.clone();
+            }
+            r
+        });
+    let (resolved, registry_error): (Option<ResolvedModel>, Option<RegistryError>) = match resolution {
+        Ok(r) => (Some(r), None),
+        Err(err) => {
+            let stale = previous
+                .resolved_model
+                .clone()
+                .filter(|p| p.reference == reference.to_string());
+            (stale, Some(err))
+        }
+    };
+    let Some(resolved) = resolved else {
+        let err = registry_error.unwrap_or(RegistryError::NotFound(reference.to_string()));
+        let reason = resolution_reason(&err);
+        let desired = vec![
+            Desired::new(conditions::READY, false, reason, err.to_string()),
+            Desired::new(conditions::DEGRADED, true, reason, err.to_string()),
+            Desired::new(conditions::MODEL_RESOLVED, false, reason, err.to_string()),
+        ];
+        let status = ModelDeploymentStatus {
+            tracking_uri: Some(access.uri.clone()),
+            ..with_conditions(&md, previous, &desired, &ctx)
+        };
+        patch_status(&ctx, &md, status).await?;
+        return Err(Error::Registry(err));
+    };
+    let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
+        .await
+        .map_err(Error::Fetch)?;
+
+    // validate
+    let validated = match validate_model_deployment(&md, &resolved, access, monitoring_api, &ctx.defaults) {
+        Ok(v) => v,
+        Err(err) => {
+            let desired = vec![
+                Desired::new(
+                    conditions::READY,
+                    false,
+                    conditions::INVALID_SPEC,
+                    err.to_string(),
+                ),
+                Desired::new(
+                    conditions::DEGRADED,
+                    true,
+                    conditions::INVALID_SPEC,
+                    err.to_string(),
+                ),
+            ];
+            let status = with_conditions(&md, previous, &desired, &ctx);
+            patch_status(&ctx, &md, status).await?;
+            return Err(Error::Validate(err));
+        }
+    };
+    // build
+    let children = build::model_deployment(&validated);
+    // apply
+    let kinds = Kinds {
+        persistent_volume_claims: false,
+        deployments: true,
+        daemon_sets: false,
+        services: true,
+        service_monitors: monitoring_api,
+        prometheus_rules: monitoring_api,
+    };
+    let applied = apply::apply_children(&ctx.client, &validated.owner, kinds, &children)
+        .await
+        .map_err(Error::Apply)?;
+    // status
+    let status = compute_status(
+        &md,
+        &validated,
+        applied.deployments.first(),
+        registry_error.as_ref(),
+        &ctx,
+    );
+    patch_status(&ctx, &md, status).await?;
+    if let Some(err) = registry_error {
+        return Err(Error::Registry(err));
+    }
+    ctx.succeeded(&key(&md));
+    Ok(Action::requeue(ctx.resolve_interval))
+}
+
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    error_policy_for(CONTROLLER, key(&md), error, &ctx)
+}
+
+fn resolution_reason(err: &RegistryError) -> &'static str {
+    if err.is_not_found() {
+        conditions::MODEL_NOT_FOUND
+    } else {
+        conditions::REGISTRY_UNAVAILABLE
+    }
+}
+
+fn with_conditions(
+    md: &ModelDeployment,
+    previous: ModelDeploymentStatus,
+    desired: &[Desired],
+    ctx: &Context,
+) -> ModelDeploymentStatus {
+    let conditions = conditions::merge(&previous.conditions, desired, md.meta().generation, &ctx.now());
+    ModelDeploymentStatus {
+        observed_generation: md.meta().generation,
+        conditions,
+        ..previous
+    }
+}
+
+fn monitoring_condition(v: &ValidatedModelDeployment) -> Desired {
+    if !v.monitoring_api {
+        Desired::new(
+            conditions::MONITORING,
+            false,
+            conditions::PROMETHEUS_OPERATOR_MISSING,
+            "the monitoring.coreos.com/v1 API is not served, so no ServiceMonitor or PrometheusRule was created; pods carry prometheus.io/scrape annotations instead",
+        )
+    } else if v.service_monitor.is_some() {
+        let rules = if v.alerts.is_some() {
+            " and PrometheusRule"
+        } else {
+            ""
+        };
+        Desired::new(
+            conditions::MONITORING,
+            true,
+            conditions::SERVICE_MONITOR,
+            format!("ServiceMonitor{rules} {} created", v.owner.name),
+        )
+    } else {
+        Desired::new(
+            conditions::MONITORING,
+            false,
+            conditions::MONITORING_DISABLED,
+            "monitoring.serviceMonitor.enabled is false; pods carry prometheus.io/scrape annotations",
+        )
+    }
+}
+
+fn compute_status(
+    md: &ModelDeployment,
+    v: &ValidatedModelDeployment,
+    deployment: Option<&Deployment>,
+    registry_error: Option<&RegistryError>,
+    ctx: &Context,
+) -> ModelDeploymentStatus {
+    let r = rollout(deployment, v.replicas);
+    let resolved = match registry_error {
+        None => Desired::new(
+            conditions::MODEL_RESOLVED,
+            true,
+            conditions::RESOLVED,
+            format!("{} is version {}", v.model.reference, v.model.version),
+        ),
+        Some(err) => Desired::new(
+            conditions::MODEL_RESOLVED,
+            false,
+            resolution_reason(err),
+            format!("{err}; still serving version {}", v.model.version),
+        ),
+    };
+    let degraded = match (registry_error, &r.stuck) {
+        (Some(err), _) => Desired::new(
+            conditions::DEGRADED,
+            true,
+            resolution_reason(err),
+            format!("{err}; still serving version {}", v.model.version),
+        ),
+        (None, Some(message)) => Desired::new(
+            conditions::DEGRADED,
+            true,
+            conditions::ROLLOUT_STUCK,
+            message.clone(),
+        ),
+        (None, None) => Desired::new(
+            conditions::DEGRADED,
+            false,
+            conditions::AS_EXPECTED,
+            "no problems found",
+        ),
+    };
+    let desired = vec![
+        r.ready,
+        r.progressing,
+        degraded,
+        resolved,
+        monitoring_condition(v),
+    ];
+    let previous = md.status.clone().unwrap_or_default();
+    ModelDeploymentStatus {
+        observed_generation: md.meta().generation,
+        resolved_model: Some(v.model.clone()),
+        tracking_uri: Some(v.tracking.uri.clone()),
+        url: Some(v.url.clone()),
+        replicas: Some(r.replicas),
+        ready_replicas: Some(r.ready_replicas),
+        selector: Some(labels::to_selector_string(&labels::selector(
+            labels::APP_MODEL,
+            &v.owner.name,
+            labels::COMPONENT_MODEL_SERVER,
+        ))),
+        conditions: conditions::merge(&previous.conditions, &desired, md.meta().generation, &ctx.now()),
+    }
+}
+
+async fn patch_status(
+    ctx: &Context,
+    md: &ModelDeployment,
+    status: ModelDeploymentStatus,
+) -> Result<(), Error> {
+    if md.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &md.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
+}

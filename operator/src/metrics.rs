@@ -1,0 +1,101 @@
+//! The operator's own Prometheus metrics (served on `/metrics`, port 8080). Labels are bounded:
+//! the controller name and an error *reason* from the error enums, never object names.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub const RECONCILE_TOTAL: &str = "mlkube_operator_reconcile";
+pub const RECONCILE_ERRORS: &str = "mlkube_operator_reconcile_errors";
+pub const RECONCILE_DURATION: &str = "mlkube_operator_reconcile_duration_seconds";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub reason: &'static str,
+}
+
+/// Reconcile counters and timings, registered once per process.
+#[derive(Debug)]
+pub struct Metrics {
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<ControllerLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            RECONCILE_TOTAL,
+            "Reconciliations started",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            RECONCILE_ERRORS,
+            "Reconciliations that failed, by reason",
+            self.errors.clone(),
+        );
+        registry.register(
+            "mlkube_operator_reconcile_duration",
+            "Time one reconciliation took",
+            self.duration.clone(),
+        );
+    }
+
+    /// Count a reconcile and time it until the guard drops.
+    pub fn start(&self, controller: &'static str) -> ReconcileTimer<'_> {
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            controller,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn failed(&self, controller: &'static str, reason: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels { controller, reason })
+            .inc();
+    }
+}
+
+/// Records the reconcile duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    controller: &'static str,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .get_or_create(&ControllerLabels {
+                controller: self.controller,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,240 @@
+//! A scripted, request-exact mock API server (the tower-test pattern of kube-rs/controller-rs)
+//! and fixtures with a fixed namespace, uid and timestamps.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::client::Body;
+use mlkube_operator::controller::Context;
+use mlkube_operator::crd::model_deployment::ResolvedModel;
+use mlkube_operator::metrics::Metrics;
+use mlkube_operator::registry::{Credentials, ModelReference, ModelRegistry, RegistryError};
+use mlkube_operator::validate::Defaults;
+use serde_json::{Value, json};
+
+pub const NAMESPACE: &str = "ml";
+pub const UID: &str = "11111111-2222-4333-8444-555555555555";
+pub const NOW: &str = "2026-03-01T12:00:00Z";
+pub const EARLIER: &str = "2026-02-01T08:00:00Z";
+
+pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// What the mock API server answers.
+pub enum Reply {
+    /// 200 with this JSON.
+    Json(Value),
+    /// 200 with the request body echoed back (what server-side apply returns, near enough).
+    Echo,
+    /// An API error status.
+    Status(u16),
+    /// 200 with this object, overlaid with the request body's top-level fields (a status
+    /// patch answered with the whole resource).
+    Merge(Value),
+}
+
+/// One expected request: exact method and URI (path and query), and the reply.
+pub struct Step {
+    pub method: Method,
+    pub uri: String,
+    pub reply: Reply,
+}
+
+pub fn get(uri: impl Into<String>, reply: Reply) -> Step {
+    Step {
+        method: Method::GET,
+        uri: uri.into(),
+        reply,
+    }
+}
+
+pub fn patch(uri: impl Into<String>) -> Step {
+    Step {
+        method: Method::PATCH,
+        uri: uri.into(),
+        reply: Reply::Echo,
+    }
+}
+
+/// A status patch, answered with `object` carrying the new status.
+pub fn patch_status(uri: impl Into<String>, object: &impl serde::Serialize) -> Step {
+    Step {
+        method: Method::PATCH,
+        uri: uri.into(),
+        reply: Reply::Merge(serde_json::to_value(object).unwrap()),
+    }
+}
+
+pub fn delete(uri: impl Into<String>) -> Step {
+    Step {
+        method: Method::DELETE,
+        uri: uri.into(),
+        reply: Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+    }
+}
+
+/// A request the server saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub body: Value,
+}
+
+/// Serve `steps` in order, asserting each request's method and URI, and record what came.
+pub fn serve(mut handle: Handle, steps: Vec<Step>) -> tokio::task::JoinHandle<Vec<Seen>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for (i, step) in steps.into_iter().enumerate() {
+            let Some((request, send)) = handle.next_request().await else {
+                panic!("step {i}: the client stopped before {} {}", step.method, step.uri);
+            };
+            let method = request.method().clone();
+            let uri = request.uri().to_string();
+            let bytes = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap()
+            };
+            assert_eq!(
+                (&method, uri.as_str()),
+                (&step.method, step.uri.as_str()),
+                "step {i}: unexpected request (requests so far: {:#?})",
+                seen.iter()
+                    .map(|s: &Seen| format!("{} {}", s.method, s.uri))
+                    .collect::<Vec<_>>()
+            );
+            let (status, reply) = match step.reply {
+                Reply::Json(v) => (StatusCode::OK, v),
+                Reply::Echo => (StatusCode::OK, body.clone()),
+                Reply::Merge(mut base) => {
+                    if let (Some(b), Some(patch)) = (base.as_object_mut(), body.as_object()) {
+                        for (k, v) in patch {
+                            b.insert(k.clone(), v.clone());
+                        }
+                    }
+                    (StatusCode::OK, base)
+                }
+                Reply::Status(code) => (
+                    StatusCode::from_u16(code).unwrap(),
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                           "reason": if code == 404 { "NotFound" } else { "InternalError" }, "message": "mock"}),
+                ),
+            };
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            send.send_response(response);
+            seen.push(Seen { method, uri, body });
+        }
+        seen
+    })
+}
+
+/// A registry with one scripted answer, recording what it was asked.
+pub struct FakeRegistry {
+    pub answer: Mutex<Result<ResolvedModel, String>>,
+    pub asked: Mutex<Vec<(String, String)>>,
+}
+
+impl FakeRegistry {
+    pub fn resolving(version: &str) -> Arc<Self> {
+        Arc::new(Self {
+            answer: Mutex::new(Ok(resolved("models:/churn@champion", version))),
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn unreachable() -> Arc<Self> {
+        Arc::new(Self {
+            answer: Mutex::new(Err("connection refused".into())),
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+pub fn resolved(reference: &str, version: &str) -> ResolvedModel {
+    ResolvedModel {
+        reference: reference.into(),
+        name: "churn".into(),
+        version: version.into(),
+        run_id: Some(format!("run{version}")),
+        source: Some(format!("mlflow-artifacts:/1/run{version}/artifacts/model")),
+    }
+}
+
+#[async_trait::async_trait]
+impl ModelRegistry for FakeRegistry {
+    async fn resolve(
+        &self,
+        tracking_uri: &str,
+        _credentials: Option<&Credentials>,
+        reference: &ModelReference,
+    ) -> Result<ResolvedModel, RegistryError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((tracking_uri.to_owned(), reference.to_string()));
+        match &*self.answer.lock().unwrap() {
+            Ok(r) => Ok(r.clone()),
+            Err(msg) => Err(RegistryError::Unreachable {
+                uri: tracking_uri.to_owned(),
+                source: msg.clone().into(),
+            }),
+        }
+    }
+}
+
+pub fn time(s: &str) -> Time {
+    Time(s.parse().unwrap())
+}
+
+pub fn defaults() -> Defaults {
+    Defaults::for_version("0.1.0")
+}
+
+/// A client talking to the mock server, and a context with a fixed clock.
+pub fn context(registry: Arc<dyn ModelRegistry>) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NAMESPACE);
+    let ctx =
+        Context::new(client, registry, defaults(), Arc::new(Metrics::default())).with_clock(|| time(NOW));
+    (Arc::new(ctx), handle)
+}
+
+/// Run a future under a generous hang guard: a missing request shows up as a timeout, not a hang.
+pub async fn guarded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("reconcile did not finish: it waits for a request the scenario does not script")
+}
+
+pub fn list(items: Vec<Value>) -> Reply {
+    Reply::Json(
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+}
+
+pub fn monitoring_api() -> Reply {
+    Reply::Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+        "resources": [
+            {"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true, "kind": "ServiceMonitor",
+             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+            {"name": "prometheusrules", "singularName": "prometheusrule", "namespaced": true, "kind": "PrometheusRule",
+             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}
+        ]
+    }))
+}
+
+pub const DISCOVERY: &str = "/apis/monitoring.coreos.com/v1";

@@ -1,0 +1,574 @@
+//! Reconcile scenarios against a request-exact mock API server. Each scenario scripts every
+//! request the controller must make (method and URI, in order), answers like the API server,
+//! and then checks the essentials of what was written.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::controller::Action;
+use mlkube_operator::build;
+use mlkube_operator::controller::{model_deployment, tracking_server};
+use mlkube_operator::crd::{ModelDeployment, TrackingServer};
+use mlkube_operator::validate::{self, TrackingAccess};
+use serde_json::{Value, json};
+
+const SELECTOR_TS: &str = "app.kubernetes.io%2Fmanaged-by%3Dmlkube%2Capp.kubernetes.io%2Finstance%3Dmlflow";
+const SELECTOR_MD: &str = "app.kubernetes.io%2Fmanaged-by%3Dmlkube%2Capp.kubernetes.io%2Finstance%3Dchurn";
+
+fn list_uri(prefix: &str, plural: &str, selector: &str) -> String {
+    format!("{prefix}/namespaces/{NAMESPACE}/{plural}?&labelSelector={selector}")
+}
+
+fn apply_uri(prefix: &str, plural: &str, name: &str) -> String {
+    format!("{prefix}/namespaces/{NAMESPACE}/{plural}/{name}?&force=true&fieldManager=mlkube-operator")
+}
+
+const CORE: &str = "/api/v1";
+const APPS: &str = "/apis/apps/v1";
+const MONITORING: &str = "/apis/monitoring.coreos.com/v1";
+const MLKUBE: &str = "/apis/mlkube.io/v1alpha1";
+
+fn tracking_server(extra_spec: Value) -> TrackingServer {
+    let mut spec = json!({
+        "backendStore": {"sqlite": {"storage": {"size": "1Gi"}}},
+        "artifactStore": {"pvc": {"size": "10Gi"}},
+    });
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "mlkube.io/v1alpha1",
+        "kind": "TrackingServer",
+        "metadata": {"name": "mlflow", "namespace": NAMESPACE, "uid": UID, "generation": 1,
+                     "resourceVersion": "100", "creationTimestamp": EARLIER},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn model_deployment(status: Option<Value>) -> ModelDeployment {
+    let mut md = json!({
+        "apiVersion": "mlkube.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "churn", "namespace": NAMESPACE, "uid": UID, "generation": 2,
+                     "resourceVersion": "200", "creationTimestamp": EARLIER},
+        "spec": {
+            "trackingServerRef": {"name": "mlflow"},
+            "model": {"name": "churn", "alias": "champion"},
+            "replicas": 2,
+        },
+    });
+    if let Some(status) = status {
+        md["status"] = status;
+    }
+    serde_json::from_value(md).unwrap()
+}
+
+/// The children the builders produce for `ts`, as the API server would list them: with a
+/// Deployment that has fully rolled out.
+fn ts_children(ts: &TrackingServer, monitoring: bool) -> build::ChildObjects {
+    let v = validate::validate_tracking_server(ts, monitoring, &defaults()).unwrap();
+    build::tracking_server(&v)
+}
+
+fn md_children(md: &ModelDeployment, version: &str) -> build::ChildObjects {
+    let v = validate::validate_model_deployment(
+        md,
+        &resolved("models:/churn@champion", version),
+        TrackingAccess {
+            uri: "http://mlflow.ml.svc:5000".into(),
+            ..Default::default()
+        },
+        true,
+        &defaults(),
+    )
+    .unwrap();
+    build::model_deployment(&v)
+}
+
+fn rolled_out(mut d: Deployment, replicas: i32) -> Value {
+    d.metadata.generation = Some(1);
+    let mut v = serde_json::to_value(&d).unwrap();
+    v["status"] = json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
+                         "updatedReplicas": replicas, "availableReplicas": replicas});
+    v
+}
+
+fn values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
+    items.iter().map(|i| serde_json::to_value(i).unwrap()).collect()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn ts_status() -> Step {
+    patch_status(
+        format!(
+            "{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow/status?&force=true&fieldManager=mlkube-operator"
+        ),
+        &tracking_server(json!({})),
+    )
+}
+
+fn md_status() -> Step {
+    patch_status(
+        format!(
+            "{MLKUBE}/namespaces/{NAMESPACE}/modeldeployments/churn/status?&force=true&fieldManager=mlkube-operator"
+        ),
+        &model_deployment(None),
+    )
+}
+
+// === TrackingServer ===
+
+#[tokio::test]
+async fn ts_create_path_applies_every_child_then_status() {
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let ts = tracking_server(json!({}));
+    let server = serve(
+        handle,
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(vec![]),
+            ),
+            patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-artifacts")),
+            patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-backend")),
+            get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
+            patch(apply_uri(APPS, "deployments", "mlflow")),
+            get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+            get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
+            patch(apply_uri(CORE, "services", "mlflow")),
+            get(list_uri(MONITORING, "servicemonitors", SELECTOR_TS), list(vec![])),
+            patch(apply_uri(MONITORING, "servicemonitors", "mlflow")),
+            ts_status(),
+        ],
+    );
+    let action = guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(tracking_server::RESYNC));
+    let seen = server.await.unwrap();
+
+    let deployment = &seen[5].body;
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(deployment["metadata"]["ownerReferences"][0]["controller"], true);
+    assert!(deployment["spec"]["template"]["metadata"]["annotations"].is_null());
+    let monitor = &seen[10].body;
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
+    let status = &seen[11].body;
+    assert_eq!(status["apiVersion"], "mlkube.io/v1alpha1");
+    assert_eq!(status["kind"], "TrackingServer");
+    let status = &status["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["url"], "http://mlflow.ml.svc:5000");
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(condition(status, "Progressing")["reason"], "RollingOut");
+    assert_eq!(condition(status, "Degraded")["status"], "False");
+    assert_eq!(condition(status, "Monitoring")["reason"], "ServiceMonitor");
+    assert_eq!(condition(status, "Ready")["lastTransitionTime"], NOW);
+}
+
+#[tokio::test]
+async fn ts_up_to_date_makes_no_writes() {
+    let ts = tracking_server(json!({}));
+    let children = ts_children(&ts, true);
+    let lists = |ts: &TrackingServer| {
+        let _ = ts;
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(values(&children.persistent_volume_claims)),
+            ),
+            get(
+                list_uri(APPS, "deployments", SELECTOR_TS),
+                list(vec![rolled_out(children.deployments[0].clone(), 1)]),
+            ),
+            get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(CORE, "services", SELECTOR_TS),
+                list(values(&children.services)),
+            ),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
+                list(values(&children.service_monitors)),
+            ),
+        ]
+    };
+    // First pass: children are current, the status is not yet written.
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let mut steps = lists(&ts);
+    steps.push(ts_status());
+    let server = serve(handle, steps);
+    guarded(tracking_server::reconcile(Arc::new(ts.clone()), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let status = seen.last().unwrap().body["status"].clone();
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "Available");
+    assert_eq!(condition(&status, "Progressing")["status"], "False");
+    assert_eq!(status["readyReplicas"], 1);
+
+    // Second pass with that status: only reads.
+    let mut current = ts.clone();
+    current.status = Some(serde_json::from_value(status).unwrap());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, lists(&current));
+    guarded(tracking_server::reconcile(Arc::new(current), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert!(seen.iter().all(|s| s.method == http::Method::GET), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn ts_drift_is_repaired_and_orphans_deleted() {
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let ts = tracking_server(json!({}));
+    let children = ts_children(&ts, true);
+    // Someone scaled the Deployment and changed its image.
+    let mut drifted = rolled_out(children.deployments[0].clone(), 1);
+    drifted["spec"]["replicas"] = json!(3);
+    drifted["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
+    // A node sampler left over from when it was enabled.
+    let mut with_sampler = ts.clone();
+    with_sampler.spec.node_sampler.enabled = true;
+    let old = ts_children(&with_sampler, true);
+    // A Service with our labels that another owner controls: never touched.
+    let mut foreign = serde_json::to_value(&children.services[0]).unwrap();
+    foreign["metadata"]["name"] = json!("mlflow-foreign");
+    foreign["metadata"]["ownerReferences"][0]["uid"] = json!("99999999-0000-4000-8000-000000000000");
+    let mut services = values(&children.services);
+    services.push(foreign);
+    services.extend(values(
+        &old.services
+            .iter()
+            .filter(|s| s.metadata.name.as_deref() == Some("mlflow-node-sampler"))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let server = serve(
+        handle,
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(values(&children.persistent_volume_claims)),
+            ),
+            get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![drifted])),
+            patch(apply_uri(APPS, "deployments", "mlflow")),
+            get(
+                list_uri(APPS, "daemonsets", SELECTOR_TS),
+                list(values(&old.daemon_sets)),
+            ),
+            delete(format!(
+                "{APPS}/namespaces/{NAMESPACE}/daemonsets/mlflow-node-sampler?"
+            )),
+            get(list_uri(CORE, "services", SELECTOR_TS), list(services)),
+            delete(format!(
+                "{CORE}/namespaces/{NAMESPACE}/services/mlflow-node-sampler?"
+            )),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
+                list(values(&old.service_monitors)),
+            ),
+            delete(format!(
+                "{MONITORING}/namespaces/{NAMESPACE}/servicemonitors/mlflow-node-sampler?"
+            )),
+            ts_status(),
+        ],
+    );
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let repaired = &seen[3].body;
+    assert_eq!(repaired["spec"]["replicas"], 1);
+    assert_eq!(
+        repaired["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/mlkube/mlkube-server:v0.1.0"
+    );
+    assert_eq!(seen[5].body["propagationPolicy"], "Background");
+}
+
+#[tokio::test]
+async fn ts_without_prometheus_operator_falls_back_to_annotations() {
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let ts = tracking_server(json!({}));
+    let server = serve(
+        handle,
+        vec![
+            get(DISCOVERY, Reply::Status(404)),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(vec![]),
+            ),
+            patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-artifacts")),
+            patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-backend")),
+            get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
+            patch(apply_uri(APPS, "deployments", "mlflow")),
+            get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+            get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
+            patch(apply_uri(CORE, "services", "mlflow")),
+            ts_status(),
+        ],
+    );
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let annotations = &seen[5].body["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "5000");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    let status = &seen[9].body["status"];
+    let monitoring = condition(status, "Monitoring");
+    assert_eq!(monitoring["status"], "False");
+    assert_eq!(monitoring["reason"], "PrometheusOperatorMissing");
+}
+
+#[tokio::test]
+async fn deleted_resources_are_left_to_garbage_collection() {
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let mut ts = tracking_server(json!({}));
+    ts.metadata.deletion_timestamp = Some(time(NOW));
+    let mut md = model_deployment(None);
+    md.metadata.deletion_timestamp = Some(time(NOW));
+    let server = serve(handle, vec![]);
+    assert_eq!(
+        guarded(tracking_server::reconcile(Arc::new(ts), ctx.clone()))
+            .await
+            .unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(
+        guarded(model_deployment::reconcile(Arc::new(md), ctx))
+            .await
+            .unwrap(),
+        Action::await_change()
+    );
+    assert!(server.await.unwrap().is_empty());
+}
+
+// === ModelDeployment ===
+
+fn md_full_pass(deployments: Reply, services: Reply, monitors: Reply, rules: Reply) -> Vec<Step> {
+    vec![
+        get(
+            format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+            Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+        ),
+        get(DISCOVERY, monitoring_api()),
+        get(list_uri(APPS, "deployments", SELECTOR_MD), deployments),
+        patch(apply_uri(APPS, "deployments", "churn")),
+        get(list_uri(CORE, "services", SELECTOR_MD), services),
+        patch(apply_uri(CORE, "services", "churn")),
+        get(list_uri(MONITORING, "servicemonitors", SELECTOR_MD), monitors),
+        patch(apply_uri(MONITORING, "servicemonitors", "churn")),
+        get(list_uri(MONITORING, "prometheusrules", SELECTOR_MD), rules),
+        patch(apply_uri(MONITORING, "prometheusrules", "churn")),
+        md_status(),
+    ]
+}
+
+#[tokio::test]
+async fn md_create_path_resolves_the_alias_and_records_it() {
+    let registry = FakeRegistry::resolving("3");
+    let (ctx, handle) = context(registry.clone());
+    let server = serve(
+        handle,
+        md_full_pass(list(vec![]), list(vec![]), list(vec![]), list(vec![])),
+    );
+    let action = guarded(model_deployment::reconcile(Arc::new(model_deployment(None)), ctx))
+        .await
+        .unwrap();
+    assert!(matches!(action, a if a == Action::requeue(std::time::Duration::from_secs(60))));
+    let seen = server.await.unwrap();
+    assert_eq!(
+        *registry.asked.lock().unwrap(),
+        vec![(
+            "http://mlflow.ml.svc:5000".to_owned(),
+            "models:/churn@champion".to_owned()
+        )]
+    );
+    let deployment = &seen[3].body;
+    assert_eq!(deployment["metadata"]["labels"]["mlkube.io/model-version"], "3");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers[0]["command"][4], "models:/churn/3");
+    assert_eq!(containers[1]["name"], "mlkube-sidecar");
+    assert_eq!(containers[1]["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let service_ports = &seen[5].body["spec"]["ports"];
+    assert_eq!(service_ports[0]["port"], 8000);
+    assert_eq!(service_ports[1]["port"], 8001);
+    let rules = &seen[9].body["spec"]["groups"][0]["rules"];
+    assert_eq!(rules[0]["alert"], "MlkubeModelLatencyP99High");
+    let status = &seen[10].body["status"];
+    assert_eq!(status["resolvedModel"]["version"], "3");
+    assert_eq!(status["resolvedModel"]["runId"], "run3");
+    assert_eq!(status["resolvedModel"]["reference"], "models:/churn@champion");
+    assert_eq!(status["url"], "http://churn.ml.svc:8000");
+    assert_eq!(
+        status["selector"],
+        "app.kubernetes.io/component=model-server,app.kubernetes.io/instance=churn,app.kubernetes.io/name=mlkube-model"
+    );
+    assert_eq!(condition(status, "ModelResolved")["status"], "True");
+    assert_eq!(status["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn md_alias_move_rolls_the_deployment() {
+    let md = model_deployment(Some(json!({"resolvedModel": {
+        "reference": "models:/churn@champion", "name": "churn", "version": "3", "runId": "run3"}})));
+    let old = md_children(&md, "3");
+    let (ctx, handle) = context(FakeRegistry::resolving("4"));
+    let server = serve(
+        handle,
+        md_full_pass(
+            list(vec![rolled_out(old.deployments[0].clone(), 2)]),
+            list(values(&old.services)),
+            list(values(&old.service_monitors)),
+            list(values(&old.prometheus_rules)),
+        ),
+    );
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let deployment = &seen[3].body;
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["labels"]["mlkube.io/model-version"],
+        "4"
+    );
+    let sidecar_args = deployment["spec"]["template"]["spec"]["containers"][1]["args"]
+        .as_array()
+        .unwrap();
+    let at = sidecar_args.iter().position(|a| a == "--model-version").unwrap();
+    assert_eq!(sidecar_args[at + 1], "4");
+    assert_eq!(seen[10].body["status"]["resolvedModel"]["version"], "4");
+}
+
+#[tokio::test]
+async fn md_keeps_serving_when_the_tracking_server_is_down() {
+    let md = model_deployment(Some(json!({"resolvedModel": {
+        "reference": "models:/churn@champion", "name": "churn", "version": "3", "runId": "run3",
+        "source": "mlflow-artifacts:/1/run3/artifacts/model"}})));
+    let current = md_children(&md, "3");
+    let (ctx, handle) = context(FakeRegistry::unreachable());
+    let server = serve(
+        handle,
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+            ),
+            get(DISCOVERY, monitoring_api()),
+            get(
+                list_uri(APPS, "deployments", SELECTOR_MD),
+                list(vec![rolled_out(current.deployments[0].clone(), 2)]),
+            ),
+            get(
+                list_uri(CORE, "services", SELECTOR_MD),
+                list(values(&current.services)),
+            ),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
+                list(values(&current.service_monitors)),
+            ),
+            get(
+                list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
+                list(values(&current.prometheus_rules)),
+            ),
+            md_status(),
+        ],
+    );
+    let md = Arc::new(md);
+    let err = guarded(model_deployment::reconcile(md.clone(), ctx.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "RegistryUnavailable");
+    let seen = server.await.unwrap();
+    let status = &seen[6].body["status"];
+    assert_eq!(status["resolvedModel"]["version"], "3");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(condition(status, "Degraded")["status"], "True");
+    assert_eq!(condition(status, "Degraded")["reason"], "RegistryUnavailable");
+    assert_eq!(
+        condition(status, "ModelResolved")["reason"],
+        "RegistryUnavailable"
+    );
+    // Retries back off: 5s, then 10s.
+    assert_eq!(
+        model_deployment::error_policy(md.clone(), &err, ctx.clone()),
+        Action::requeue(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        model_deployment::error_policy(md, &err, ctx),
+        Action::requeue(std::time::Duration::from_secs(10))
+    );
+}
+
+#[tokio::test]
+async fn md_never_resolved_and_registry_down_writes_only_status() {
+    let (ctx, handle) = context(FakeRegistry::unreachable());
+    let server = serve(
+        handle,
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+            ),
+            md_status(),
+        ],
+    );
+    let err = guarded(model_deployment::reconcile(Arc::new(model_deployment(None)), ctx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "RegistryUnavailable");
+    let seen = server.await.unwrap();
+    let status = &seen[1].body["status"];
+    assert_eq!(condition(status, "Ready")["reason"], "RegistryUnavailable");
+    assert!(status["resolvedModel"].is_null());
+}
+
+#[tokio::test]
+async fn md_with_missing_tracking_server_says_so() {
+    let registry = FakeRegistry::resolving("3");
+    let (ctx, handle) = context(registry.clone());
+    let server = serve(
+        handle,
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Status(404),
+            ),
+            md_status(),
+        ],
+    );
+    guarded(model_deployment::reconcile(Arc::new(model_deployment(None)), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        condition(&seen[1].body["status"], "Ready")["reason"],
+        "TrackingServerNotFound"
+    );
+    assert!(registry.asked.lock().unwrap().is_empty());
+}
