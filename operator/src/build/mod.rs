@@ -181,3 +181,427 @@ fn sort(children: &mut ChildObjects) {
     by_name(&mut children.service_monitors, |o| o.metadata.name.as_ref());
     by_name(&mut children.prometheus_rules, |o| o.metadata.name.as_ref());
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::model_deployment::ResolvedModel;
+    use crate::crd::{ModelDeployment, TrackingServer};
+    use crate::validate::{self, Defaults, TrackingAccess};
+    use k8s_openapi::api::core::v1::PodSpec;
+    use serde_json::json;
+
+    pub(crate) const UID: &str = "11111111-2222-4333-8444-555555555555";
+
+    pub(crate) fn ts(spec: serde_json::Value) -> TrackingServer {
+        serde_json::from_value(json!({
+            "apiVersion": "mlkube.io/v1alpha1", "kind": "TrackingServer",
+            "metadata": {"name": "mlflow", "namespace": "ml", "uid": UID, "generation": 4},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn md(spec: serde_json::Value) -> ModelDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "mlkube.io/v1alpha1", "kind": "ModelDeployment",
+            "metadata": {"name": "churn", "namespace": "ml", "uid": UID, "generation": 2},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn resolved() -> ResolvedModel {
+        ResolvedModel {
+            reference: "models:/Churn Model@champion".into(),
+            name: "Churn Model".into(),
+            version: "12".into(),
+            run_id: Some("abc123".into()),
+            source: None,
+        }
+    }
+
+    fn vts(spec: serde_json::Value, monitoring: bool) -> ValidatedTrackingServer {
+        validate::validate_tracking_server(&ts(spec), monitoring, &Defaults::for_version("1.2.3")).unwrap()
+    }
+
+    fn vmd(spec: serde_json::Value, monitoring: bool) -> ValidatedModelDeployment {
+        let mut base = json!({"trackingServerRef": {"name": "mlflow"}, "model": {"name": "Churn Model", "alias": "champion"}});
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        validate::validate_model_deployment(
+            &md(base),
+            &resolved(),
+            TrackingAccess {
+                uri: "http://mlflow.ml.svc:5000".into(),
+                ..Default::default()
+            },
+            monitoring,
+            &Defaults::for_version("1.2.3"),
+        )
+        .unwrap()
+    }
+
+    fn pod(d: &Deployment) -> &PodSpec {
+        d.spec.template.spec.as_ref().unwrap()
+    }
+
+    fn all_metas(children: &ChildObjects) -> Vec<&ObjectMeta> {
+        let mut metas: Vec<&ObjectMeta> = Vec::new();
+        metas.extend(children.persistent_volume_claims.iter().map(|o| &o.metadata));
+        metas.extend(children.deployments.iter().map(|o| &o.metadata));
+        metas.extend(children.daemon_sets.iter().map(|o| &o.metadata));
+        metas.extend(children.services.iter().map(|o| &o.metadata));
+        metas.extend(children.service_monitors.iter().map(|o| &o.metadata));
+        metas.extend(children.prometheus_rules.iter().map(|o| &o.metadata));
+        metas
+    }
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        let server = tracking_server(&vts(json!({"nodeSampler": {"enabled": true}}), true));
+        let model = model_deployment(&vmd(json!({}), true));
+        for (children, kind) in [(&server, "TrackingServer"), (&model, "ModelDeployment")] {
+            let metas = all_metas(children);
+            assert!(metas.len() >= 4, "{kind}: {metas:?}");
+            for meta in metas {
+                let owner = &meta.owner_references.as_ref().unwrap()[0];
+                assert_eq!(owner.kind, kind);
+                assert_eq!(owner.uid, UID);
+                assert_eq!(owner.controller, Some(true));
+                assert_eq!(owner.block_owner_deletion, Some(true));
+                assert_eq!(meta.namespace.as_deref(), Some("ml"));
+                let labels = meta.labels.as_ref().unwrap();
+                for key in [
+                    labels::NAME,
+                    labels::INSTANCE,
+                    labels::COMPONENT,
+                    labels::MANAGED_BY,
+                ] {
+                    assert!(labels.contains_key(key), "{kind} {:?} lacks {key}", meta.name);
+                }
+                assert_eq!(labels[labels::MANAGED_BY], "mlkube");
+            }
+        }
+        let labels = model.deployments[0]
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels[labels::MODEL_NAME], "Churn-Model");
+        assert_eq!(labels[labels::MODEL_VERSION], "12");
+    }
+
+    #[test]
+    fn workload_pods_meet_the_restricted_standard() {
+        let server = tracking_server(&vts(json!({}), true));
+        let model = model_deployment(&vmd(json!({}), true));
+        for d in server.deployments.iter().chain(&model.deployments) {
+            let pod = pod(d);
+            let psc = pod.security_context.as_ref().unwrap();
+            assert_eq!(psc.run_as_non_root, Some(true));
+            assert_ne!(psc.run_as_user, Some(0));
+            assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            assert!(pod.host_pid.is_none() && pod.host_network.is_none());
+            for volume in pod.volumes.iter().flatten() {
+                assert!(volume.host_path.is_none(), "{:?}", volume.name);
+            }
+            for c in &pod.containers {
+                let sc = c.security_context.as_ref().unwrap();
+                assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+                assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+                assert_eq!(
+                    sc.capabilities.as_ref().unwrap().drop,
+                    Some(vec!["ALL".to_owned()])
+                );
+                assert!(sc.capabilities.as_ref().unwrap().add.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn node_sampler_is_privileged_only_where_it_must_be() {
+        let v = vts(
+            json!({"nodeSampler": {"enabled": true, "runtimeClassName": "nvidia", "interval": "10s",
+                   "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                   "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}}),
+            true,
+        );
+        let children = tracking_server(&v);
+        let ds = &children.daemon_sets[0];
+        assert_eq!(ds.metadata.name.as_deref(), Some("mlflow-node-sampler"));
+        let pod = ds.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.host_pid, Some(true));
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("nvidia.com/gpu")
+        );
+        assert_eq!(
+            pod.node_selector.as_ref().unwrap()["nvidia.com/gpu.present"],
+            "true"
+        );
+        let c = &pod.containers[0];
+        for m in c.volume_mounts.as_ref().unwrap() {
+            assert_eq!(m.read_only, Some(true), "{}", m.name);
+        }
+        let env = c.env.as_ref().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "NVIDIA_VISIBLE_DEVICES" && e.value.as_deref() == Some("all"))
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &[
+                "--listen",
+                "0.0.0.0:9400",
+                "--interval",
+                "10",
+                "--node-name",
+                "$(NODE_NAME)",
+                "--tracking-uri-default",
+                "http://mlflow.ml.svc:5000"
+            ]
+        );
+        let svc = children
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("mlflow-node-sampler"))
+            .unwrap();
+        assert_eq!(svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 9400);
+        let sm = children
+            .service_monitors
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("mlflow-node-sampler"))
+            .unwrap();
+        assert_eq!(sm.spec.endpoints[0].honor_labels, Some(true));
+    }
+
+    #[test]
+    fn tracking_server_args_follow_the_design() {
+        let sqlite = vts(
+            json!({"metrics": {"statistics": {"enabled": true, "updateInterval": "15m"}}}),
+            true,
+        );
+        assert_eq!(
+            deployment::tracking_server_args(&sqlite),
+            [
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "5000",
+                "--backend-store-uri",
+                "sqlite:////data/mlflow.db",
+                "--default-artifact-root",
+                "mlflow-artifacts:/",
+                "--artifacts-destination",
+                "/artifacts",
+                "--expose-prometheus",
+                "/tmp/prometheus",
+                "--enable-statistics",
+                "--statistics-update-interval",
+                "900"
+            ]
+        );
+        let d = deployment::build_tracking_server_deployment(&sqlite);
+        assert_eq!(
+            d.spec.strategy.as_ref().unwrap().type_.as_deref(),
+            Some("Recreate")
+        );
+        let pg = vts(
+            json!({"replicas": 3, "backendStore": {"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}},
+                   "artifactStore": {"s3": {"bucket": "models", "prefix": "prod", "credentialsSecretRef": {"name": "s3"}}},
+                   "auth": {"adminSecretRef": {"name": "admin"}}}),
+            true,
+        );
+        let args = deployment::tracking_server_args(&pg);
+        assert!(
+            !args.iter().any(|a| a.contains("postgres")),
+            "the URI never goes on the command line"
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--default-artifact-root", "s3://models/prod"])
+        );
+        assert!(args.windows(2).any(|w| w == ["--app-name", "basic-auth"]));
+        let d = deployment::build_tracking_server_deployment(&pg);
+        assert_eq!(
+            d.spec.strategy.as_ref().unwrap().type_.as_deref(),
+            Some("RollingUpdate")
+        );
+        assert_eq!(d.spec.replicas, Some(3));
+        let env = pod(&d).containers[0].env.clone().unwrap();
+        for e in &env {
+            assert!(e.value.is_none() || !e.name.contains("PASSWORD"), "{}", e.name);
+        }
+        let uri = env.iter().find(|e| e.name == "MLKUBE_BACKEND_STORE_URI").unwrap();
+        let secret = uri.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((secret.name.as_str(), secret.key.as_str()), ("db", "uri"));
+        assert!(
+            env.iter()
+                .any(|e| e.name == "MLKUBE_ADMIN_PASSWORD" && e.value_from.is_some())
+        );
+        assert!(
+            env.iter()
+                .any(|e| e.name == "AWS_SECRET_ACCESS_KEY" && e.value_from.is_some())
+        );
+        assert!(pvc::build_tracking_server_pvcs(&pg).is_empty());
+        let svc = service::build_tracking_server_service(&pg);
+        let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.port), (Some("http"), 5000));
+    }
+
+    #[test]
+    fn sidecar_args_follow_the_design() {
+        let v = vmd(
+            json!({"sidecar": {"capture": {"sampleRate": 0.25, "maxPayloadBytes": 1024}, "requestTimeoutSeconds": 30}}),
+            true,
+        );
+        assert_eq!(
+            deployment::sidecar_args(&v),
+            [
+                "--listen",
+                "0.0.0.0:8000",
+                "--metrics-listen",
+                "0.0.0.0:8001",
+                "--upstream",
+                "http://127.0.0.1:8080",
+                "--model-name",
+                "Churn Model",
+                "--model-version",
+                "12",
+                "--run-id",
+                "abc123",
+                "--upstream-health-path",
+                "/ping",
+                "--tracking-uri",
+                "http://mlflow.ml.svc:5000",
+                "--capture-sample-rate",
+                "0.25",
+                "--capture-max-payload-bytes",
+                "1024",
+                "--request-timeout",
+                "30"
+            ]
+        );
+        let quiet = vmd(json!({}), true);
+        assert!(!deployment::sidecar_args(&quiet).contains(&"--tracking-uri".to_owned()));
+        let d = deployment::build_model_deployment(&quiet);
+        let model = &pod(&d).containers[0];
+        assert_eq!(model.name, "model-server");
+        assert!(model.ports.is_none(), "the model server is never exposed");
+        assert!(
+            model
+                .command
+                .as_ref()
+                .unwrap()
+                .windows(2)
+                .any(|w| w == ["--host", "127.0.0.1"]),
+            "{:?}",
+            model.command
+        );
+        assert!(
+            model
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "MLFLOW_TRACKING_URI")
+        );
+        let sidecar = &pod(&d).containers[1];
+        assert_eq!(sidecar.name, "mlkube-sidecar");
+        let probe = sidecar
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/readyz"));
+        let probe = sidecar
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/healthz"));
+    }
+
+    #[test]
+    fn monitoring_objects_only_with_the_api() {
+        let with = model_deployment(&vmd(
+            json!({"monitoring": {"serviceMonitor": {"labels": {"release": "kps"}}}}),
+            true,
+        ));
+        assert_eq!(with.service_monitors.len(), 1);
+        assert_eq!(with.prometheus_rules.len(), 1);
+        assert_eq!(
+            with.prometheus_rules[0].metadata.labels.as_ref().unwrap()["release"],
+            "kps"
+        );
+        assert_eq!(
+            with.service_monitors[0].metadata.labels.as_ref().unwrap()["release"],
+            "kps"
+        );
+        let annotations = &with.deployments[0]
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations;
+        assert!(
+            !annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(labels::PROMETHEUS_SCRAPE)
+        );
+        let without = model_deployment(&vmd(json!({}), false));
+        assert!(without.service_monitors.is_empty() && without.prometheus_rules.is_empty());
+        let annotations = without.deployments[0]
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(annotations[labels::PROMETHEUS_SCRAPE], "true");
+        assert_eq!(annotations[labels::PROMETHEUS_PORT], "8001");
+    }
+
+    #[test]
+    fn output_is_deterministic() {
+        let spec = json!({"nodeSampler": {"enabled": true, "nodeSelector": {"b": "2", "a": "1"}},
+                          "serviceMonitor": {"labels": {"z": "1", "release": "kps"}}});
+        let a = format!("{:?}", tracking_server(&vts(spec.clone(), true)));
+        let b = format!("{:?}", tracking_server(&vts(spec, true)));
+        assert_eq!(a, b);
+        let first = model_deployment(&vmd(
+            json!({"monitoring": {"quality": {"thresholds": [
+            {"metric": "rmse", "max": 2.0}, {"metric": "accuracy", "min": 0.9}]}}}),
+            true,
+        ));
+        let again = model_deployment(&vmd(
+            json!({"monitoring": {"quality": {"thresholds": [
+            {"metric": "accuracy", "min": 0.9}, {"metric": "rmse", "max": 2.0}]}}}),
+            true,
+        ));
+        assert_eq!(first, again, "threshold order in the spec does not matter");
+    }
+}

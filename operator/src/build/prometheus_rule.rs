@@ -220,3 +220,94 @@ pub fn build_prometheus_rule(
         spec: PrometheusRuleSpec { groups },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::model_deployment::{QualityMetric, QualityThreshold, Severity};
+    use crate::validate::QualityParams;
+
+    fn params() -> AlertParams {
+        AlertParams {
+            namespace: "ml".into(),
+            model_name: "churn".into(),
+            deployment: "churn-prod".into(),
+            serving: true,
+            latency_p99_seconds: 0.25,
+            error_rate: 0.02,
+            for_: "10m".into(),
+            rate_window: "2m".into(),
+            severity: Severity::Critical,
+            labels: BTreeMap::from([("team".to_owned(), "ml".to_owned())]),
+            runbook_base_url: "https://runbooks.example/mlkube".into(),
+            quality: Some(QualityParams {
+                window: "1h".into(),
+                for_: "15m".into(),
+                thresholds: vec![QualityThreshold {
+                    metric: QualityMetric::Accuracy,
+                    min: Some(0.9),
+                    max: Some(0.999),
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn every_alert_has_severity_summary_description_and_runbook() {
+        let groups = build_rule_groups(&params());
+        let rules: Vec<&Rule> = groups.iter().flat_map(|g| &g.rules).collect();
+        assert_eq!(rules.len(), 4);
+        for rule in rules {
+            assert_eq!(rule.labels["severity"], "critical", "{}", rule.alert);
+            assert_eq!(rule.labels["team"], "ml");
+            assert_eq!(rule.labels["model_deployment"], "churn-prod");
+            for key in ["summary", "description", "runbook_url"] {
+                assert!(!rule.annotations[key].is_empty(), "{} lacks {key}", rule.alert);
+            }
+            assert!(rule.annotations["runbook_url"].starts_with("https://runbooks.example/mlkube#mlkube"));
+            assert!(rule.for_.is_some());
+        }
+    }
+
+    #[test]
+    fn thresholds_and_selectors_are_parameters() {
+        let groups = build_rule_groups(&params());
+        let serving = &groups[0];
+        assert_eq!(serving.name, "mlkube.modeldeployment.ml.churn-prod.serving");
+        assert_eq!(
+            serving.rules[0].expr,
+            "histogram_quantile(0.99, sum by (namespace, model_name, model_version, le) (rate(mlflow_inference_latency_seconds_bucket{namespace=\"ml\", model_name=\"churn\"}[2m]))) > 0.25"
+        );
+        assert_eq!(serving.rules[0].for_.as_deref(), Some("10m"));
+        assert!(serving.rules[1].expr.ends_with(" > 0.02"));
+        assert!(
+            serving.rules[1]
+                .expr
+                .contains("mlflow_prediction_errors_total{namespace=\"ml\", model_name=\"churn\"}[2m]")
+        );
+        let quality = &groups[1];
+        assert_eq!(quality.rules[0].alert, ALERT_QUALITY_LOW);
+        assert_eq!(
+            quality.rules[0].expr,
+            "mlflow_model_quality{model_name=\"churn\", metric=\"accuracy\", window=\"1h\"} < 0.9"
+        );
+        assert_eq!(quality.rules[1].alert, ALERT_QUALITY_HIGH);
+        assert_eq!(quality.rules[1].labels["metric"], "accuracy");
+    }
+
+    #[test]
+    fn label_values_are_escaped_in_promql() {
+        let mut p = params();
+        p.model_name = "we\"ird\\name".into();
+        let groups = build_rule_groups(&p);
+        assert!(groups[0].rules[0].expr.contains(r#"model_name="we\"ird\\name""#));
+    }
+
+    #[test]
+    fn no_groups_when_nothing_is_enabled() {
+        let mut p = params();
+        p.serving = false;
+        p.quality = None;
+        assert!(build_rule_groups(&p).is_empty());
+    }
+}

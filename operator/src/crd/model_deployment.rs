@@ -23,6 +23,7 @@ use super::{ServiceMonitorSettings, default_one, default_true};
     namespaced,
     status = "ModelDeploymentStatus",
     derive = "PartialEq",
+    validation = Rule::new("self.metadata.name.size() <= 50 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 50 characters (it names the Service and other children)"),
     doc = "A registered MLflow model version served behind the mlkube metrics sidecar, with a Service, ServiceMonitor and alert rules.",
     scale(
         spec_replicas_path = ".spec.replicas",

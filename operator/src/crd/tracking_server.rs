@@ -24,6 +24,7 @@ use super::{SecretKeyRef, ServiceMonitorSettings, default_one, default_true};
     namespaced,
     status = "TrackingServerStatus",
     derive = "PartialEq",
+    validation = Rule::new("self.metadata.name.size() <= 50 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 50 characters (it names the Service and other children)"),
     doc = "An MLflow-compatible tracking server and model registry (mlkube-server), with optional node and GPU metrics.",
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
