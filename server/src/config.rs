@@ -54,6 +54,11 @@ pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "MLKUBE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// `basic-auth`: MLflow's basic auth (users, per-experiment and per-model permissions) in front
+    /// of every route, configured by the INI file named by MLFLOW_AUTH_CONFIG_PATH, with the admin
+    /// credentials overridable by MLKUBE_ADMIN_USERNAME / MLKUBE_ADMIN_PASSWORD.
+    #[arg(long, env = "MLKUBE_APP_NAME", value_name = "NAME")]
+    pub app_name: Option<String>,
 }
 
 /// Settings with every default resolved.
@@ -69,6 +74,8 @@ pub struct Settings {
     pub expose_prometheus: bool,
     /// Refresh statistics this often (None: statistics off).
     pub statistics_interval: Option<std::time::Duration>,
+    /// Basic auth (`--app-name basic-auth`); `None` when off.
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -84,6 +91,7 @@ impl std::fmt::Debug for Settings {
             .field("max_request_body_bytes", &self.max_request_body_bytes)
             .field("expose_prometheus", &self.expose_prometheus)
             .field("statistics_interval", &self.statistics_interval)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -110,7 +118,17 @@ impl Args {
             expose_prometheus,
             enable_statistics,
             statistics_update_interval,
+            app_name,
         } = self;
+        let auth = match app_name.as_deref() {
+            None | Some("") => None,
+            Some("basic-auth") => Some(crate::auth::AuthConfig::resolve(&env)?),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "--app-name must be basic-auth (the only app), got {other:?}"
+                )));
+            }
+        };
         let expose_prometheus = expose_prometheus.is_some() || env("MLFLOW_EXPOSE_PROMETHEUS").is_some();
         if enable_statistics && !expose_prometheus {
             return Err(ConfigError(
@@ -172,6 +190,7 @@ impl Args {
             expose_prometheus,
             statistics_interval: enable_statistics
                 .then(|| std::time::Duration::from_secs(statistics_update_interval)),
+            auth,
         })
     }
 }
@@ -248,6 +267,34 @@ mod tests {
         let stats_alone = Args::try_parse_from(["mlkube-server", "--enable-statistics"]).unwrap();
         assert!(stats_alone.resolve(no_env).is_err());
         assert!(Args::try_parse_from(["mlkube-server", "--statistics-update-interval", "0"]).is_err());
+    }
+
+    #[test]
+    fn basic_auth_app() {
+        let off = Args::try_parse_from(["mlkube-server"])
+            .unwrap()
+            .resolve(no_env)
+            .unwrap();
+        assert!(off.auth.is_none());
+        let args = Args::try_parse_from(["mlkube-server", "--app-name", "basic-auth"]).unwrap();
+        let on = args
+            .clone()
+            .resolve(|k| (k == "MLKUBE_ADMIN_PASSWORD").then(|| "a-strong-secret-value".to_owned()))
+            .unwrap();
+        let auth = on.auth.as_ref().unwrap();
+        assert_eq!(auth.admin_username, "admin");
+        assert!(
+            !format!("{on:?}").contains("a-strong-secret-value"),
+            "password in Debug"
+        );
+        // No admin password, a weak one, or another app: refused (exit 64 in main).
+        assert!(args.clone().resolve(no_env).is_err());
+        assert!(
+            args.resolve(|k| (k == "MLKUBE_ADMIN_PASSWORD").then(|| "short".to_owned()))
+                .is_err()
+        );
+        let other = Args::try_parse_from(["mlkube-server", "--app-name", "oidc-auth"]).unwrap();
+        assert!(other.resolve(no_env).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -39,6 +40,8 @@ pub enum RunError {
     },
     #[error("the server stopped with an I/O error")]
     Serve(#[source] std::io::Error),
+    #[error("could not start basic auth")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Build the shared state from resolved settings: open the store (migrating it) and the artifact root.
@@ -60,10 +63,15 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
     if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
         metrics::spawn_statistics(store.clone(), metrics.clone(), interval);
     }
+    let auth = match &settings.auth {
+        Some(config) => Some(Arc::new(auth::Auth::open(config, store.clone()).await?)),
+        None => None,
+    };
     Ok(AppState {
         store,
         artifacts,
         metrics,
+        auth,
     })
 }
 
@@ -76,6 +84,13 @@ pub async fn run(settings: config::Settings) -> Result<(), RunError> {
         artifact_root = %settings.default_artifact_root,
         "store ready"
     );
+    if let Some(auth) = &state.auth {
+        tracing::info!(
+            auth_store = auth.store().engine(),
+            default_permission = %auth.default_permission(),
+            "basic auth on: every route but /health, /version and /metrics needs credentials"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| RunError::Bind {

@@ -57,8 +57,9 @@ fn root(state: &AppState) -> ApiResult<Arc<ArtifactRoot>> {
     })
 }
 
-/// The still-encoded artifact path after the proxy prefix, checked and cleaned.
-fn path_from_uri(uri: &Uri) -> ApiResult<String> {
+/// The still-encoded artifact path after the proxy prefix, checked and cleaned. Basic auth reads
+/// the experiment from this same function, so the path authorised is the path served.
+pub(crate) fn path_from_uri(uri: &Uri) -> ApiResult<String> {
     let raw = uri.path();
     let rest = raw
         .find(PROXY_PREFIX)

@@ -33,6 +33,8 @@ pub struct AppState {
     pub artifacts: Option<Arc<ArtifactRoot>>,
     /// `Some` when `/metrics` is exposed (`--expose-prometheus`).
     pub metrics: Option<Arc<ServerMetrics>>,
+    /// `Some` with `--app-name basic-auth`: every route then sits behind `auth::middleware`.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// The MLflow RPC routes, mounted under each API prefix.
@@ -49,14 +51,15 @@ fn rpc_routes() -> Router<AppState> {
 /// The whole application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let rpc = rpc_routes().merge(artifacts::proxy_router());
-    let mut router = Router::new()
+    let routes = Router::new()
         .nest("/api/2.0", rpc.clone())
         .nest("/ajax-api/2.0", rpc.merge(metrics::ajax_router()))
         .nest("/api/3.0", meta::v3_router())
         .nest("/ajax-api/3.0", meta::v3_router())
         .merge(meta::router())
-        .fallback(endpoint_not_found)
-        .with_state(state.clone());
+        .fallback(endpoint_not_found);
+    let mut router =
+        crate::auth::protect(routes, state.auth.clone(), max_body_bytes).with_state(state.clone());
     if let Some(server_metrics) = &state.metrics {
         router = router
             .layer(axum::middleware::from_fn_with_state(

@@ -29,6 +29,43 @@ pub async fn test_app() -> TestApp {
         store: Arc::new(store),
         artifacts: Some(Arc::new(artifacts)),
         metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
+        auth: None,
+    };
+    TestApp {
+        router: app(state, 1024 * 1024),
+        dir,
+    }
+}
+
+/// The admin of [`test_app_with_auth`].
+pub const ADMIN: (&str, &str) = ("admin", "admin-password-for-tests");
+
+/// An app with basic auth on (`--app-name basic-auth`), its users in a SQLite file next to the
+/// tracking database, admin [`ADMIN`], and `default_permission` for resources without a row.
+pub async fn test_app_with_auth(default_permission: mlkube_server::auth::Permission) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mlkube.db");
+    let store: Arc<dyn mlkube_server::store::Store> = Arc::new(
+        mlkube_server::store::open(&format!("sqlite:///{}", db.display()), "mlflow-artifacts:/")
+            .await
+            .unwrap(),
+    );
+    let config = mlkube_server::auth::AuthConfig::new(
+        format!("sqlite:///{}", dir.path().join("basic_auth.db").display()),
+        ADMIN.0,
+        ADMIN.1,
+        default_permission,
+    )
+    .unwrap();
+    let auth = mlkube_server::auth::Auth::open(&config, store.clone())
+        .await
+        .unwrap();
+    let artifacts = ArtifactRoot::open(&dir.path().join("artifacts")).unwrap();
+    let state = AppState {
+        store,
+        artifacts: Some(Arc::new(artifacts)),
+        metrics: None,
+        auth: Some(Arc::new(auth)),
     };
     TestApp {
         router: app(state, 1024 * 1024),
