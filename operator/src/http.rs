@@ -46,3 +46,63 @@ async fn readyz(State(ready): State<Arc<AtomicBool>>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{self, Metrics};
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let response = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_lists_every_promised_name() {
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        drop(m.start("trackingserver"));
+        m.failed("modeldeployment", "RegistryUnavailable");
+        let (status, body) = get(metrics_app(Arc::new(registry)), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        for name in [
+            format!(
+                "{}_total{{controller=\"trackingserver\"}} 1",
+                metrics::RECONCILE_TOTAL
+            ),
+            format!(
+                "{}_total{{controller=\"modeldeployment\",reason=\"RegistryUnavailable\"}} 1",
+                metrics::RECONCILE_ERRORS
+            ),
+            format!(
+                "{}_count{{controller=\"trackingserver\"}} 1",
+                metrics::RECONCILE_DURATION
+            ),
+        ] {
+            assert!(body.contains(&name), "{name} missing from\n{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_controllers() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let app = health_app(ready.clone());
+        assert_eq!(get(app.clone(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(app.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(app, "/readyz").await.0, StatusCode::OK);
+    }
+}

@@ -9,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+// Names as registered; the text format adds `_total` to counters (`mlkube_operator_reconcile_total`,
+// `mlkube_operator_reconcile_errors_total`) and `_bucket`/`_sum`/`_count` to the histogram.
 pub const RECONCILE_TOTAL: &str = "mlkube_operator_reconcile";
 pub const RECONCILE_ERRORS: &str = "mlkube_operator_reconcile_errors";
 pub const RECONCILE_DURATION: &str = "mlkube_operator_reconcile_duration_seconds";
@@ -56,9 +58,10 @@ impl Metrics {
             "Reconciliations that failed, by reason",
             self.errors.clone(),
         );
-        registry.register(
+        registry.register_with_unit(
             "mlkube_operator_reconcile_duration",
             "Time one reconciliation took",
+            prometheus_client::registry::Unit::Seconds,
             self.duration.clone(),
         );
     }

@@ -550,3 +550,77 @@ pub fn validate_model_deployment(
         owner,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tests::{md, ts};
+    use serde_json::json;
+
+    fn defaults() -> Defaults {
+        Defaults::for_version("9.9.9")
+    }
+
+    #[test]
+    fn defaults_are_resolved() {
+        let v = validate_tracking_server(&ts(json!({})), true, &defaults()).unwrap();
+        assert_eq!(v.image, "ghcr.io/mlkube/mlkube-server:v9.9.9");
+        assert_eq!(v.replicas, 1);
+        assert!(
+            matches!(&v.backend, Backend::Sqlite(vol) if vol.size == "1Gi" && vol.access_modes == ["ReadWriteOnce"])
+        );
+        assert!(matches!(&v.artifacts, Artifacts::Pvc(vol) if vol.size == "10Gi"));
+        assert!(v.metrics_enabled && v.statistics_interval_secs.is_none());
+        assert_eq!(v.service_monitor.as_ref().unwrap().interval, "30s");
+        assert!(v.node_sampler.is_none());
+        assert_eq!(v.owner.reference.kind, "TrackingServer");
+        assert_eq!(v.url, "http://mlflow.ml.svc:5000");
+    }
+
+    #[test]
+    fn rules_the_schema_also_enforces_hold_without_it() {
+        let err = validate_tracking_server(&ts(json!({"replicas": 2})), true, &defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec");
+        let err = validate_tracking_server(
+            &ts(json!({"metrics": {"statistics": {"enabled": true, "updateInterval": "10s"}}})),
+            true,
+            &defaults(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 60s"), "{err}");
+        let resolved = ResolvedModel {
+            reference: "models:/m/1".into(),
+            name: "m".into(),
+            version: "1".into(),
+            run_id: None,
+            source: None,
+        };
+        let spec =
+            json!({"trackingUri": "http://x:5000", "model": {"name": "m", "version": "1"}, "port": 8000});
+        let err =
+            validate_model_deployment(&md(spec), &resolved, TrackingAccess::default(), true, &defaults())
+                .unwrap_err();
+        assert!(err.to_string().contains("spec.port"), "{err}");
+    }
+
+    #[test]
+    fn the_model_uri_is_pinned_to_the_resolved_version() {
+        let resolved = ResolvedModel {
+            reference: "models:/churn@champion".into(),
+            name: "churn".into(),
+            version: "7".into(),
+            run_id: None,
+            source: None,
+        };
+        let spec = json!({"trackingUri": "http://x:5000", "model": {"name": "churn", "alias": "champion"},
+                          "monitoring": {"alerts": {"enabled": false}}});
+        let v = validate_model_deployment(&md(spec), &resolved, TrackingAccess::default(), true, &defaults())
+            .unwrap();
+        assert_eq!(v.model_uri, "models:/churn/7");
+        assert!(
+            v.alerts.is_none(),
+            "alerts off and no quality thresholds: no rules"
+        );
+        assert_eq!(v.url, "http://churn.ml.svc:8000");
+    }
+}

@@ -572,3 +572,54 @@ async fn md_with_missing_tracking_server_says_so() {
     );
     assert!(registry.asked.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn md_up_to_date_makes_no_writes() {
+    let md = model_deployment(None);
+    let current = md_children(&md, "3");
+    let reads = || {
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+            ),
+            get(DISCOVERY, monitoring_api()),
+            get(
+                list_uri(APPS, "deployments", SELECTOR_MD),
+                list(vec![rolled_out(current.deployments[0].clone(), 2)]),
+            ),
+            get(
+                list_uri(CORE, "services", SELECTOR_MD),
+                list(values(&current.services)),
+            ),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
+                list(values(&current.service_monitors)),
+            ),
+            get(
+                list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
+                list(values(&current.prometheus_rules)),
+            ),
+        ]
+    };
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let mut steps = reads();
+    steps.push(md_status());
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))
+        .await
+        .unwrap();
+    let status = server.await.unwrap().last().unwrap().body["status"].clone();
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(status["readyReplicas"], 2);
+
+    let mut settled = md;
+    settled.status = Some(serde_json::from_value(status).unwrap());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, reads());
+    guarded(model_deployment::reconcile(Arc::new(settled), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert!(seen.iter().all(|s| s.method == http::Method::GET), "{seen:#?}");
+}

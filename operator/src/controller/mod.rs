@@ -195,3 +195,78 @@ pub(crate) fn rollout(deployment: Option<&Deployment>, desired_replicas: i32) ->
         stuck,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "x", "generation": generation},
+            "spec": {"selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_fully_rolled_out_deployment_is_ready() {
+        let d = deployment(
+            3,
+            json!({"observedGeneration": 3, "replicas": 2, "readyReplicas": 2,
+                                     "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        let r = rollout(Some(&d), 2);
+        assert!(r.ready.status);
+        assert_eq!(r.ready.reason, conditions::AVAILABLE);
+        assert!(!r.progressing.status);
+        assert!(r.stuck.is_none());
+    }
+
+    #[test]
+    fn an_unobserved_generation_is_still_rolling_out() {
+        let d = deployment(
+            4,
+            json!({"observedGeneration": 3, "replicas": 2, "readyReplicas": 2,
+                                     "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        let r = rollout(Some(&d), 2);
+        assert!(r.progressing.status);
+        assert_eq!(r.progressing.reason, conditions::ROLLING_OUT);
+        // The old pods still serve.
+        assert!(r.ready.status);
+    }
+
+    #[test]
+    fn missing_and_stuck_deployments() {
+        let r = rollout(None, 1);
+        assert!(!r.ready.status);
+        assert_eq!(r.ready.reason, conditions::NOT_AVAILABLE);
+        let d = deployment(
+            1,
+            json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                            "message": "ReplicaSet \"x-1\" has timed out progressing."}]}),
+        );
+        let r = rollout(Some(&d), 1);
+        assert!(!r.ready.status);
+        assert_eq!(
+            r.stuck.as_deref(),
+            Some("ReplicaSet \"x-1\" has timed out progressing.")
+        );
+        let zero = deployment(1, json!({"observedGeneration": 1}));
+        assert_eq!(rollout(Some(&zero), 0).ready.reason, conditions::SCALED_TO_ZERO);
+    }
+
+    #[test]
+    fn errors_have_bounded_reasons() {
+        let e = Error::Validate(ValidationError::Field {
+            field: "spec.replicas",
+            message: "no".into(),
+        });
+        assert_eq!(e.reason(), "InvalidSpec");
+        let e = Error::Registry(RegistryError::NotFound("models:/x/1".into()));
+        assert_eq!(e.reason(), "ModelNotFound");
+    }
+}
