@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# mlkube-operator: Kubernetes operator for TrackingServer and ModelDeployment.
+# Build from the repository root (the workspace is the build context):
+#   docker build -f deploy/docker/mlkube-operator.Dockerfile -t ghcr.io/mlkube/mlkube-operator:v0.1.0 .
+# Runtime: distroless/cc (glibc, libgcc, CA certificates, no shell), non-root uid 65532, nothing
+# written to the root filesystem (pods run it read-only, with an emptyDir on /tmp).
+
+ARG RUST_VERSION=1.95
+FROM rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p mlkube-operator --bin mlkube-operator \
+    && install -D -m 0755 target/release/mlkube-operator /out/mlkube-operator
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+LABEL org.opencontainers.image.title="mlkube-operator" \
+      org.opencontainers.image.description="mlkube Kubernetes operator for TrackingServer and ModelDeployment" \
+      org.opencontainers.image.source="https://github.com/mlkube/mlkube" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /out/mlkube-operator /usr/local/bin/mlkube-operator
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 8080 8081
+ENTRYPOINT ["/usr/local/bin/mlkube-operator"]
