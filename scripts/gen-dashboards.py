@@ -371,15 +371,20 @@ def model_quality():
                    targets((f"max by (model_name, model_version, window) (mlflow_model_quality_labelled{{{sel}}}) / max by (model_name, model_version, window) (mlflow_model_quality_predictions{{{sel}}})",
                             "{{model_name}} v{{model_version}} ({{window}})")),
                    unit="percentunit", w=8),
+        timeseries(lay, "Late labels", "Ground truth that arrived in the window for predictions made before it.",
+                   targets((f"max by (model_name, model_version, window) (mlflow_model_quality_late_labels{{{sel}}})",
+                            "{{model_name}} v{{model_version}} ({{window}})")), w=16),
+        stat(lay, "Last evaluation", "Time since the tracking server last evaluated its quality monitors.",
+             'time() - max(mlkube_monitoring_last_evaluation_timestamp_seconds{namespace=~"$namespace"})', unit="s", w=8, h=8),
     ]
     panels.append(row(lay, "Thresholds"))
     panels += [
         stat(lay, "Monitors breached", "Quality monitors whose threshold is crossed right now.",
              f"sum(mlflow_model_quality_threshold_breached{{{sel}}})", w=6,
              thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]),
-        timeseries(lay, "Threshold breaches", "1 while a quality monitor's threshold is crossed, per version, metric and window.",
-                   targets((f"max by (model_name, model_version, metric, window) (mlflow_model_quality_threshold_breached{{{sel}}})",
-                            "{{model_name}} v{{model_version}} {{metric}} ({{window}})")),
+        timeseries(lay, "Threshold breaches", "1 while a quality monitor is firing, per monitor, version, metric and window.",
+                   targets((f"max by (monitor, model_name, model_version, metric, window) (mlflow_model_quality_threshold_breached{{{sel}}})",
+                            "{{monitor}}: {{model_name}} v{{model_version}} {{metric}} ({{window}})")),
                    w=18),
     ]
     variables = [
