@@ -29,7 +29,8 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 
 def datasource_var():
     return {
-        "current": {},
+        # "default": Grafana's default data source until the user picks one.
+        "current": {"selected": True, "text": "default", "value": "default"},
         "hide": 0,
         "includeAll": False,
         "label": "Data source",
@@ -47,9 +48,8 @@ def datasource_var():
 def query_var(name, label, query, include_all=True, multi=True):
     return {
         "allValue": ".*",
-        "current": {},
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "datasource": DS,
-        "definition": query,
         "hide": 0,
         "includeAll": include_all,
         "label": label,
@@ -237,7 +237,9 @@ def dashboard(uid, title, description, tags, variables, panels, refresh="30s", t
                 "tags": ["mlkube"],
                 "targetBlank": False,
                 "title": "mlkube dashboards",
+                "tooltip": "",
                 "type": "dashboards",
+                "url": "",
             }
         ],
         "panels": panels,
