@@ -114,7 +114,11 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let http_registry =
         HttpRegistry::new(Duration::from_secs(registry_timeout)).map_err(RunError::Registry)?;
-    let mut context = Context::new(client.clone(), Arc::new(http_registry), defaults, metrics);
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok();
+    let mut context =
+        Context::new(client.clone(), Arc::new(http_registry), defaults, metrics).with_instance(instance);
     context.resolve_interval = Duration::from_secs(resolve_interval);
     let ctx = Arc::new(context);
 

@@ -382,6 +382,7 @@ fn md_full_pass(deployments: Reply, services: Reply, monitors: Reply, rules: Rep
         patch(apply_uri(MONITORING, "servicemonitors", "churn")),
         get(list_uri(MONITORING, "prometheusrules", SELECTOR_MD), rules),
         patch(apply_uri(MONITORING, "prometheusrules", "churn")),
+        post_event(),
         md_status(),
     ]
 }
@@ -420,7 +421,12 @@ async fn md_create_path_resolves_the_alias_and_records_it() {
     assert_eq!(service_ports[1]["port"], 8001);
     let rules = &seen[9].body["spec"]["groups"][0]["rules"];
     assert_eq!(rules[0]["alert"], "MlkubeModelLatencyP99High");
-    let status = &seen[10].body["status"];
+    let event = &seen[10].body;
+    assert_eq!(event["reason"], "ModelVersionResolved");
+    assert_eq!(event["type"], "Normal");
+    assert_eq!(event["note"], "models:/churn@champion is version 3");
+    assert_eq!(event["regarding"]["kind"], "ModelDeployment");
+    let status = &seen[11].body["status"];
     assert_eq!(status["resolvedModel"]["version"], "3");
     assert_eq!(status["resolvedModel"]["runId"], "run3");
     assert_eq!(status["resolvedModel"]["reference"], "models:/churn@champion");
@@ -462,7 +468,11 @@ async fn md_alias_move_rolls_the_deployment() {
         .unwrap();
     let at = sidecar_args.iter().position(|a| a == "--model-version").unwrap();
     assert_eq!(sidecar_args[at + 1], "4");
-    assert_eq!(seen[10].body["status"]["resolvedModel"]["version"], "4");
+    assert_eq!(
+        seen[10].body["note"],
+        "models:/churn@champion moved from version 3 to 4; rolling out"
+    );
+    assert_eq!(seen[11].body["status"]["resolvedModel"]["version"], "4");
 }
 
 #[tokio::test]
@@ -496,6 +506,7 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
                 list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
                 list(values(&current.prometheus_rules)),
             ),
+            post_event(),
             md_status(),
         ],
     );
@@ -505,7 +516,9 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
         .unwrap_err();
     assert_eq!(err.reason(), "RegistryUnavailable");
     let seen = server.await.unwrap();
-    let status = &seen[6].body["status"];
+    assert_eq!(seen[6].body["type"], "Warning");
+    assert_eq!(seen[6].body["reason"], "RegistryUnavailable");
+    let status = &seen[7].body["status"];
     assert_eq!(status["resolvedModel"]["version"], "3");
     assert_eq!(condition(status, "Ready")["status"], "True");
     assert_eq!(condition(status, "Degraded")["status"], "True");
@@ -535,6 +548,7 @@ async fn md_never_resolved_and_registry_down_writes_only_status() {
                 format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
                 Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
             ),
+            post_event(),
             md_status(),
         ],
     );
@@ -543,7 +557,8 @@ async fn md_never_resolved_and_registry_down_writes_only_status() {
         .unwrap_err();
     assert_eq!(err.reason(), "RegistryUnavailable");
     let seen = server.await.unwrap();
-    let status = &seen[1].body["status"];
+    assert_eq!(seen[1].body["reason"], "RegistryUnavailable");
+    let status = &seen[2].body["status"];
     assert_eq!(condition(status, "Ready")["reason"], "RegistryUnavailable");
     assert!(status["resolvedModel"].is_null());
 }
@@ -604,6 +619,7 @@ async fn md_up_to_date_makes_no_writes() {
     };
     let (ctx, handle) = context(FakeRegistry::resolving("3"));
     let mut steps = reads();
+    steps.push(post_event());
     steps.push(md_status());
     let server = serve(handle, steps);
     guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))

@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::apply::ApplyError;
 use crate::crd::conditions::{self, Desired};
@@ -29,6 +30,8 @@ pub struct Context {
     pub clock: Box<dyn Fn() -> Time + Send + Sync>,
     /// How often a healthy ModelDeployment re-resolves its model (alias moves).
     pub resolve_interval: Duration,
+    /// Publishes Kubernetes Events (`events.k8s.io/v1`) for important transitions.
+    pub recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -39,7 +42,12 @@ impl Context {
         defaults: Defaults,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let reporter = Reporter {
+            controller: crate::apply::FIELD_MANAGER.to_owned(),
+            instance: None,
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             registry,
             defaults,
@@ -53,6 +61,41 @@ impl Context {
     pub fn with_clock(mut self, clock: impl Fn() -> Time + Send + Sync + 'static) -> Self {
         self.clock = Box::new(clock);
         self
+    }
+
+    /// Name the operator's pod in published Events (`reportingInstance`).
+    pub fn with_instance(mut self, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: crate::apply::FIELD_MANAGER.to_owned(),
+            instance,
+        };
+        self.recorder = Recorder::new(self.client.clone(), reporter);
+        self
+    }
+
+    /// Publish an Event; a failure is logged, never fatal.
+    async fn publish(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, object).await {
+            tracing::warn!(error = ?err, reason, "could not publish event");
+        }
     }
 
     fn now(&self) -> Time {

@@ -146,6 +146,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             Desired::new(conditions::DEGRADED, true, reason, err.to_string()),
             Desired::new(conditions::MODEL_RESOLVED, false, reason, err.to_string()),
         ];
+        announce_registry_problem(&ctx, &md, &previous, reason, &err).await;
         let status = ModelDeploymentStatus {
             tracking_uri: Some(access.uri.clone()),
             ..with_conditions(&md, previous, &desired, &ctx)
@@ -194,6 +195,30 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let applied = apply::apply_children(&ctx.client, &validated.owner, kinds, &children)
         .await
         .map_err(Error::Apply)?;
+    // events: a new model version, or the registry going away
+    if previous.resolved_model.as_ref().map(|r| &r.version) != Some(&validated.model.version) {
+        let note = match &previous.resolved_model {
+            Some(old) => format!(
+                "{} moved from version {} to {}; rolling out",
+                validated.model.reference, old.version, validated.model.version
+            ),
+            None => format!(
+                "{} is version {}",
+                validated.model.reference, validated.model.version
+            ),
+        };
+        ctx.publish(
+            &md.object_ref(&()),
+            false,
+            "ModelVersionResolved",
+            "Resolve",
+            note,
+        )
+        .await;
+    }
+    if let Some(err) = &registry_error {
+        announce_registry_problem(&ctx, &md, &previous, resolution_reason(err), err).await;
+    }
     // status
     let status = compute_status(
         &md,
@@ -212,6 +237,24 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
 
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     error_policy_for(CONTROLLER, key(&md), error, &ctx)
+}
+
+/// A Warning Event when model resolution starts failing (not on every retry).
+async fn announce_registry_problem(
+    ctx: &Context,
+    md: &ModelDeployment,
+    previous: &ModelDeploymentStatus,
+    reason: &'static str,
+    err: &RegistryError,
+) {
+    let already = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == conditions::MODEL_RESOLVED && c.status == "False" && c.reason == reason);
+    if !already {
+        ctx.publish(&md.object_ref(&()), true, reason, "Resolve", err.to_string())
+            .await;
+    }
 }
 
 fn resolution_reason(err: &RegistryError) -> &'static str {

@@ -69,6 +69,15 @@ pub fn patch_status(uri: impl Into<String>, object: &impl serde::Serialize) -> S
     }
 }
 
+/// An Event the recorder creates (`events.k8s.io/v1`).
+pub fn post_event() -> Step {
+    Step {
+        method: Method::POST,
+        uri: format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events?"),
+        reply: Reply::Echo,
+    }
+}
+
 pub fn delete(uri: impl Into<String>) -> Step {
     Step {
         method: Method::DELETE,
