@@ -47,6 +47,13 @@ pub struct Args {
     /// Timeout of one registry request, in seconds.
     #[arg(long, env = "MLKUBE_REGISTRY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub registry_timeout: u64,
+    /// Elect a leader through a `coordination.k8s.io` Lease, so several replicas can run and only
+    /// one reconciles. Without it, run exactly one replica.
+    #[arg(long, env = "MLKUBE_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: `POD_NAMESPACE`, else `default`).
+    #[arg(long, env = "MLKUBE_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
     /// Log filter (`RUST_LOG` syntax).
     #[arg(long, env = "MLKUBE_LOG", default_value = "info")]
     pub log: String,
@@ -66,6 +73,11 @@ mod tests {
         assert_eq!(args.health_listen.port(), 8081);
         assert_eq!(args.resolve_interval, 60);
         assert!(args.namespace.is_none());
+        assert!(!args.leader_election);
+        let args =
+            Args::try_parse_from(["mlkube-operator", "--leader-election", "--namespace", "ml"]).unwrap();
+        assert!(args.leader_election);
+        assert_eq!(args.namespace.as_deref(), Some("ml"));
     }
 
     #[test]

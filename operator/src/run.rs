@@ -36,7 +36,14 @@ pub enum RunError {
     },
     #[error("an HTTP endpoint failed")]
     Serve(#[source] std::io::Error),
+    #[error("leader election failed")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease; exiting so that another replica takes over")]
+    LostLease,
 }
+
+/// Name of the leader-election Lease.
+pub const LEASE_NAME: &str = "mlkube-operator";
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -45,6 +52,13 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+fn served(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), RunError> {
+    match result {
+        Ok(inner) => inner.map_err(RunError::Serve),
+        Err(join) => Err(RunError::Serve(std::io::Error::other(join))),
     }
 }
 
@@ -61,6 +75,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         runbook_base_url,
         resolve_interval,
         registry_timeout,
+        leader_election,
+        leader_election_namespace,
         log: _,
         log_format: _,
     } = args;
@@ -93,8 +109,11 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     };
     let metrics_listener = bind(metrics_listen).await?;
     let health_listener = bind(health_listen).await?;
-    let metrics_server = axum::serve(metrics_listener, crate::http::metrics_app(registry));
-    let health_server = axum::serve(health_listener, crate::http::health_app(ready.clone()));
+    // The endpoints run from the start, also while a standby replica waits for the lease.
+    let mut metrics_server =
+        tokio::spawn(axum::serve(metrics_listener, crate::http::metrics_app(registry)).into_future());
+    let mut health_server =
+        tokio::spawn(axum::serve(health_listener, crate::http::health_app(ready.clone())).into_future());
     tracing::info!(%metrics_listen, %health_listen, "serving metrics and health");
 
     let client = Client::try_default().await.map_err(RunError::Client)?;
@@ -117,6 +136,46 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok();
+
+    // Leader election: wait for the Lease before reconciling anything. The process is ready
+    // (it serves metrics and health) while it stands by.
+    ready.store(true, Ordering::Relaxed);
+    let mut leading = None;
+    if leader_election {
+        let lease_namespace = leader_election_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_owned());
+        let mut builder = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(lease_namespace.clone())
+            .with_field_manager(crate::apply::FIELD_MANAGER)
+            .with_duration(15)
+            .with_grace(5);
+        if let Some(identity) = &instance {
+            builder = builder.with_identity(identity.clone());
+        }
+        let manager = builder.build().await.map_err(RunError::Lease)?;
+        let (mut channel, task) = manager.watch().await;
+        tracing::info!(lease = LEASE_NAME, namespace = %lease_namespace, "waiting for the leader lease");
+        while !*channel.borrow_and_update() {
+            if channel.changed().await.is_err() {
+                return Err(RunError::LostLease);
+            }
+        }
+        tracing::info!("acquired the leader lease");
+        leading = Some((channel, task));
+    }
+    let lost_lease = async move {
+        match leading {
+            Some((mut channel, _task)) => {
+                while *channel.borrow_and_update() {
+                    if channel.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     let mut context =
         Context::new(client.clone(), Arc::new(http_registry), defaults, metrics).with_instance(instance);
     context.resolve_interval = Duration::from_secs(resolve_interval);
@@ -175,7 +234,6 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             ctx,
         )
         .for_each(|_| futures_util::future::ready(()));
-    ready.store(true, Ordering::Relaxed);
     tracing::info!(namespace = ns.unwrap_or("<all>"), "controllers started");
 
     tokio::select! {
@@ -183,7 +241,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
             tracing::info!("controllers stopped");
             Ok(())
         }
-        res = metrics_server.into_future() => res.map_err(RunError::Serve),
-        res = health_server.into_future() => res.map_err(RunError::Serve),
+        res = &mut metrics_server => served(res),
+        res = &mut health_server => served(res),
+        () = lost_lease => Err(RunError::LostLease),
     }
 }
