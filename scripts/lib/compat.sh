@@ -40,6 +40,7 @@ run_compat_suite() {
     local version=$1 kind=$2 backend=$3
     shift 3
     local label="mlflow-${version} client -> ${kind} on ${backend}"
+    [[ "${MLKUBE_COMPAT_AUTH:-0}" == 1 ]] && label+=" with basic auth (test_auth.py + smoke)"
     banner "compat: ${label}"
     if ((_compat_cleanup_registered == 0)); then
         push_cleanup _compat_cleanup

@@ -8,6 +8,10 @@
 #       SERVER_ARTIFACT_ROOT, SERVER_LOG and registers a cleanup that stops the server.
 #   stop_tracking_server   stops it (whole process group: upstream forks workers).
 #
+# With MLKUBE_COMPAT_AUTH=1 the server runs with basic auth (`--app-name basic-auth`, MLflow's INI file
+# written to WORKDIR/basic_auth.ini, default_permission READ, a random admin password) and the admin's
+# credentials are exported as MLKUBE_COMPAT_ADMIN_USERNAME / MLKUBE_COMPAT_ADMIN_PASSWORD.
+#
 # Needs scripts/lib/common.sh.
 
 SERVER_URL=""
@@ -36,9 +40,20 @@ start_tracking_server() {
             ;;
         *) die "unknown server kind ${kind}" ;;
     esac
+    local auth_ini=""
+    if [[ "${MLKUBE_COMPAT_AUTH:-0}" == 1 ]]; then
+        auth_ini="${workdir}/basic_auth.ini"
+        export MLKUBE_COMPAT_ADMIN_USERNAME=admin
+        MLKUBE_COMPAT_ADMIN_PASSWORD="compat-admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+        export MLKUBE_COMPAT_ADMIN_PASSWORD
+        printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///%s\nadmin_username = %s\nadmin_password = %s\n' \
+            "${workdir}/basic_auth.db" "$MLKUBE_COMPAT_ADMIN_USERNAME" "$MLKUBE_COMPAT_ADMIN_PASSWORD" >"$auth_ini"
+        cmd+=(--app-name basic-auth)
+    fi
     # Own session/process group, so stopping it also stops any workers it forked. The working directory
     # is WORKDIR so that nothing the server writes by default lands in the repository.
-    (cd "$workdir" && NO_COLOR=1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec setsid "${cmd[@]}") >"$SERVER_LOG" 2>&1 &
+    (cd "$workdir" && if [[ -n "$auth_ini" ]]; then export MLFLOW_AUTH_CONFIG_PATH="$auth_ini"; fi &&
+        NO_COLOR=1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec setsid "${cmd[@]}") >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     push_cleanup stop_tracking_server
     SERVER_URL="http://127.0.0.1:${port}"

@@ -13,6 +13,8 @@ _mlkube_venv_requirements() {
     printf '%s\n' "mlflow==${version}" pytest requests scikit-learn pandas
     case "$version" in
         2.*) printf '%s\n' 'sqlalchemy<2.1' ;;
+        # MLflow 3's mlflow.server.auth (get_app_client("basic-auth"), test_auth.py) needs its `auth` extra.
+        3.*) printf '%s\n' Flask-WTF ;;
     esac
 }
 

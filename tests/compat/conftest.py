@@ -21,6 +21,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
+import compat_auth  # noqa: E402
+
 TRACKING_URI = os.environ.get("MLKUBE_TRACKING_URI", "").rstrip("/")
 UPSTREAM = os.environ.get("MLKUBE_COMPAT_UPSTREAM", "0") == "1"
 MLFLOW_MAJOR = int(mlflow.__version__.split(".")[0])
@@ -32,6 +34,7 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    compat_auth.select(config, items)
     if not UPSTREAM:
         return
     skip = pytest.mark.skip(reason="mlkube is deliberately stricter than upstream MLflow here")
@@ -46,6 +49,12 @@ def tracking_uri() -> str:
         pytest.exit("set MLKUBE_TRACKING_URI to the URL of a running tracking server", returncode=4)
     mlflow.set_tracking_uri(TRACKING_URI)
     return TRACKING_URI
+
+
+@pytest.fixture(scope="session", autouse=True)
+def basic_auth_user(tracking_uri):
+    """With MLKUBE_COMPAT_AUTH=1, the whole session acts as a fresh non-admin user (compat_auth.py)."""
+    return compat_auth.sign_in_session_user(tracking_uri)
 
 
 @pytest.fixture
