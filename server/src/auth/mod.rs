@@ -299,9 +299,23 @@ fn argon2() -> Result<Argon2<'static>, AuthError> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+/// At most this many Argon2 computations run at once (each holds 19 MiB for tens of milliseconds),
+/// so a flood of wrong passwords queues instead of exhausting memory and the blocking pool.
+/// Requests whose credentials are cached never wait here.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Run Argon2 work on the blocking pool under a [`HASHING`] permit.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    Ok(tokio::task::spawn_blocking(work).await?)
+}
+
 /// Hash a password into a PHC string (off the async threads: it takes tens of milliseconds).
 pub async fn hash_password(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let salt_bytes: [u8; 16] = rand::random();
         let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| AuthError::Hash(e.to_string()))?;
         argon2()?
@@ -315,7 +329,7 @@ pub async fn hash_password(password: String) -> Result<String, AuthError> {
 /// Verify a password against a PHC string (constant-time comparison of the derived hash). A hash
 /// that does not parse verifies nothing.
 pub async fn verify_password(hash: String, password: String) -> Result<bool, AuthError> {
-    Ok(tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
@@ -323,7 +337,7 @@ pub async fn verify_password(hash: String, password: String) -> Result<bool, Aut
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
     })
-    .await?)
+    .await
 }
 
 // === caches ===
@@ -444,6 +458,27 @@ mod tests {
         );
         let again = hash_password("correct horse battery".into()).await.unwrap();
         assert_ne!(hash, again, "salts must differ");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_verifications_queue_and_all_answer() {
+        let hash = hash_password("right-password".into()).await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let hash = hash.clone();
+                let password = if i % 2 == 0 {
+                    "right-password"
+                } else {
+                    "wrong-password"
+                };
+                tokio::spawn(
+                    async move { verify_password(hash, password.into()).await.unwrap() == (i % 2 == 0) },
+                )
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap());
+        }
     }
 
     #[test]
