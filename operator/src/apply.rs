@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -39,6 +39,7 @@ impl ApplyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kinds {
     pub persistent_volume_claims: bool,
+    pub config_maps: bool,
     pub deployments: bool,
     pub daemon_sets: bool,
     pub services: bool,
@@ -174,7 +175,7 @@ impl Applier<'_> {
     }
 }
 
-/// Apply every child of one resource, kind by kind in a fixed order (claims, deployments,
+/// Apply every child of one resource, kind by kind in a fixed order (claims, config maps, deployments,
 /// daemon sets, services, service monitors, prometheus rules). Claims are never deleted: they
 /// hold data, and go with their owner.
 pub async fn apply_children(
@@ -195,6 +196,11 @@ pub async fn apply_children(
                 &children.persistent_volume_claims,
                 false,
             )
+            .await?;
+    }
+    if kinds.config_maps {
+        applier
+            .reconcile_kind::<ConfigMap>("ConfigMap", &children.config_maps, true)
             .await?;
     }
     let deployments = if kinds.deployments {

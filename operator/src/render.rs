@@ -165,6 +165,7 @@ fn children_docs(
     }
     let mut docs = Vec::new();
     push(&mut docs, &children.persistent_volume_claims)?;
+    push(&mut docs, &children.config_maps)?;
     push(&mut docs, &children.deployments)?;
     push(&mut docs, &children.daemon_sets)?;
     push(&mut docs, &children.services)?;

@@ -146,6 +146,7 @@ async fn ts_create_path_applies_every_child_then_status() {
             ),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-artifacts")),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-backend")),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
@@ -162,14 +163,14 @@ async fn ts_create_path_applies_every_child_then_status() {
     assert_eq!(action, Action::requeue(tracking_server::RESYNC));
     let seen = server.await.unwrap();
 
-    let deployment = &seen[5].body;
+    let deployment = &seen[6].body;
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["controller"], true);
     assert!(deployment["spec"]["template"]["metadata"]["annotations"].is_null());
-    let monitor = &seen[10].body;
+    let monitor = &seen[11].body;
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
-    let status = &seen[11].body;
+    let status = &seen[12].body;
     assert_eq!(status["apiVersion"], "mlkube.io/v1alpha1");
     assert_eq!(status["kind"], "TrackingServer");
     let status = &status["status"];
@@ -194,6 +195,7 @@ async fn ts_up_to_date_makes_no_writes() {
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(values(&children.persistent_volume_claims)),
             ),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(
                 list_uri(APPS, "deployments", SELECTOR_TS),
                 list(vec![rolled_out(children.deployments[0].clone(), 1)]),
@@ -270,6 +272,7 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(values(&children.persistent_volume_claims)),
             ),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![drifted])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(
@@ -297,13 +300,13 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let repaired = &seen[3].body;
+    let repaired = &seen[4].body;
     assert_eq!(repaired["spec"]["replicas"], 1);
     assert_eq!(
         repaired["spec"]["template"]["spec"]["containers"][0]["image"],
         "ghcr.io/mlkube/mlkube-server:v0.1.0"
     );
-    assert_eq!(seen[5].body["propagationPolicy"], "Background");
+    assert_eq!(seen[6].body["propagationPolicy"], "Background");
 }
 
 #[tokio::test]
@@ -320,6 +323,7 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
             ),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-artifacts")),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-backend")),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
@@ -332,11 +336,11 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let annotations = &seen[5].body["spec"]["template"]["metadata"]["annotations"];
+    let annotations = &seen[6].body["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], "5000");
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
-    let status = &seen[9].body["status"];
+    let status = &seen[10].body["status"];
     let monitoring = condition(status, "Monitoring");
     assert_eq!(monitoring["status"], "False");
     assert_eq!(monitoring["reason"], "PrometheusOperatorMissing");

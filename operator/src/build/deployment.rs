@@ -25,9 +25,24 @@ pub const SIDECAR_CONTAINER: &str = "mlkube-sidecar";
 const TMP_VOLUME: &str = "tmp";
 const TMP_PATH: &str = "/tmp";
 const BACKEND_VOLUME: &str = "backend";
-const BACKEND_PATH: &str = "/data";
+pub(crate) const BACKEND_PATH: &str = "/data";
+const AUTH_VOLUME: &str = "auth-config";
+const AUTH_PATH: &str = "/etc/mlkube";
 const ARTIFACTS_VOLUME: &str = "artifacts";
 const ARTIFACTS_PATH: &str = "/artifacts";
+
+/// Pod annotation carrying a fingerprint of the auth configuration.
+pub const AUTH_CONFIG_ANNOTATION: &str = "mlkube.io/auth-config";
+
+/// A short stable fingerprint (FNV-1a, hex) of generated configuration.
+pub(crate) fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
 
 pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
@@ -218,10 +233,30 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
         ));
         mounts.push(mount(ARTIFACTS_VOLUME, ARTIFACTS_PATH));
     }
+    if ts.auth.is_some() {
+        volumes.push(Volume {
+            name: AUTH_VOLUME.to_owned(),
+            config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                name: super::config_map::auth_config_map_name(&ts.owner.name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(AUTH_VOLUME, AUTH_PATH)
+        });
+    }
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
     mounts.sort_by(|a, b| a.name.cmp(&b.name));
-    let annotations = (ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()))
-        .then(|| scrape_annotations(ports::SERVER));
+    let mut annotations = (ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()))
+        .then(|| scrape_annotations(ports::SERVER))
+        .unwrap_or_default();
+    if let Some(ini) = super::config_map::auth_ini(ts) {
+        // A changed auth configuration restarts the server (the file is read at startup).
+        annotations.insert(AUTH_CONFIG_ANNOTATION.to_owned(), fingerprint(&ini));
+    }
+    let annotations = Some(annotations).filter(|a| !a.is_empty());
     let container = Container {
         name: SERVER_CONTAINER.to_owned(),
         image: Some(ts.image.clone()),
@@ -242,7 +277,14 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
         ),
         security_context: Some(security::restricted_container()),
         volume_mounts: Some(mounts),
-        working_dir: Some(TMP_PATH.to_owned()),
+        // The working directory holds the server's relative files; on SQLite that is the volume.
+        working_dir: Some(
+            match ts.backend {
+                Backend::Sqlite(_) => BACKEND_PATH,
+                Backend::Postgres { .. } => TMP_PATH,
+            }
+            .to_owned(),
+        ),
         ..Default::default()
     };
     let strategy = if ts.recreate() {

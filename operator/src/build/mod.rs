@@ -2,6 +2,7 @@
 //! exist. Output is deterministic (sorted maps and lists, no timestamps or random names), so
 //! applying it twice changes nothing.
 
+pub mod config_map;
 pub mod daemonset;
 pub mod deployment;
 pub mod labels;
@@ -15,7 +16,7 @@ pub mod service_monitor;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::validate::{Owner, ValidatedModelDeployment, ValidatedTrackingServer};
@@ -26,6 +27,7 @@ pub use service_monitor::ServiceMonitor;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChildObjects {
     pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
+    pub config_maps: Vec<ConfigMap>,
     pub deployments: Vec<Deployment>,
     pub daemon_sets: Vec<DaemonSet>,
     pub services: Vec<Service>,
@@ -53,6 +55,7 @@ pub fn node_sampler_name(tracking_server: &str) -> String {
 pub fn tracking_server(ts: &ValidatedTrackingServer) -> ChildObjects {
     let mut children = ChildObjects {
         persistent_volume_claims: pvc::build_tracking_server_pvcs(ts),
+        config_maps: config_map::build_auth_config_map(ts).into_iter().collect(),
         deployments: vec![deployment::build_tracking_server_deployment(ts)],
         services: vec![service::build_tracking_server_service(ts)],
         ..Default::default()
@@ -175,6 +178,7 @@ fn sort(children: &mut ChildObjects) {
     by_name(&mut children.persistent_volume_claims, |o| {
         o.metadata.name.as_ref()
     });
+    by_name(&mut children.config_maps, |o| o.metadata.name.as_ref());
     by_name(&mut children.deployments, |o| o.metadata.name.as_ref());
     by_name(&mut children.daemon_sets, |o| o.metadata.name.as_ref());
     by_name(&mut children.services, |o| o.metadata.name.as_ref());
@@ -250,6 +254,7 @@ pub(crate) mod tests {
     fn all_metas(children: &ChildObjects) -> Vec<&ObjectMeta> {
         let mut metas: Vec<&ObjectMeta> = Vec::new();
         metas.extend(children.persistent_volume_claims.iter().map(|o| &o.metadata));
+        metas.extend(children.config_maps.iter().map(|o| &o.metadata));
         metas.extend(children.deployments.iter().map(|o| &o.metadata));
         metas.extend(children.daemon_sets.iter().map(|o| &o.metadata));
         metas.extend(children.services.iter().map(|o| &o.metadata));

@@ -186,6 +186,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     // apply
     let kinds = Kinds {
         persistent_volume_claims: false,
+        config_maps: false,
         deployments: true,
         daemon_sets: false,
         services: true,

@@ -79,6 +79,7 @@ pub async fn reconcile(ts: Arc<TrackingServer>, ctx: Arc<Context>) -> Result<Act
     // apply
     let kinds = Kinds {
         persistent_volume_claims: true,
+        config_maps: true,
         deployments: true,
         daemon_sets: true,
         services: true,
