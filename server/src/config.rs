@@ -59,6 +59,8 @@ pub struct Args {
     /// credentials overridable by MLKUBE_ADMIN_USERNAME / MLKUBE_ADMIN_PASSWORD.
     #[arg(long, env = "MLKUBE_APP_NAME", value_name = "NAME")]
     pub app_name: Option<String>,
+    #[command(flatten)]
+    pub monitoring: crate::monitoring::MonitoringArgs,
 }
 
 /// Settings with every default resolved.
@@ -76,6 +78,8 @@ pub struct Settings {
     pub statistics_interval: Option<std::time::Duration>,
     /// Basic auth (`--app-name basic-auth`); `None` when off.
     pub auth: Option<crate::auth::AuthConfig>,
+    /// Model quality monitoring (`--monitoring-*`).
+    pub monitoring: crate::monitoring::MonitoringSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -92,6 +96,7 @@ impl std::fmt::Debug for Settings {
             .field("expose_prometheus", &self.expose_prometheus)
             .field("statistics_interval", &self.statistics_interval)
             .field("auth", &self.auth)
+            .field("monitoring", &self.monitoring)
             .finish()
     }
 }
@@ -119,7 +124,9 @@ impl Args {
             enable_statistics,
             statistics_update_interval,
             app_name,
+            monitoring,
         } = self;
+        let monitoring = monitoring.resolve().map_err(ConfigError)?;
         let auth = match app_name.as_deref() {
             None | Some("") => None,
             Some("basic-auth") => Some(crate::auth::AuthConfig::resolve(&env)?),
@@ -191,6 +198,7 @@ impl Args {
             statistics_interval: enable_statistics
                 .then(|| std::time::Duration::from_secs(statistics_update_interval)),
             auth,
+            monitoring,
         })
     }
 }

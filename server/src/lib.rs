@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod monitoring;
 pub mod names;
 pub mod search;
 pub mod store;
@@ -56,10 +57,13 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         )?)),
         None => None,
     };
-    let store: Arc<dyn store::Store> = Arc::new(store);
+    let sql_store = Arc::new(store);
+    let store: Arc<dyn store::Store> = sql_store.clone();
     let metrics = settings
         .expose_prometheus
         .then(|| Arc::new(metrics::ServerMetrics::new()));
+    let monitoring = monitoring::Monitoring::new(sql_store, metrics.as_deref(), settings.monitoring.clone());
+    monitoring.spawn_scheduler();
     if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
         metrics::spawn_statistics(store.clone(), metrics.clone(), interval);
     }
@@ -72,6 +76,7 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         artifacts,
         metrics,
         auth,
+        monitoring,
     })
 }
 

@@ -95,6 +95,8 @@ pub struct ServerMetrics {
     users: Family<VersionLabel, Gauge>,
     datasets: Family<VersionLabel, Gauge>,
     statistics_updated: Gauge,
+    /// The model-quality series (`mlflow_model_quality*`), set by monitor evaluations.
+    pub quality: crate::monitoring::exporter::QualityMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -163,6 +165,7 @@ impl ServerMetrics {
             "Unix time of the last successful statistics refresh",
             statistics_updated.clone(),
         );
+        let quality = crate::monitoring::exporter::QualityMetrics::register(&mut registry);
         Self {
             registry,
             durations,
@@ -175,6 +178,7 @@ impl ServerMetrics {
             users,
             datasets,
             statistics_updated,
+            quality,
         }
     }
 

@@ -44,7 +44,7 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|err| ApiError::invalid(format!("Invalid request body: {err}")))
 }
 
-fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

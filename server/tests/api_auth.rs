@@ -1308,7 +1308,7 @@ async fn permission_endpoints_follow_mlflow() {
 #[tokio::test]
 async fn route_table_covers_every_registered_route() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn mlkube_server::store::Store> = Arc::new(
+    let sql_store = Arc::new(
         mlkube_server::store::open(
             &format!("sqlite:///{}", dir.path().join("t.db").display()),
             "mlflow-artifacts:/",
@@ -1316,6 +1316,7 @@ async fn route_table_covers_every_registered_route() {
         .await
         .unwrap(),
     );
+    let store: Arc<dyn mlkube_server::store::Store> = sql_store.clone();
     let config = mlkube_server::auth::AuthConfig::new(
         format!("sqlite:///{}", dir.path().join("a.db").display()),
         ADMIN.0,
@@ -1331,6 +1332,7 @@ async fn route_table_covers_every_registered_route() {
         artifacts: None,
         metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
         auth: Some(Arc::new(auth)),
+        monitoring: common::monitoring_for(sql_store, None),
     };
     let router = mlkube_server::app(state, 1024 * 1024);
     // The Prometheus scrape stays public (aggregates only), as do the probes.

@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Option<Arc<ServerMetrics>>,
     /// `Some` with `--app-name basic-auth`: every route then sits behind `auth::middleware`.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Model quality monitoring: its tables, settings, webhook notifier and exported series.
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
 }
 
 /// The MLflow RPC routes, mounted under each API prefix.
@@ -46,6 +48,7 @@ fn rpc_routes() -> Router<AppState> {
         .merge(logged_models::router())
         .merge(registry::router())
         .merge(artifacts::rpc_router())
+        .merge(crate::monitoring::api::router())
 }
 
 /// The whole application.

@@ -293,6 +293,20 @@ pub static ROUTES: &[RouteRule] = &[
     r(V2, "GET", "/mlflow/registered-models/permissions/get", RegisteredModel(Manage), NoHook),
     r(V2, "PATCH", "/mlflow/registered-models/permissions/update", RegisteredModel(Manage), NoHook),
     r(V2, "DELETE", "/mlflow/registered-models/permissions/delete", RegisteredModel(Manage), NoHook),
+    // Model quality monitoring: any user may log and read (the sidecar logs with its own
+    // credentials); monitors (which call webhooks) and drift references are an admin's.
+    r(V2, "POST", "/mlkube/predictions/log-batch", Authenticated, NoHook),
+    r(V2, "POST", "/mlkube/ground-truth/log-batch", Authenticated, NoHook),
+    r(V2, "GET", "/mlkube/quality/get", Authenticated, NoHook),
+    r(V2, "GET", "/mlkube/monitors/list", Authenticated, NoHook),
+    r(V2, "GET", "/mlkube/monitors/get", Authenticated, NoHook),
+    r(V2, "POST", "/mlkube/monitors/evaluate", Authenticated, NoHook),
+    r(V2, "POST", "/mlkube/monitors/create", Admin, NoHook),
+    r(V2, "PATCH", "/mlkube/monitors/update", Admin, NoHook),
+    r(V2, "DELETE", "/mlkube/monitors/delete", Admin, NoHook),
+    r(V2, "GET", "/mlkube/drift/reference/get", Authenticated, NoHook),
+    r(V2, "POST", "/mlkube/drift/reference/set", Admin, NoHook),
+    r(V2, "DELETE", "/mlkube/drift/reference/delete", Admin, NoHook),
 ];
 
 /// The table entry for a matched route template and method (`HEAD` is authorised as `GET`).

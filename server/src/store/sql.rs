@@ -48,7 +48,7 @@ fn parse_experiment_id(experiment_id: &str) -> StoreResult<i64> {
         .map_err(|_| not_found_experiment(experiment_id))
 }
 
-pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
@@ -152,7 +152,7 @@ impl SqlStore {
         &self.pool
     }
 
-    pub(super) async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    pub async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
         match &self.write_lock {
             Some(lock) => Some(lock.lock().await),
             None => None,

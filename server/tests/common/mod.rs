@@ -25,16 +25,27 @@ pub async fn test_app() -> TestApp {
         .await
         .unwrap();
     let artifacts = ArtifactRoot::open(&dir.path().join("artifacts")).unwrap();
+    let store = Arc::new(store);
+    let metrics = Arc::new(mlkube_server::metrics::ServerMetrics::new());
     let state = AppState {
-        store: Arc::new(store),
+        store: store.clone(),
         artifacts: Some(Arc::new(artifacts)),
-        metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
+        monitoring: monitoring_for(store, Some(&metrics)),
+        metrics: Some(metrics),
         auth: None,
     };
     TestApp {
         router: app(state, 1024 * 1024),
         dir,
     }
+}
+
+/// Monitoring with default settings over `store`, exporting into `metrics` when given.
+pub fn monitoring_for(
+    store: Arc<mlkube_server::store::sql::SqlStore>,
+    metrics: Option<&mlkube_server::metrics::ServerMetrics>,
+) -> Arc<mlkube_server::monitoring::Monitoring> {
+    mlkube_server::monitoring::Monitoring::new(store, metrics, Default::default())
 }
 
 /// The admin of [`test_app_with_auth`].
@@ -45,11 +56,12 @@ pub const ADMIN: (&str, &str) = ("admin", "admin-password-for-tests");
 pub async fn test_app_with_auth(default_permission: mlkube_server::auth::Permission) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mlkube.db");
-    let store: Arc<dyn mlkube_server::store::Store> = Arc::new(
+    let sql_store = Arc::new(
         mlkube_server::store::open(&format!("sqlite:///{}", db.display()), "mlflow-artifacts:/")
             .await
             .unwrap(),
     );
+    let store: Arc<dyn mlkube_server::store::Store> = sql_store.clone();
     let config = mlkube_server::auth::AuthConfig::new(
         format!("sqlite:///{}", dir.path().join("basic_auth.db").display()),
         ADMIN.0,
@@ -66,6 +78,7 @@ pub async fn test_app_with_auth(default_permission: mlkube_server::auth::Permiss
         artifacts: Some(Arc::new(artifacts)),
         metrics: None,
         auth: Some(Arc::new(auth)),
+        monitoring: monitoring_for(sql_store, None),
     };
     TestApp {
         router: app(state, 1024 * 1024),

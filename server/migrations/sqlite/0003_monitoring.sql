@@ -1,0 +1,61 @@
+-- Model quality monitoring (SQLite): logged predictions, ground truth joined by request id,
+-- drift references and monitors with their alert state.
+CREATE TABLE mlkube_predictions (
+    request_id TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    -- The default score (the output if a number, else its first number), extracted once at ingestion.
+    score REAL,
+    logged_at INTEGER NOT NULL
+);
+CREATE INDEX mlkube_predictions_version_time ON mlkube_predictions (model_name, model_version, timestamp);
+CREATE INDEX mlkube_predictions_model_time ON mlkube_predictions (model_name, timestamp);
+CREATE INDEX mlkube_predictions_time ON mlkube_predictions (timestamp);
+
+CREATE TABLE mlkube_ground_truth (
+    request_id TEXT PRIMARY KEY,
+    actual TEXT NOT NULL,
+    actual_number REAL,
+    timestamp INTEGER NOT NULL,
+    logged_at INTEGER NOT NULL
+);
+CREATE INDEX mlkube_ground_truth_time ON mlkube_ground_truth (timestamp);
+
+CREATE TABLE mlkube_drift_references (
+    model_name TEXT NOT NULL,
+    -- '' is the reference for all versions of the model together.
+    model_version TEXT NOT NULL,
+    source TEXT NOT NULL,
+    row_count INTEGER NOT NULL,
+    features TEXT NOT NULL,
+    creation_time INTEGER NOT NULL,
+    PRIMARY KEY (model_name, model_version)
+);
+
+CREATE TABLE mlkube_monitors (
+    monitor_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT,
+    metric TEXT NOT NULL,
+    window_spec TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    direction TEXT NOT NULL,
+    score_field TEXT,
+    positive_label TEXT,
+    decision_threshold REAL,
+    min_samples INTEGER NOT NULL,
+    webhook_url TEXT,
+    state TEXT NOT NULL,
+    state_since INTEGER NOT NULL,
+    last_value REAL,
+    last_evaluated INTEGER,
+    revision INTEGER NOT NULL,
+    creation_time INTEGER NOT NULL,
+    last_updated_time INTEGER NOT NULL,
+    CONSTRAINT mlkube_monitors_name_key UNIQUE (name)
+);
+CREATE INDEX mlkube_monitors_model ON mlkube_monitors (model_name, creation_time);
