@@ -36,7 +36,9 @@ fn main() -> ExitCode {
         config = ?config,
         "starting mlkube-sidecar"
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The control runtime: signals, metrics port, health checks, capture uploads. Traffic is served
+    // by the proxy's own worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "cannot start the async runtime");

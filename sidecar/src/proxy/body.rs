@@ -13,11 +13,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use prometheus_client::metrics::histogram::Histogram;
 
 use super::capture::{Sampled, Tap};
 use super::forward::Shared;
-use super::metrics::ErrorReason;
+use super::metrics::{ErrorReason, WorkerMetrics};
 
 /// Why the request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +34,7 @@ pub struct RequestBody {
     inner: Incoming,
     read: u64,
     limit: u64,
-    size: Histogram,
+    metrics: Arc<WorkerMetrics>,
     tap: Option<(Arc<Sampled>, Tap)>,
 }
 
@@ -43,14 +42,14 @@ impl RequestBody {
     pub(crate) fn new(
         inner: Incoming,
         limit: u64,
-        size: Histogram,
+        metrics: Arc<WorkerMetrics>,
         tap: Option<(Arc<Sampled>, Tap)>,
     ) -> Self {
         RequestBody {
             inner,
             read: 0,
             limit,
-            size,
+            metrics,
             tap,
         }
     }
@@ -115,7 +114,7 @@ impl Drop for RequestBody {
         if self.inner.is_end_stream() {
             self.finish_tap();
         }
-        self.size.observe(self.read as f64);
+        self.metrics.request_size(self.read);
     }
 }
 
@@ -130,7 +129,7 @@ pub(crate) struct RequestGuard {
 
 impl RequestGuard {
     pub(crate) fn start(shared: Arc<Shared>) -> Self {
-        shared.metrics.in_flight.inc();
+        shared.metrics.request_started();
         RequestGuard {
             shared,
             start: Instant::now(),
@@ -139,19 +138,13 @@ impl RequestGuard {
 
     /// Counts the request once its status is known.
     pub(crate) fn count(&self, error: Option<ErrorReason>) {
-        let metrics = &self.shared.metrics;
-        metrics.predictions.inc();
-        if let Some(reason) = error {
-            metrics.error(reason).inc();
-        }
+        self.shared.metrics.answered(error);
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let metrics = &self.shared.metrics;
-        metrics.latency.observe(self.start.elapsed().as_secs_f64());
-        metrics.in_flight.dec();
+        self.shared.metrics.request_finished(self.start.elapsed());
     }
 }
 
@@ -230,14 +223,14 @@ impl ResponseBody {
             return;
         };
         let shared = &finish.guard.shared;
-        shared.metrics.response_size.observe(self.written as f64);
+        shared.metrics.response_size(self.written);
         match end {
             End::UpstreamFailed if finish.count_body_error => {
-                shared.metrics.error(ErrorReason::UpstreamUnavailable).inc();
+                shared.metrics.error(ErrorReason::UpstreamUnavailable);
             }
             End::Complete => {
                 if let (Some((sampled, tap)), Some(capturer)) = (finish.capture, &shared.capture) {
-                    capturer.submit(&sampled, tap.finish(), &shared.metrics.capture);
+                    capturer.submit(&sampled, tap.finish());
                 }
             }
             End::UpstreamFailed | End::Abandoned => {}

@@ -51,35 +51,38 @@ pub enum Payload {
 
 // === impl Capturer ===
 
-/// The request-path half of capture.
+/// The request-path half of capture (one per serving thread, all feeding the same queue).
+#[derive(Clone)]
 pub(crate) struct Capturer {
     sample_rate: f64,
     max_payload: usize,
     tx: mpsc::Sender<CaptureRecord>,
+    metrics: CaptureMetrics,
 }
 
 impl Capturer {
-    pub(crate) fn new(sample_rate: f64, max_payload: usize, tx: mpsc::Sender<CaptureRecord>) -> Self {
+    pub(crate) fn new(
+        sample_rate: f64,
+        max_payload: usize,
+        tx: mpsc::Sender<CaptureRecord>,
+        metrics: CaptureMetrics,
+    ) -> Self {
         Capturer {
             sample_rate,
             max_payload,
             tx,
+            metrics,
         }
     }
 
     /// Decides whether this request is captured. `declared_len` is the request's Content-Length: a
     /// body known to be over the cap is skipped before any of it is seen.
-    pub(crate) fn sample(
-        &self,
-        request_id: &HeaderValue,
-        declared_len: Option<u64>,
-        metrics: &CaptureMetrics,
-    ) -> Option<Arc<Sampled>> {
+    pub(crate) fn sample(&self, request_id: &HeaderValue, declared_len: Option<u64>) -> Option<Arc<Sampled>> {
         if self.sample_rate < 1.0 && rand::random::<f64>() >= self.sample_rate {
             return None;
         }
         if declared_len.is_some_and(|len| len > self.max_payload as u64) {
-            metrics.skipped_too_large.inc();
+            self.metrics.skipped_too_large.inc();
             return None;
         }
         let timestamp_ms = SystemTime::now()
@@ -98,7 +101,8 @@ impl Capturer {
     }
 
     /// Queues a finished pair, or counts why it is not queued. Never waits.
-    pub(crate) fn submit(&self, sampled: &Sampled, response: Payload, metrics: &CaptureMetrics) {
+    pub(crate) fn submit(&self, sampled: &Sampled, response: Payload) {
+        let metrics = &self.metrics;
         let request = sampled.request.lock().ok().and_then(|mut slot| slot.take());
         let (inputs, outputs) = match (request, response) {
             (Some(Payload::Complete(inputs)), Payload::Complete(outputs)) => (inputs, outputs),

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -99,6 +100,11 @@ pub struct Args {
     )]
     pub shutdown_timeout: f64,
 
+    /// Threads serving traffic, each with its own event loop and upstream pool; 0 means one per
+    /// CPU the process may use.
+    #[arg(long, env = "MLKUBE_WORKER_THREADS", value_name = "N", default_value_t = 0)]
+    pub worker_threads: usize,
+
     /// Tracking server that receives captured predictions (plain http).
     #[arg(long, env = "MLKUBE_TRACKING_URI", value_name = "URL")]
     pub tracking_uri: Option<String>,
@@ -189,6 +195,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_request_body_bytes: u64,
     pub shutdown_timeout: Duration,
+    pub worker_threads: NonZeroUsize,
     /// `None` when capture is off (sample rate 0).
     pub capture: Option<CaptureConfig>,
     pub log_format: LogFormat,
@@ -251,6 +258,7 @@ impl Args {
             request_timeout,
             max_request_body_bytes,
             shutdown_timeout,
+            worker_threads,
             tracking_uri,
             tracking_username,
             tracking_password,
@@ -330,6 +338,9 @@ impl Args {
             "MLKUBE_SHUTDOWN_TIMEOUT",
             true,
         )?;
+        let worker_threads = NonZeroUsize::new(worker_threads)
+            .or_else(|| std::thread::available_parallelism().ok())
+            .unwrap_or(NonZeroUsize::MIN);
 
         let capture = validate_capture(CaptureArgs {
             tracking_uri,
@@ -350,6 +361,7 @@ impl Args {
             request_timeout,
             max_request_body_bytes,
             shutdown_timeout,
+            worker_threads,
             capture,
             log_format,
         })
@@ -641,6 +653,8 @@ mod tests {
             "hunter2",
             "--log-format",
             "json",
+            "--worker-threads",
+            "3",
         ])
         .unwrap();
         assert_eq!(config.upstream.authority.as_str(), "localhost:5001");
@@ -653,6 +667,7 @@ mod tests {
         assert_eq!(config.max_request_body_bytes, 4096);
         assert_eq!(config.shutdown_timeout, Duration::ZERO);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.worker_threads.get(), 3);
         let capture = config.capture.unwrap();
         assert_eq!(
             capture.endpoint.to_string(),

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{RequestBody, RequestBodyError, RequestGuard, ResponseBody};
 use super::capture::Capturer;
-use super::metrics::{ErrorReason, ProxyMetrics};
+use super::metrics::{ErrorReason, WorkerMetrics};
 use crate::telemetry::error_chain;
 
 /// The request id header: taken from the client when it sends a usable one, else generated (UUID v4);
@@ -52,7 +52,8 @@ pub(crate) struct Shared {
     pub(crate) authority: Authority,
     pub(crate) request_timeout: Duration,
     pub(crate) max_request_body: u64,
-    pub(crate) metrics: Arc<ProxyMetrics>,
+    /// This worker's shard of the request-path metrics.
+    pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) capture: Option<Capturer>,
 }
 
@@ -60,11 +61,14 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub(crate) struct ProxyService {
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
+    peer: HeaderValue,
 }
 
 impl ProxyService {
     pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        let peer = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ProxyService { shared, peer }
     }
 }
@@ -75,7 +79,7 @@ impl Service<Request<Incoming>> for ProxyService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        Box::pin(forward(Arc::clone(&self.shared), self.peer, request))
+        Box::pin(forward(Arc::clone(&self.shared), self.peer.clone(), request))
     }
 }
 
@@ -118,7 +122,7 @@ impl Local {
 
 async fn forward(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: HeaderValue,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let guard = RequestGuard::start(shared);
@@ -138,15 +142,15 @@ async fn forward(
         return Ok(local(guard, Local::TOO_LARGE, request_id));
     }
 
-    let sampled = shared.capture.as_ref().and_then(|c| {
-        c.sample(&request_id, declared_len, &shared.metrics.capture)
-            .map(|s| (c, s))
-    });
+    let sampled = shared
+        .capture
+        .as_ref()
+        .and_then(|c| c.sample(&request_id, declared_len).map(|s| (c, s)));
     let request_tap = sampled.as_ref().map(|(c, s)| (Arc::clone(s), c.tap()));
     let body = RequestBody::new(
         body,
         shared.max_request_body,
-        shared.metrics.request_size.clone(),
+        Arc::clone(&shared.metrics),
         request_tap,
     );
 
@@ -269,15 +273,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::try_from(format!("{prior}, {ip}")),
-        None => HeaderValue::try_from(ip),
+fn append_forwarded_for(headers: &mut HeaderMap, peer: HeaderValue) {
+    let value = match headers.get(X_FORWARDED_FOR) {
+        None => peer,
+        Some(prior) => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + peer.len());
+            joined.extend_from_slice(prior.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.as_bytes());
+            match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+                Ok(value) => value,
+                Err(_) => return,
+            }
+        }
     };
-    if let Ok(value) = value {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    headers.insert(X_FORWARDED_FOR, value);
 }
 
 #[cfg(test)]
@@ -341,8 +351,8 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended() {
         let mut headers = HeaderMap::new();
-        append_forwarded_for(&mut headers, "10.0.0.1:5555".parse().unwrap());
-        append_forwarded_for(&mut headers, "10.0.0.2:5555".parse().unwrap());
+        append_forwarded_for(&mut headers, HeaderValue::from_static("10.0.0.1"));
+        append_forwarded_for(&mut headers, HeaderValue::from_static("10.0.0.2"));
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
     }
 }

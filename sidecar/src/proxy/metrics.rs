@@ -2,16 +2,23 @@
 //! they live here as constants and nowhere else.
 //!
 //! The sidecar serves exactly one model version, so `model_name` and `model_version` are registry-wide
-//! labels fixed at startup and every series is a plain handle: the request path never looks a label
-//! set up.
+//! labels fixed at startup: the request path never looks a label set up. The request-path series live
+//! in one [`WorkerMetrics`] shard per serving thread (cache-line aligned, lock-free: a request costs a
+//! handful of uncontended atomic adds on its own thread's cache lines) and are summed over the shards
+//! when `/metrics` is scraped. prometheus-client's own `Histogram` takes a mutex per observation and
+//! its handles are shared by every thread, which is what the shards avoid. The rarely updated series
+//! (capture, model info) are plain prometheus-client handles.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, text};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::config::ModelIdentity;
@@ -75,9 +82,38 @@ impl Format {
     }
 }
 
-/// Latency buckets from 1 ms to 30 s.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Latency bucket bounds from 1 ms to 30 s, in nanoseconds.
+const LATENCY_BOUNDS_NS: [u64; 14] = [
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+];
+const NANOS_PER_SECOND: f64 = 1e9;
+
+/// Size bucket bounds from 64 B to 64 MiB in powers of 4, in bytes.
+const SIZE_BOUNDS: [u64; 11] = [
+    64,
+    256,
+    1 << 10,
+    4 << 10,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    16 << 20,
+    64 << 20,
 ];
 
 /// Why a request counts in `mlflow_prediction_errors_total`.
@@ -101,6 +137,15 @@ impl ErrorReason {
         ErrorReason::Client4xx,
     ];
 
+    fn index(self) -> usize {
+        match self {
+            ErrorReason::Upstream5xx => 0,
+            ErrorReason::UpstreamUnavailable => 1,
+            ErrorReason::Timeout => 2,
+            ErrorReason::Client4xx => 3,
+        }
+    }
+
     /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,12 +166,7 @@ struct ReasonLabel {
 #[derive(Debug)]
 pub struct ProxyMetrics {
     registry: Registry,
-    pub(crate) predictions: Counter,
-    errors: [Counter; 4],
-    pub(crate) in_flight: Gauge,
-    pub(crate) latency: Histogram,
-    pub(crate) request_size: Histogram,
-    pub(crate) response_size: Histogram,
+    workers: Arc<[Arc<WorkerMetrics>]>,
     pub(crate) capture: CaptureMetrics,
 }
 
@@ -142,8 +182,8 @@ pub(crate) struct CaptureMetrics {
 }
 
 impl ProxyMetrics {
-    /// Registers every series with the model's labels.
-    pub fn new(model: &ModelIdentity) -> Self {
+    /// Registers every series with the model's labels, with one request-path shard per worker.
+    pub fn new(model: &ModelIdentity, workers: usize) -> Self {
         let labels = [
             (Cow::Borrowed(LABEL_MODEL_NAME), Cow::Owned(model.name.clone())),
             (
@@ -152,40 +192,42 @@ impl ProxyMetrics {
             ),
         ];
         let mut registry = Registry::with_labels(labels.into_iter());
+        let shards: Arc<[Arc<WorkerMetrics>]> = (0..workers.max(1)).map(|_| Arc::default()).collect();
+        let series = |which| Summed {
+            shards: Arc::clone(&shards),
+            which,
+        };
 
-        let predictions = Counter::default();
         registry.register(
             PREDICTIONS,
             "Requests answered, errors included",
-            predictions.clone(),
+            series(Which::Predictions),
         );
-
-        let error_family = Family::<ReasonLabel, Counter>::default();
-        let errors = ErrorReason::ALL.map(|reason| {
-            error_family.get_or_create_owned(&ReasonLabel {
-                reason: reason.as_str(),
-            })
-        });
         registry.register(
             PREDICTION_ERRORS,
             "Failed requests by reason (upstream_5xx, upstream_unavailable, timeout, client_4xx)",
-            error_family,
+            series(Which::Errors),
         );
-
-        let in_flight = Gauge::default();
-        registry.register(INFERENCE_IN_FLIGHT, "Requests in progress", in_flight.clone());
-
-        let latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
+            INFERENCE_IN_FLIGHT,
+            "Requests in progress",
+            series(Which::InFlight),
+        );
         registry.register(
             INFERENCE_LATENCY_SECONDS,
             "Seconds from receiving a request to the end of its response",
-            latency.clone(),
+            series(Which::Latency),
         );
-
-        let request_size = Histogram::new(size_buckets());
-        registry.register(REQUEST_SIZE_BYTES, "Request body bytes", request_size.clone());
-        let response_size = Histogram::new(size_buckets());
-        registry.register(RESPONSE_SIZE_BYTES, "Response body bytes", response_size.clone());
+        registry.register(
+            REQUEST_SIZE_BYTES,
+            "Request body bytes",
+            series(Which::RequestSize),
+        );
+        registry.register(
+            RESPONSE_SIZE_BYTES,
+            "Response body bytes",
+            series(Which::ResponseSize),
+        );
 
         let info = Gauge::<i64>::default();
         info.set(1);
@@ -200,25 +242,14 @@ impl ProxyMetrics {
 
         ProxyMetrics {
             registry,
-            predictions,
-            errors,
-            in_flight,
-            latency,
-            request_size,
-            response_size,
+            workers: shards,
             capture,
         }
     }
 
-    /// The counter for one error reason.
-    pub(crate) fn error(&self, reason: ErrorReason) -> &Counter {
-        let index = match reason {
-            ErrorReason::Upstream5xx => 0,
-            ErrorReason::UpstreamUnavailable => 1,
-            ErrorReason::Timeout => 2,
-            ErrorReason::Client4xx => 3,
-        };
-        &self.errors[index]
+    /// The request-path shard of worker `index` (wrapping, so any index is valid).
+    pub(crate) fn worker(&self, index: usize) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.workers[index % self.workers.len()])
     }
 
     /// Every series, in the given exposition format.
@@ -229,6 +260,167 @@ impl ProxyMetrics {
             Format::OpenMetrics => out,
             Format::PrometheusText => openmetrics_to_prometheus_text(&out),
         })
+    }
+}
+
+// === impl WorkerMetrics ===
+
+/// The request-path series of one serving thread. Only that thread writes them; scrapes read them.
+/// The alignment keeps two workers' shards off each other's cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct WorkerMetrics {
+    predictions: AtomicU64,
+    errors: [AtomicU64; 4],
+    in_flight: AtomicI64,
+    latency: AtomicHistogram<15>,
+    request_size: AtomicHistogram<12>,
+    response_size: AtomicHistogram<12>,
+}
+
+impl WorkerMetrics {
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an answered request, and its error reason if it failed.
+    pub(crate) fn answered(&self, error: Option<ErrorReason>) {
+        self.predictions.fetch_add(1, Ordering::Relaxed);
+        if let Some(reason) = error {
+            self.error(reason);
+        }
+    }
+
+    pub(crate) fn error(&self, reason: ErrorReason) {
+        self.errors[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_finished(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency.observe(&LATENCY_BOUNDS_NS, nanos);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_size(&self, bytes: u64) {
+        self.request_size.observe(&SIZE_BOUNDS, bytes);
+    }
+
+    pub(crate) fn response_size(&self, bytes: u64) {
+        self.response_size.observe(&SIZE_BOUNDS, bytes);
+    }
+}
+
+/// A histogram over integer observations (nanoseconds, bytes) with `N - 1` fixed bounds and +Inf.
+#[derive(Debug)]
+struct AtomicHistogram<const N: usize> {
+    counts: [AtomicU64; N],
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Default for AtomicHistogram<N> {
+    fn default() -> Self {
+        AtomicHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> AtomicHistogram<N> {
+    /// `bounds` has `N - 1` ascending upper bounds; anything above the last lands in +Inf.
+    fn observe(&self, bounds: &[u64], value: u64) {
+        let bucket = bounds.partition_point(|&bound| bound < value).min(N - 1);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(value, Ordering::Relaxed);
+    }
+}
+
+/// Which request-path series a [`Summed`] view encodes.
+#[derive(Clone, Copy, Debug)]
+enum Which {
+    Predictions,
+    Errors,
+    InFlight,
+    Latency,
+    RequestSize,
+    ResponseSize,
+}
+
+/// One request-path series, summed over the worker shards when encoded.
+#[derive(Debug)]
+struct Summed {
+    shards: Arc<[Arc<WorkerMetrics>]>,
+    which: Which,
+}
+
+impl Summed {
+    fn sum(&self, read: impl Fn(&WorkerMetrics) -> u64) -> u64 {
+        self.shards.iter().map(|w| read(w)).fold(0, u64::wrapping_add)
+    }
+
+    fn encode_histogram<const N: usize>(
+        &self,
+        mut encoder: MetricEncoder<'_>,
+        histogram: impl Fn(&WorkerMetrics) -> &AtomicHistogram<N>,
+        bounds: &[u64],
+        scale: f64,
+    ) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = (0..N)
+            .map(|i| {
+                let upper = bounds.get(i).map_or(f64::INFINITY, |&b| b as f64 / scale);
+                (
+                    upper,
+                    self.sum(|w| histogram(w).counts[i].load(Ordering::Relaxed)),
+                )
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum(|w| histogram(w).sum.load(Ordering::Relaxed)) as f64 / scale;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+}
+
+impl EncodeMetric for Summed {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        match self.which {
+            Which::Predictions => {
+                let total = self.sum(|w| w.predictions.load(Ordering::Relaxed));
+                encoder.encode_counter::<NoLabelSet, _, u64>(&total, None)
+            }
+            Which::Errors => {
+                for reason in ErrorReason::ALL {
+                    let total = self.sum(|w| w.errors[reason.index()].load(Ordering::Relaxed));
+                    let label = ReasonLabel {
+                        reason: reason.as_str(),
+                    };
+                    encoder
+                        .encode_family(&label)?
+                        .encode_counter::<NoLabelSet, _, u64>(&total, None)?;
+                }
+                Ok(())
+            }
+            Which::InFlight => {
+                let total: i64 = self
+                    .shards
+                    .iter()
+                    .map(|w| w.in_flight.load(Ordering::Relaxed))
+                    .sum();
+                encoder.encode_gauge(&total)
+            }
+            Which::Latency => {
+                self.encode_histogram(encoder, |w| &w.latency, &LATENCY_BOUNDS_NS, NANOS_PER_SECOND)
+            }
+            Which::RequestSize => self.encode_histogram(encoder, |w| &w.request_size, &SIZE_BOUNDS, 1.0),
+            Which::ResponseSize => self.encode_histogram(encoder, |w| &w.response_size, &SIZE_BOUNDS, 1.0),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        match self.which {
+            Which::Predictions | Which::Errors => MetricType::Counter,
+            Which::InFlight => MetricType::Gauge,
+            Which::Latency | Which::RequestSize | Which::ResponseSize => MetricType::Histogram,
+        }
     }
 }
 
@@ -308,11 +500,6 @@ fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// 64 B to 64 MiB in powers of 4.
-fn size_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(64.0, 4.0, 11)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,9 +514,8 @@ mod tests {
 
     #[test]
     fn every_promised_series_is_exported_with_the_model_labels() {
-        let metrics = ProxyMetrics::new(&model());
-        metrics.predictions.inc();
-        metrics.error(ErrorReason::Timeout).inc();
+        let metrics = ProxyMetrics::new(&model(), 2);
+        metrics.worker(1).answered(Some(ErrorReason::Timeout));
         let out = metrics.encode(Format::OpenMetrics).unwrap();
         let labels = r#"model_name="iris",model_version="7""#;
         for line in [
@@ -356,8 +542,10 @@ mod tests {
 
     #[test]
     fn the_prometheus_text_format_names_counters_with_their_suffix() {
-        let metrics = ProxyMetrics::new(&model());
-        metrics.predictions.inc_by(3);
+        let metrics = ProxyMetrics::new(&model(), 1);
+        for _ in 0..3 {
+            metrics.worker(0).answered(None);
+        }
         let out = metrics.encode(Format::PrometheusText).unwrap();
         let labels = r#"model_name="iris",model_version="7""#;
         let expected = format!(
@@ -379,13 +567,50 @@ mod tests {
     }
 
     #[test]
-    fn error_reasons_map_to_their_own_counters() {
-        let metrics = ProxyMetrics::new(&model());
+    fn worker_shards_are_summed_when_encoded() {
+        let metrics = ProxyMetrics::new(&model(), 3);
         for (n, reason) in ErrorReason::ALL.into_iter().enumerate() {
-            metrics.error(reason).inc_by(n as u64 + 1);
+            for _ in 0..=n {
+                metrics.worker(n).answered(Some(reason));
+            }
         }
-        for (n, reason) in ErrorReason::ALL.into_iter().enumerate() {
-            assert_eq!(metrics.error(reason).get(), n as u64 + 1, "{}", reason.as_str());
+        metrics.worker(0).answered(None);
+        metrics.worker(0).request_started();
+        metrics.worker(1).request_started();
+        metrics.worker(2).request_started();
+        metrics.worker(1).request_finished(Duration::from_micros(900));
+        metrics.worker(2).request_finished(Duration::from_millis(3));
+        metrics.worker(0).request_size(64);
+        metrics.worker(1).request_size(65);
+        metrics.worker(2).response_size(1 << 40);
+
+        let out = metrics.encode(Format::OpenMetrics).unwrap();
+        let labels = r#"model_name="iris",model_version="7""#;
+        for line in [
+            format!("mlflow_predictions_total{{{labels}}} 11"),
+            format!(r#"mlflow_prediction_errors_total{{{labels},reason="upstream_5xx"}} 1"#),
+            format!(r#"mlflow_prediction_errors_total{{{labels},reason="upstream_unavailable"}} 2"#),
+            format!(r#"mlflow_prediction_errors_total{{{labels},reason="timeout"}} 3"#),
+            format!(r#"mlflow_prediction_errors_total{{{labels},reason="client_4xx"}} 4"#),
+            format!("mlflow_inference_in_flight{{{labels}}} 1"),
+            format!("mlflow_inference_latency_seconds_count{{{labels}}} 2"),
+            format!("mlflow_inference_latency_seconds_sum{{{labels}}} 0.0039"),
+            format!(r#"mlflow_inference_latency_seconds_bucket{{{labels},le="0.001"}} 1"#),
+            format!(r#"mlflow_inference_latency_seconds_bucket{{{labels},le="0.0025"}} 1"#),
+            format!(r#"mlflow_inference_latency_seconds_bucket{{{labels},le="0.005"}} 2"#),
+            format!(r#"mlflow_inference_latency_seconds_bucket{{{labels},le="+Inf"}} 2"#),
+            format!(r#"mlflow_inference_request_size_bytes_bucket{{{labels},le="64.0"}} 1"#),
+            format!(r#"mlflow_inference_request_size_bytes_bucket{{{labels},le="256.0"}} 2"#),
+            format!("mlflow_inference_request_size_bytes_sum{{{labels}}} 129.0"),
+            format!(r#"mlflow_inference_response_size_bytes_bucket{{{labels},le="67108864.0"}} 0"#),
+            format!(r#"mlflow_inference_response_size_bytes_bucket{{{labels},le="+Inf"}} 1"#),
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line} in\n{out}");
         }
+    }
+
+    #[test]
+    fn worker_shards_do_not_share_cache_lines() {
+        assert!(std::mem::align_of::<WorkerMetrics>() >= 128);
     }
 }

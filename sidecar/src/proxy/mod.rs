@@ -1,10 +1,14 @@
 //! `mlkube-sidecar`: the proxy in front of a model server.
 //!
-//! [`Sidecar::start`] binds the serving and metrics ports and starts four tasks: the proxy accept loop
-//! ([`forward`]), the metrics port ([`admin`]), the upstream health check behind `/readyz`, and, when
-//! capture is on, the [`capture`] uploader. [`Sidecar::shutdown`] stops them in the order that loses
-//! nothing: readiness off, stop accepting, drain in-flight requests, flush captured payloads, close the
-//! metrics port last so the final numbers can still be scraped during the drain.
+//! [`Sidecar::start`] binds the serving and metrics ports. Traffic is served by `--worker-threads`
+//! threads, each with its own single-threaded event loop and upstream keep-alive pool (the nginx
+//! worker model); a dispatcher hands each new connection to the worker with the fewest open ones.
+//! A request and its upstream call never leave their worker, so there is no cross-thread wake-up on
+//! the request path.
+//! The caller's runtime runs the rest: the metrics port ([`admin`]), the upstream health check behind
+//! `/readyz` and, when capture is on, the [`capture`] uploader. [`Sidecar::shutdown`] stops them in the
+//! order that loses nothing: readiness off, stop accepting, drain in-flight requests, flush captured
+//! payloads, close the metrics port last so the final numbers can still be scraped during the drain.
 
 pub mod admin;
 mod body;
@@ -18,11 +22,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::Authority;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +35,7 @@ pub use self::admin::Readiness;
 pub use self::config::{Args, Config, ConfigError};
 pub use self::forward::X_REQUEST_ID;
 pub use self::metrics::ProxyMetrics;
-use crate::serve::{DrainReport, serve};
+use crate::serve::{Dispatcher, DrainReport, WorkerQueue, serve};
 
 /// How long an idle keep-alive connection to the upstream stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +55,8 @@ pub enum Error {
     },
     #[error("cannot install the signal handler")]
     Signal(#[source] io::Error),
+    #[error("cannot start a worker thread")]
+    Worker(#[source] io::Error),
 }
 
 impl Error {
@@ -58,6 +65,7 @@ impl Error {
         match self {
             Error::Bind { .. } => "bind",
             Error::Signal(_) => "signal",
+            Error::Worker(_) => "worker",
         }
     }
 }
@@ -75,7 +83,7 @@ pub struct Sidecar {
     metrics_addr: SocketAddr,
     readiness: Arc<Readiness>,
     proxy_shutdown: CancellationToken,
-    proxy_task: JoinHandle<DrainReport>,
+    workers: Vec<oneshot::Receiver<DrainReport>>,
     capture_shutdown: CancellationToken,
     capture_task: Option<JoinHandle<()>>,
     background_shutdown: CancellationToken,
@@ -95,6 +103,7 @@ impl Sidecar {
             request_timeout,
             max_request_body_bytes,
             shutdown_timeout,
+            worker_threads,
             capture,
             log_format: _,
         } = config;
@@ -104,7 +113,7 @@ impl Sidecar {
         let proxy_addr = local_addr(&proxy_listener, listen)?;
         let metrics_addr = local_addr(&admin_listener, metrics_listen)?;
 
-        let metrics = Arc::new(ProxyMetrics::new(&model));
+        let metrics = Arc::new(ProxyMetrics::new(&model, worker_threads.get()));
         let readiness = Arc::new(Readiness::default());
         let proxy_shutdown = CancellationToken::new();
         let capture_shutdown = CancellationToken::new();
@@ -127,6 +136,7 @@ impl Sidecar {
                         capture.sample_rate,
                         capture.max_payload_bytes,
                         tx,
+                        metrics.capture.clone(),
                     )),
                     Some(task),
                 )
@@ -134,20 +144,21 @@ impl Sidecar {
             None => (None, None),
         };
 
-        let shared = Arc::new(forward::Shared {
-            client: http_client(),
-            authority: upstream.authority,
-            request_timeout,
-            max_request_body: max_request_body_bytes,
-            metrics: Arc::clone(&metrics),
-            capture: capturer,
-        });
-        let proxy_task = tokio::spawn(serve(
-            proxy_listener,
-            move |peer| forward::ProxyService::new(Arc::clone(&shared), peer),
-            proxy_shutdown.clone(),
-            shutdown_timeout,
-        ));
+        let (dispatcher, queues) = Dispatcher::new(worker_threads.get());
+        let mut workers = Vec::with_capacity(queues.len());
+        for (index, queue) in queues.into_iter().enumerate() {
+            let worker = Worker {
+                authority: upstream.authority.clone(),
+                request_timeout,
+                max_request_body: max_request_body_bytes,
+                metrics: metrics.worker(index),
+                capture: capturer.clone(),
+                shutdown: proxy_shutdown.clone(),
+                drain_timeout: shutdown_timeout,
+            };
+            workers.push(worker.spawn(index, queue)?);
+        }
+        tokio::spawn(dispatcher.run(proxy_listener, proxy_shutdown.clone()));
 
         let health_task = tokio::spawn(admin::watch_upstream(
             http_client(),
@@ -166,14 +177,14 @@ impl Sidecar {
 
         tracing::info!(
             %proxy_addr, %metrics_addr, model_name = %model.name, model_version = %model.version,
-            "mlkube-sidecar serving"
+            worker_threads, "mlkube-sidecar serving"
         );
         Ok(Sidecar {
             proxy_addr,
             metrics_addr,
             readiness,
             proxy_shutdown,
-            proxy_task,
+            workers,
             capture_shutdown,
             capture_task,
             background_shutdown,
@@ -203,7 +214,7 @@ impl Sidecar {
         let Sidecar {
             readiness,
             proxy_shutdown,
-            proxy_task,
+            workers,
             capture_shutdown,
             capture_task,
             background_shutdown,
@@ -213,9 +224,14 @@ impl Sidecar {
         } = self;
         readiness.start_draining();
         proxy_shutdown.cancel();
-        let proxy = proxy_task.await.unwrap_or(DrainReport {
+        let mut proxy = DrainReport {
             aborted_connections: 0,
-        });
+        };
+        for worker in workers {
+            if let Ok(report) = worker.await {
+                proxy.aborted_connections += report.aborted_connections;
+            }
+        }
         if proxy.is_clean() {
             tracing::info!("in-flight requests drained");
         } else {
@@ -232,6 +248,63 @@ impl Sidecar {
         let _health = health_task.await;
         let _admin = admin_task.await;
         ShutdownReport { proxy }
+    }
+}
+
+/// One serving thread: its own runtime, upstream pool and share of the serving socket.
+struct Worker {
+    authority: Authority,
+    request_timeout: Duration,
+    max_request_body: u64,
+    metrics: Arc<metrics::WorkerMetrics>,
+    capture: Option<capture::Capturer>,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+}
+
+impl Worker {
+    /// Starts the thread; the receiver gets its drain report when it stops.
+    fn spawn(self, index: usize, queue: WorkerQueue) -> Result<oneshot::Receiver<DrainReport>, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::Worker)?;
+        let (report_tx, report_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("mlkube-proxy-{index}"))
+            .spawn(move || {
+                let report = runtime.block_on(self.serve(queue));
+                let _receiver_gone = report_tx.send(report);
+            })
+            .map_err(Error::Worker)?;
+        Ok(report_rx)
+    }
+
+    async fn serve(self, queue: WorkerQueue) -> DrainReport {
+        let Worker {
+            authority,
+            request_timeout,
+            max_request_body,
+            metrics,
+            capture,
+            shutdown,
+            drain_timeout,
+        } = self;
+        let shared = Arc::new(forward::Shared {
+            client: http_client(),
+            authority,
+            request_timeout,
+            max_request_body,
+            metrics,
+            capture,
+        });
+        serve(
+            queue,
+            move |peer| forward::ProxyService::new(Arc::clone(&shared), peer),
+            shutdown,
+            drain_timeout,
+        )
+        .await
     }
 }
 
