@@ -15,7 +15,8 @@ fn root() -> PathBuf {
 
 fn tool(name: &str) -> PathBuf {
     if let Ok(venv) = std::env::var("MLKUBE_VALIDATE_VENV") {
-        let candidate = Path::new(&venv).join("bin").join(name);
+        // A relative venv path is relative to the repository root, not to the test's directory.
+        let candidate = root().join(venv).join("bin").join(name);
         if candidate.is_file() {
             return candidate;
         }

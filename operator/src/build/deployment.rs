@@ -249,9 +249,11 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
     }
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
     mounts.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut annotations = (ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()))
-        .then(|| scrape_annotations(ports::SERVER))
-        .unwrap_or_default();
+    let mut annotations = if ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()) {
+        scrape_annotations(ports::SERVER)
+    } else {
+        BTreeMap::new()
+    };
     if let Some(ini) = super::config_map::auth_ini(ts) {
         // A changed auth configuration restarts the server (the file is read at startup).
         annotations.insert(AUTH_CONFIG_ANNOTATION.to_owned(), fingerprint(&ini));
