@@ -610,3 +610,68 @@ pub(crate) mod tests {
         assert_eq!(first, again, "threshold order in the spec does not matter");
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use super::tests::{md, ts};
+    use super::*;
+    use crate::crd::model_deployment::ResolvedModel;
+    use crate::validate::{self, Defaults, TrackingAccess};
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    fn same<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(items: &[T]) {
+        for item in items {
+            let back: T = serde_json::from_value(serde_json::to_value(item).unwrap()).unwrap();
+            assert_eq!(&back, item);
+            let yaml = crate::render::to_yaml("child", item).unwrap();
+            let back: T = serde_saphyr::from_str(&yaml).unwrap();
+            assert_eq!(&back, item, "{yaml}");
+        }
+    }
+
+    fn check(children: &ChildObjects) {
+        same(&children.persistent_volume_claims);
+        same(&children.config_maps);
+        same(&children.deployments);
+        same(&children.daemon_sets);
+        same(&children.services);
+        same(&children.service_monitors);
+        same(&children.prometheus_rules);
+    }
+
+    #[test]
+    fn every_built_object_reads_back_as_its_type() {
+        let defaults = Defaults::for_version("1.0.0");
+        let full = ts(json!({"auth": {"adminSecretRef": {"name": "admin"}},
+            "nodeSampler": {"enabled": true, "tolerations": [{"operator": "Exists"}]},
+            "resources": {"limits": {"memory": "1Gi"}}}));
+        check(&tracking_server(
+            &validate::validate_tracking_server(&full, true, &defaults).unwrap(),
+        ));
+        let model = md(
+            json!({"trackingUri": "http://mlflow:5000", "model": {"name": "m", "version": "1"},
+            "resources": {"limits": {"nvidia.com/gpu": 1}},
+            "monitoring": {"quality": {"thresholds": [{"metric": "f1", "min": 0.8}]}}}),
+        );
+        let resolved = ResolvedModel {
+            reference: "models:/m/1".into(),
+            name: "m".into(),
+            version: "1".into(),
+            run_id: None,
+            source: None,
+        };
+        let v = validate::validate_model_deployment(
+            &model,
+            &resolved,
+            TrackingAccess::default(),
+            true,
+            &defaults,
+        )
+        .unwrap();
+        let children = model_deployment(&v);
+        assert_eq!(children.prometheus_rules.len(), 1);
+        check(&children);
+    }
+}
