@@ -333,3 +333,119 @@ async fn model_version_sources_are_checked() {
         .await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST");
 }
+
+/// Behaviours the MLflow client relies on, found by tests/compat/test_registry.py against MLflow's
+/// own server: deleting an absent tag or alias is a no-op, a version of a logged model records the
+/// model's run, `copy_model_version` works, and searches hide prompts unless asked for them (3.x clients always append
+/// ``tag.`mlflow.prompt.is_prompt` != 'true'``).
+#[tokio::test]
+async fn mlflow_client_expectations() {
+    let app = test_app().await;
+    let exp = app.create_experiment("e").await;
+    let run = app.create_run(&exp).await;
+    app.post("registered-models/create", json!({ "name": "m" })).await;
+    let (s, b) = app
+        .post(
+            "model-versions/create",
+            json!({ "name": "m", "source": format!("runs:/{run}/model"), "run_id": run }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    for (path, body) in [
+        (
+            "registered-models/delete-tag",
+            json!({ "name": "m", "key": "absent" }),
+        ),
+        (
+            "model-versions/delete-tag",
+            json!({ "name": "m", "version": "1", "key": "absent" }),
+        ),
+        (
+            "registered-models/alias",
+            json!({ "name": "m", "alias": "absent" }),
+        ),
+    ] {
+        let (s, b) = app
+            .call(Method::DELETE, &format!("/api/2.0/mlflow/{path}"), Some(body))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{path}: {b}");
+    }
+    let (s, b) = app
+        .call(
+            Method::DELETE,
+            "/api/2.0/mlflow/registered-models/delete-tag",
+            Some(json!({ "name": "absent", "key": "k" })),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST");
+
+    let (s, b) = app
+        .post(
+            "logged-models",
+            json!({ "experiment_id": exp, "name": "model", "source_run_id": run }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let model_id = b["model"]["info"]["model_id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .post(
+            "model-versions/create",
+            json!({ "name": "m", "source": format!("models:/{model_id}"), "model_id": model_id }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["model_version"]["version"], "2");
+    assert_eq!(b["model_version"]["run_id"], run.as_str());
+
+    // copy_model_version: a `models:/<name>/<version>` source shares that version's files and run.
+    app.post("registered-models/create", json!({ "name": "copy" }))
+        .await;
+    let (s, b) = app
+        .post(
+            "model-versions/create",
+            json!({ "name": "copy", "source": "models:/m/1" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["model_version"]["source"], "models:/m/1");
+    assert_eq!(b["model_version"]["run_id"], run.as_str());
+    let (_, original) = app.get("model-versions/get-download-uri?name=m&version=1").await;
+    let (_, copy) = app
+        .get("model-versions/get-download-uri?name=copy&version=1")
+        .await;
+    assert_eq!(copy["artifact_uri"], original["artifact_uri"]);
+    let (s, b) = app
+        .post(
+            "model-versions/create",
+            json!({ "name": "copy", "source": "models:/m/99" }),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE");
+
+    app.post(
+        "registered-models/create",
+        json!({ "name": "p", "tags": [{ "key": "mlflow.prompt.is_prompt", "value": "true" }] }),
+    )
+    .await;
+    let names = |b: &serde_json::Value| {
+        b["registered_models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| m["name"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let (_, b) = app
+        .get("registered-models/search?filter=tag.%60mlflow.prompt.is_prompt%60%20!%3D%20%27true%27")
+        .await;
+    assert_eq!(names(&b), ["copy", "m"]);
+    let (_, b) = app.get("registered-models/search").await;
+    assert_eq!(names(&b), ["copy", "m"]);
+    let (_, b) = app
+        .get("registered-models/search?filter=tags.%60mlflow.prompt.is_prompt%60%20%3D%20%27true%27")
+        .await;
+    assert_eq!(names(&b), ["p"]);
+}

@@ -112,13 +112,28 @@ pub fn validate_alias(alias: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Where a new version's files live, and the logged model and run it inherits when the request names
+/// none.
+struct ResolvedSource {
+    storage_location: String,
+    model_id: Option<String>,
+    run_id: Option<String>,
+}
+
+impl ResolvedSource {
+    fn at(storage_location: String) -> Self {
+        Self {
+            storage_location,
+            model_id: None,
+            run_id: None,
+        }
+    }
+}
+
 /// Where a version's files live: `runs:/<id>/<path>` resolves under the run's artifacts, `models:/<id>`
-/// to a logged model's artifacts; other accepted sources are used as given.
-async fn resolve_source(
-    state: &AppState,
-    source: &str,
-    run_id: Option<&str>,
-) -> ApiResult<(String, Option<String>)> {
+/// to a logged model's artifacts, `models:/<name>/<version>` (what `copy_model_version` sends) to that
+/// version's files; other accepted sources are used as given.
+async fn resolve_source(state: &AppState, source: &str, run_id: Option<&str>) -> ApiResult<ResolvedSource> {
     let decoded = fully_decode(source)
         .ok_or_else(|| ApiError::invalid("Invalid model version source: undecodable."))?;
     let bad_path = decoded.contains(['\0', '\\', '#', '?'])
@@ -151,22 +166,46 @@ async fn resolve_source(
             } else {
                 join_uri(&run.info.artifact_uri, path)
             };
-            Ok((location, None))
+            Ok(ResolvedSource::at(location))
         }
         Some("models") => {
             let id = decoded["models:".len()..].trim_start_matches('/');
+            let registered = id.rsplit_once('/').filter(|(name, version)| {
+                !name.is_empty() && !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
+            });
             if id.starts_with("m-") && !id.contains('/') {
                 let model = state.store.get_logged_model(id).await?;
-                Ok((model.info.artifact_uri, Some(model.info.model_id)))
+                Ok(ResolvedSource {
+                    storage_location: model.info.artifact_uri,
+                    model_id: Some(model.info.model_id),
+                    run_id: None,
+                })
+            } else if let Some((name, version)) = registered {
+                let v = state
+                    .store
+                    .get_model_version(name, version)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::NotFound(m) => {
+                            ApiError::invalid(format!("Invalid model version source: {m}"))
+                        }
+                        other => other.into(),
+                    })?;
+                Ok(ResolvedSource {
+                    storage_location: v.storage_location,
+                    model_id: v.model_id,
+                    run_id: v.run_id.filter(|r| !r.is_empty()),
+                })
             } else {
                 Err(ApiError::invalid(format!(
-                    "Invalid model version source '{source}': a models:/ source must name a logged model (models:/m-…)."
+                    "Invalid model version source '{source}': a models:/ source must name a logged model \
+                     (models:/m-…) or a registered model version (models:/<name>/<version>)."
                 )))
             }
         }
         Some(
             "mlflow-artifacts" | "s3" | "s3a" | "gs" | "wasbs" | "wasb" | "abfss" | "hdfs" | "dbfs" | "oss",
-        ) => Ok((source.to_owned(), None)),
+        ) => Ok(ResolvedSource::at(source.to_owned())),
         Some("file") | None => {
             // A local path is only acceptable inside the run's own (local) artifact directory.
             let path = decoded.trim_start_matches("file://");
@@ -176,7 +215,7 @@ async fn resolve_source(
                 if root.starts_with('/')
                     && (path == root || path.starts_with(&format!("{}/", root.trim_end_matches('/'))))
                 {
-                    return Ok((source.to_owned(), None));
+                    return Ok(ResolvedSource::at(source.to_owned()));
                 }
             }
             Err(ApiError::invalid(format!(
@@ -398,13 +437,21 @@ async fn create_version(
         .collect::<ApiResult<Vec<_>>>()?;
     // Fail on an unknown model before resolving (and possibly refusing) the source.
     state.store.get_registered_model(&name).await?;
-    let (storage_location, resolved_model_id) = resolve_source(&state, &source, run_id.as_deref()).await?;
+    let resolved = resolve_source(&state, &source, run_id.as_deref()).await?;
+    let storage_location = resolved.storage_location;
     if let Some(run_id) = &run_id {
         state.store.get_run(run_id).await.map_err(|e| match e {
             StoreError::NotFound(m) => ApiError::invalid(format!("Invalid run_id for model version: {m}")),
             other => other.into(),
         })?;
     }
+    let model_id = req.model_id.filter(|m| !m.is_empty()).or(resolved.model_id);
+    // As in MLflow, a version without an explicit run_id records the run of the version it copies,
+    // or the run that logged its logged model (`log_model(..., registered_model_name=...)` sends none).
+    let run_id = match (run_id.or(resolved.run_id), &model_id) {
+        (None, Some(model_id)) => state.store.get_logged_model(model_id).await?.info.source_run_id,
+        (run_id, _) => run_id,
+    };
     let version = state
         .store
         .create_model_version(NewModelVersion {
@@ -413,7 +460,7 @@ async fn create_version(
             storage_location,
             run_id,
             run_link: req.run_link.filter(|l| !l.is_empty()),
-            model_id: req.model_id.filter(|m| !m.is_empty()).or(resolved_model_id),
+            model_id,
             description: req.description,
             user_id: None,
             tags,

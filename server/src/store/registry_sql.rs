@@ -121,6 +121,42 @@ fn push_comparison(sql: &mut Sql, column: &str, clause: &Clause) {
     }
 }
 
+/// The tag MLflow 3 puts on prompts, which live in the registry next to models.
+const IS_PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
+
+/// MLflow's store hides prompts from model searches unless the filter asks for them: its first
+/// `mlflow.prompt.is_prompt` clause is `= 'true'` or `!= 'false'`. MLflow 3 clients append
+/// `tag.`mlflow.prompt.is_prompt` != 'true'` to every registered-model search, which must therefore
+/// also match models without the tag. Returns the clauses to apply and whether to exclude prompts.
+fn prompt_filter(filter: &[Clause]) -> (Vec<&Clause>, bool) {
+    let is_prompt_clause = |c: &Clause| c.entity == Entity::Tag && c.key == IS_PROMPT_TAG;
+    let wants_prompts =
+        filter
+            .iter()
+            .find(|c| is_prompt_clause(c))
+            .is_some_and(|c| match (&c.comparator, &c.value) {
+                (Comparator::Eq, Value::String(v)) => v.eq_ignore_ascii_case("true"),
+                (Comparator::Ne, Value::String(v)) => v.eq_ignore_ascii_case("false"),
+                _ => false,
+            });
+    if wants_prompts {
+        (filter.iter().collect(), false)
+    } else {
+        (filter.iter().filter(|c| !is_prompt_clause(c)).collect(), true)
+    }
+}
+
+/// ` AND NOT EXISTS (a prompt tag on this name)`, for `table` aliased as `p` and `name_column`.
+fn push_exclude_prompts(sql: &mut Sql, table: &str, name_column: &str) {
+    sql.push(&format!(
+        " AND NOT EXISTS (SELECT 1 FROM {table} p WHERE p.name = {name_column} AND p.key = "
+    ))
+    .bind_str(IS_PROMPT_TAG)
+    .push(" AND p.value = ")
+    .bind_str("true")
+    .push(")");
+}
+
 // === impl SqlStore (registry helpers) ===
 
 impl SqlStore {
@@ -406,7 +442,11 @@ impl Registry for SqlStore {
             "SELECT m.name, m.creation_time, m.last_updated_time, m.description, m.user_id FROM registered_models m \
              WHERE 1 = 1",
         );
-        for clause in &search.filter {
+        let (clauses, exclude_prompts) = prompt_filter(&search.filter);
+        if exclude_prompts {
+            push_exclude_prompts(&mut sql, "registered_model_tags", "m.name");
+        }
+        for clause in clauses {
             sql.push(" AND ");
             if clause.entity == Entity::Tag {
                 sql.push("EXISTS (SELECT 1 FROM registered_model_tags f WHERE f.name = m.name AND f.key = ")
@@ -460,14 +500,11 @@ impl Registry for SqlStore {
 
     async fn delete_registered_model_tag(&self, name: &str, key: &str) -> StoreResult<()> {
         self.fetch_model_row(name).await?;
+        // Deleting an absent tag is a no-op, as in MLflow's SQL store.
         let mut sql = Sql::new("DELETE FROM registered_model_tags WHERE name = ");
         sql.bind_str(name).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "No tag with key '{key}' on registered model '{name}'."
-            )));
-        }
+        sql.query().execute(&self.pool).await?;
         Ok(())
     }
 
@@ -659,7 +696,11 @@ impl Registry for SqlStore {
             "SELECT {VERSION_COLUMNS} FROM model_versions v WHERE v.current_stage <> "
         ));
         sql.bind_str(DELETED_STAGE);
-        for clause in &search.filter {
+        let (clauses, exclude_prompts) = prompt_filter(&search.filter);
+        if exclude_prompts {
+            push_exclude_prompts(&mut sql, "model_version_tags", "v.name");
+        }
+        for clause in clauses {
             sql.push(" AND ");
             if clause.entity == Entity::Tag {
                 sql.push(
@@ -747,12 +788,9 @@ impl Registry for SqlStore {
             .bind_i64(number)
             .push(" AND key = ")
             .bind_str(key);
+        // Deleting an absent tag is a no-op, as in MLflow's SQL store.
         let _guard = self.write_guard().await;
-        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "No tag with key '{key}' on model version (name={name}, version={version})."
-            )));
-        }
+        sql.query().execute(&self.pool).await?;
         Ok(())
     }
 
@@ -775,12 +813,9 @@ impl Registry for SqlStore {
         self.fetch_model_row(name).await?;
         let mut sql = Sql::new("DELETE FROM registered_model_aliases WHERE name = ");
         sql.bind_str(name).push(" AND alias = ").bind_str(alias);
+        // Deleting an absent alias is a no-op, as in MLflow's SQL store.
         let _guard = self.write_guard().await;
-        if sql.query().execute(&self.pool).await?.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "Registered model alias {alias} not found."
-            )));
-        }
+        sql.query().execute(&self.pool).await?;
         Ok(())
     }
 
@@ -809,5 +844,30 @@ mod tests {
         assert_eq!(canonical_stage("live"), None);
         assert!(parse_version("0").is_err() && parse_version("x").is_err());
         assert_eq!(parse_version("12").unwrap(), 12);
+    }
+
+    #[test]
+    fn prompts_hidden_unless_asked_for() {
+        let parse = |f: &str| crate::search::parse_registered_model_filter(f).unwrap();
+        let keys = |clauses: Vec<&Clause>| clauses.iter().map(|c| c.key.clone()).collect::<Vec<_>>();
+
+        // What MLflow 3 clients send on every search: the prompt clause is dropped, prompts excluded.
+        let filter = parse("name LIKE 'a%' AND tag.`mlflow.prompt.is_prompt` != 'true'");
+        let (clauses, exclude) = prompt_filter(&filter);
+        assert!(exclude);
+        assert_eq!(keys(clauses), ["name"]);
+        assert!(prompt_filter(&parse("")).1);
+        assert!(prompt_filter(&parse("tags.`mlflow.prompt.is_prompt` = 'false'")).1);
+
+        // Asking for prompts keeps the clause as an ordinary tag filter.
+        for wanted in [
+            "tags.`mlflow.prompt.is_prompt` = 'true'",
+            "tags.`mlflow.prompt.is_prompt` != 'false'",
+        ] {
+            let filter = parse(wanted);
+            let (clauses, exclude) = prompt_filter(&filter);
+            assert!(!exclude, "{wanted}");
+            assert_eq!(keys(clauses), [IS_PROMPT_TAG]);
+        }
     }
 }
