@@ -216,7 +216,8 @@ pub fn render_examples(
                         }),
                     None => crate::validate::TrackingAccess {
                         uri: md.spec.tracking_uri.clone().unwrap_or_default(),
-                        ..Default::default()
+                        auth: md.spec.tracking_credentials_secret_ref.clone(),
+                        s3: None,
                     },
                 };
                 let resolved = fixture_resolution(md);

@@ -132,6 +132,16 @@ fn model_deployment_rules() {
     refused::<ModelDeployment>(md(json!({"port": 8000})), "metrics port 8001");
     check::<ModelDeployment>("churn", md(json!({"port": 9000}))).unwrap();
     refused::<ModelDeployment>(
+        md(json!({"trackingCredentialsSecretRef": {"name": "reader"}})),
+        "trackingCredentialsSecretRef goes with trackingUri",
+    );
+    check::<ModelDeployment>(
+        "churn",
+        json!({"trackingUri": "https://mlflow.example.com", "trackingCredentialsSecretRef": {"name": "reader"},
+               "model": {"name": "churn", "version": "3"}}),
+    )
+    .unwrap();
+    refused::<ModelDeployment>(
         md(json!({"monitoring": {"quality": {"thresholds": [{"metric": "accuracy"}]}}})),
         "needs min, max or both",
     );

@@ -643,3 +643,41 @@ async fn md_up_to_date_makes_no_writes() {
     let seen = server.await.unwrap();
     assert!(seen.iter().all(|s| s.method == http::Method::GET), "{seen:#?}");
 }
+
+#[tokio::test]
+async fn md_with_an_external_tracking_uri_uses_its_credentials() {
+    let registry = FakeRegistry::resolving("3");
+    let (ctx, handle) = context(registry.clone());
+    let mut md = model_deployment(None);
+    md.spec.tracking_server_ref = None;
+    md.spec.tracking_uri = Some("https://mlflow.example.com".into());
+    md.spec.tracking_credentials_secret_ref = serde_json::from_value(json!({"name": "reader"})).unwrap();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "reader", "namespace": NAMESPACE},
+        "data": {"username": "cmVhZGVy", "password": "cGFzc3dvcmQtcGFzc3dvcmQ="}});
+    let mut steps = vec![get(
+        format!("{CORE}/namespaces/{NAMESPACE}/secrets/reader"),
+        Reply::Json(secret),
+    )];
+    steps.extend(
+        md_full_pass(list(vec![]), list(vec![]), list(vec![]), list(vec![]))
+            .into_iter()
+            .skip(1),
+    );
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        *registry.asked.lock().unwrap(),
+        vec![(
+            "reader@https://mlflow.example.com".to_owned(),
+            "models:/churn@champion".to_owned()
+        )]
+    );
+    let sidecar_env = &seen[3].body["spec"]["template"]["spec"]["containers"][1]["env"];
+    assert_eq!(sidecar_env[0]["name"], "MLFLOW_TRACKING_PASSWORD");
+    assert_eq!(sidecar_env[0]["valueFrom"]["secretKeyRef"]["name"], "reader");
+    assert_eq!(sidecar_env[2]["name"], "MLFLOW_TRACKING_USERNAME");
+}

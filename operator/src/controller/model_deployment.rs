@@ -39,15 +39,39 @@ enum Tracking {
     Missing(String),
 }
 
+/// Read a basic-auth account from a Secret; `None` when the Secret or a key is missing.
+async fn fetch_credentials(
+    ctx: &Context,
+    namespace: &str,
+    admin: &crate::crd::tracking_server::AdminSecretRef,
+) -> Result<Option<Credentials>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(&admin.name).await.map_err(Error::Fetch)?;
+    let value = |key: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    Ok(match (value(&admin.username_key), value(&admin.password_key)) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        _ => None,
+    })
+}
+
 async fn fetch_tracking(ctx: &Context, md: &ModelDeployment, namespace: &str) -> Result<Tracking, Error> {
     let Some(reference) = &md.spec.tracking_server_ref else {
-        return Ok(Tracking::Found(Box::new((
-            TrackingAccess {
-                uri: md.spec.tracking_uri.clone().unwrap_or_default(),
-                ..Default::default()
-            },
-            None,
-        ))));
+        let access = TrackingAccess {
+            uri: md.spec.tracking_uri.clone().unwrap_or_default(),
+            auth: md.spec.tracking_credentials_secret_ref.clone(),
+            s3: None,
+        };
+        let credentials = match &access.auth {
+            Some(admin) => fetch_credentials(ctx, namespace, admin).await?,
+            None => None,
+        };
+        return Ok(Tracking::Found(Box::new((access, credentials))));
     };
     let api: Api<TrackingServer> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(ts) = api.get_opt(&reference.name).await.map_err(Error::Fetch)? else {
@@ -58,21 +82,7 @@ async fn fetch_tracking(ctx: &Context, md: &ModelDeployment, namespace: &str) ->
     };
     let access = TrackingAccess::for_tracking_server(&ts);
     let credentials = match &access.auth {
-        Some(admin) => {
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-            let secret = secrets.get_opt(&admin.name).await.map_err(Error::Fetch)?;
-            let value = |key: &str| {
-                secret
-                    .as_ref()
-                    .and_then(|s| s.data.as_ref())
-                    .and_then(|d| d.get(key))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            };
-            match (value(&admin.username_key), value(&admin.password_key)) {
-                (Some(username), Some(password)) => Some(Credentials { username, password }),
-                _ => None,
-            }
-        }
+        Some(admin) => fetch_credentials(ctx, namespace, admin).await?,
         None => None,
     };
     Ok(Tracking::Found(Box::new((access, credentials))))

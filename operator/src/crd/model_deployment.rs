@@ -39,6 +39,7 @@ use super::{ServiceMonitorSettings, default_one, default_true};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.trackingServerRef) != has(self.trackingUri)").message("set exactly one of trackingServerRef and trackingUri"))]
+#[x_kube(validation = Rule::new("!has(self.trackingCredentialsSecretRef) || has(self.trackingUri)").message("trackingCredentialsSecretRef goes with trackingUri; a trackingServerRef uses the server's admin Secret"))]
 #[x_kube(validation = Rule::new("self.port != 8000 && self.port != 8001").message("port is the model server's own port and must differ from the sidecar's serving port 8000 and metrics port 8001"))]
 pub struct ModelDeploymentSpec {
     /// The TrackingServer (in this namespace) whose registry holds the model.
@@ -50,6 +51,12 @@ pub struct ModelDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^https?://[^\s]+$"))]
     pub tracking_uri: Option<String>,
+
+    /// Basic-auth account for `trackingUri` (a Secret with `username` and `password` keys): used
+    /// by the operator's registry lookups and given to the pods as `MLFLOW_TRACKING_USERNAME` /
+    /// `MLFLOW_TRACKING_PASSWORD`. A `trackingServerRef` uses that server's admin Secret instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_credentials_secret_ref: Option<crate::crd::tracking_server::AdminSecretRef>,
 
     /// The registered model to serve.
     pub model: ModelRef,

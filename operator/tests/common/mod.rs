@@ -187,13 +187,16 @@ impl ModelRegistry for FakeRegistry {
     async fn resolve(
         &self,
         tracking_uri: &str,
-        _credentials: Option<&Credentials>,
+        credentials: Option<&Credentials>,
         reference: &ModelReference,
     ) -> Result<ResolvedModel, RegistryError> {
+        let who = credentials
+            .map(|c| format!("{}@", c.username))
+            .unwrap_or_default();
         self.asked
             .lock()
             .unwrap()
-            .push((tracking_uri.to_owned(), reference.to_string()));
+            .push((format!("{who}{tracking_uri}"), reference.to_string()));
         match &*self.answer.lock().unwrap() {
             Ok(r) => Ok(r.clone()),
             Err(msg) => Err(RegistryError::Unreachable {
