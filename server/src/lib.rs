@@ -64,13 +64,13 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         .then(|| Arc::new(metrics::ServerMetrics::new()));
     let monitoring = monitoring::Monitoring::new(sql_store, metrics.as_deref(), settings.monitoring.clone());
     monitoring.spawn_scheduler();
-    if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
-        metrics::spawn_statistics(store.clone(), metrics.clone(), interval);
-    }
     let auth = match &settings.auth {
         Some(config) => Some(Arc::new(auth::Auth::open(config, store.clone()).await?)),
         None => None,
     };
+    if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
+        metrics::spawn_statistics(store.clone(), auth.clone(), metrics.clone(), interval);
+    }
     Ok(AppState {
         store,
         artifacts,

@@ -325,7 +325,15 @@ pub async fn serve(State(metrics): State<Arc<ServerMetrics>>) -> Response {
 }
 
 /// Refresh statistics now and then every `interval`, until the process ends.
-pub fn spawn_statistics(store: Arc<dyn Store>, metrics: Arc<ServerMetrics>, interval: Duration) {
+///
+/// With basic auth on, `mlflow_user_count` is the number of accounts; otherwise the number of
+/// distinct users that created runs.
+pub fn spawn_statistics(
+    store: Arc<dyn Store>,
+    auth: Option<Arc<crate::auth::Auth>>,
+    metrics: Arc<ServerMetrics>,
+    interval: Duration,
+) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -333,7 +341,13 @@ pub fn spawn_statistics(store: Arc<dyn Store>, metrics: Arc<ServerMetrics>, inte
             ticker.tick().await;
             let started = Instant::now();
             match store.statistics().await {
-                Ok(stats) => {
+                Ok(mut stats) => {
+                    if let Some(auth) = &auth {
+                        match auth.user_count().await {
+                            Ok(users) => stats.users = users,
+                            Err(err) => tracing::warn!(error = %err, "counting auth users failed"),
+                        }
+                    }
                     metrics.set_statistics(&stats);
                     tracing::debug!(
                         elapsed_ms = started.elapsed().as_millis() as u64,

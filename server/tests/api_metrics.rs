@@ -67,7 +67,7 @@ async fn statistics_follow_the_data_after_the_interval() {
     .unwrap();
     let store: Arc<dyn mlkube_server::store::Store> = Arc::new(store);
     let metrics = Arc::new(ServerMetrics::new());
-    spawn_statistics(store.clone(), metrics.clone(), Duration::from_millis(100));
+    spawn_statistics(store.clone(), None, metrics.clone(), Duration::from_millis(100));
     let wait_for = |needle: &'static str| {
         let metrics = metrics.clone();
         async move {
