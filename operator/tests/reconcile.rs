@@ -681,3 +681,57 @@ async fn md_with_an_external_tracking_uri_uses_its_credentials() {
     assert_eq!(sidecar_env[0]["valueFrom"]["secretKeyRef"]["name"], "reader");
     assert_eq!(sidecar_env[2]["name"], "MLFLOW_TRACKING_USERNAME");
 }
+
+#[tokio::test]
+async fn md_without_prometheus_operator_falls_back_to_annotations() {
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(
+        handle,
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+            ),
+            get(DISCOVERY, Reply::Status(404)),
+            get(list_uri(APPS, "deployments", SELECTOR_MD), list(vec![])),
+            patch(apply_uri(APPS, "deployments", "churn")),
+            get(list_uri(CORE, "services", SELECTOR_MD), list(vec![])),
+            patch(apply_uri(CORE, "services", "churn")),
+            post_event(),
+            md_status(),
+        ],
+    );
+    guarded(model_deployment::reconcile(Arc::new(model_deployment(None)), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let annotations = &seen[3].body["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "8001");
+    let monitoring = condition(&seen[7].body["status"], "Monitoring");
+    assert_eq!(monitoring["status"], "False");
+    assert_eq!(monitoring["reason"], "PrometheusOperatorMissing");
+}
+
+#[tokio::test]
+async fn ts_invalid_spec_writes_only_status() {
+    // The CRD's CEL rule refuses this at `kubectl apply`; the operator refuses it too (an old
+    // CRD, or a write that bypassed validation) and touches no child.
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let ts = tracking_server(json!({"replicas": 2}));
+    let server = serve(handle, vec![get(DISCOVERY, monitoring_api()), ts_status()]);
+    let err = guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "InvalidSpec");
+    let seen = server.await.unwrap();
+    let status = &seen[1].body["status"];
+    assert_eq!(condition(status, "Ready")["reason"], "InvalidSpec");
+    assert_eq!(condition(status, "Degraded")["status"], "True");
+    assert!(
+        condition(status, "Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("sqlite backendStore supports exactly one replica")
+    );
+}
