@@ -72,6 +72,31 @@ async fn proxies_requests_and_counts_them_by_outcome() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let upstream = Upstream::start().await;
+    let sidecar = start_sidecar(&upstream.url(), &["--upstream-health-interval", "3600"]).await;
+    let admin = sidecar.metrics_addr();
+    eventually("ready", || async {
+        get(admin, "/readyz").await.status == StatusCode::OK
+    })
+    .await;
+    let before = upstream.connections.load(Ordering::SeqCst);
+    let client = client();
+    for _ in 0..20 {
+        let uri = format!("http://{}/invocations", sidecar.proxy_addr());
+        let response = client
+            .request(Request::post(uri).body(full("{}")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+    }
+    // Sequential requests on one client connection share one upstream connection.
+    assert_eq!(upstream.connections.load(Ordering::SeqCst) - before, 1);
+    sidecar.shutdown().await;
+}
+
+#[tokio::test]
 async fn request_ids_are_honoured_or_generated_and_returned() {
     let upstream = Upstream::start().await;
     let sidecar = start_sidecar(&upstream.url(), &[]).await;

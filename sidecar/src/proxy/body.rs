@@ -17,6 +17,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::capture::{Sampled, Tap};
 use super::forward::Shared;
 use super::metrics::{ErrorReason, WorkerMetrics};
+use super::upstream::Lease;
 
 /// Why the request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +165,8 @@ enum Kind {
 
 struct Finish {
     guard: RequestGuard,
+    /// The upstream connection, back to the pool once the response is read to the end.
+    lease: Option<Lease>,
     /// Whether a failure of the upstream body still has to be counted (not when the status already
     /// counted as an error).
     count_body_error: bool,
@@ -181,6 +184,7 @@ impl ResponseBody {
     pub(crate) fn upstream(
         inner: Incoming,
         guard: RequestGuard,
+        lease: Lease,
         count_body_error: bool,
         capture: Option<(Arc<Sampled>, Tap)>,
     ) -> Self {
@@ -189,6 +193,7 @@ impl ResponseBody {
             written: 0,
             finish: Some(Finish {
                 guard,
+                lease: Some(lease),
                 count_body_error,
                 capture,
             }),
@@ -201,6 +206,7 @@ impl ResponseBody {
             written: 0,
             finish: Some(Finish {
                 guard,
+                lease: None,
                 count_body_error: false,
                 capture: None,
             }),
@@ -229,6 +235,9 @@ impl ResponseBody {
                 shared.metrics.error(ErrorReason::UpstreamUnavailable);
             }
             End::Complete => {
+                if let Some(lease) = finish.lease {
+                    lease.release();
+                }
                 if let (Some((sampled, tap)), Some(capturer)) = (finish.capture, &shared.capture) {
                     capturer.submit(&sampled, tap.finish());
                 }

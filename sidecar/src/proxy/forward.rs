@@ -13,16 +13,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::Service;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{RequestBody, RequestBodyError, RequestGuard, ResponseBody};
 use super::capture::Capturer;
 use super::metrics::{ErrorReason, WorkerMetrics};
+use super::upstream::{UpstreamError, UpstreamPool};
 use crate::telemetry::error_chain;
 
 /// The request id header: taken from the client when it sends a usable one, else generated (UUID v4);
@@ -48,8 +47,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// State shared by every request.
 pub(crate) struct Shared {
-    pub(crate) client: Client<HttpConnector, RequestBody>,
-    pub(crate) authority: Authority,
+    pub(crate) upstream: Arc<UpstreamPool>,
     pub(crate) request_timeout: Duration,
     pub(crate) max_request_body: u64,
     /// This worker's shard of the request-path metrics.
@@ -158,23 +156,19 @@ async fn forward(
     parts.headers.remove(http::header::EXPECT);
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     append_forwarded_for(&mut parts.headers, peer);
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(shared.authority.clone());
-    uri.path_and_query = Some(path);
-    parts.uri = match Uri::from_parts(uri) {
-        Ok(uri) => uri,
-        Err(_) => return Ok(local(guard, Local::BAD_REQUEST, request_id)),
-    };
+    // Origin-form towards the upstream, whatever form the client used.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
 
-    let upstream = shared.client.request(Request::from_parts(parts, body));
-    let response = match tokio::time::timeout(shared.request_timeout, upstream).await {
-        Ok(Ok(response)) => response,
+    let upstream = shared.upstream.send(Request::from_parts(parts, body));
+    let (response, lease) = match tokio::time::timeout(shared.request_timeout, upstream).await {
+        Ok(Ok(exchange)) => exchange,
         Ok(Err(err)) => {
             let answer = classify(&err);
             tracing::debug!(error = %error_chain(&err), status = %answer.status, "upstream request failed");
@@ -195,7 +189,7 @@ async fn forward(
         Some((capturer, sampled)) if parts.status.is_success() => Some((sampled, capturer.tap())),
         _ => None,
     };
-    let body = ResponseBody::upstream(body, guard, error.is_none(), capture);
+    let body = ResponseBody::upstream(body, guard, lease, error.is_none(), capture);
     Ok(Response::from_parts(parts, body))
 }
 
@@ -222,7 +216,7 @@ fn status_error(status: StatusCode) -> Option<ErrorReason> {
 }
 
 /// The answer to a failed upstream call: the client's fault when its body was the problem.
-fn classify(err: &hyper_util::client::legacy::Error) -> Local {
+fn classify(err: &UpstreamError) -> Local {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
         match cause.downcast_ref::<RequestBodyError>() {

@@ -16,6 +16,7 @@ pub mod capture;
 pub mod config;
 mod forward;
 pub mod metrics;
+mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -291,8 +292,7 @@ impl Worker {
             drain_timeout,
         } = self;
         let shared = Arc::new(forward::Shared {
-            client: http_client(),
-            authority,
+            upstream: Arc::new(upstream::UpstreamPool::new(authority)),
             request_timeout,
             max_request_body,
             metrics,

@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,19 +68,22 @@ impl Body for ChannelBody {
     }
 }
 
-/// Serves HTTP/1.1 on 127.0.0.1 with `handler` until the test ends.
-pub async fn serve_fn<F>(handler: F) -> SocketAddr
+/// Serves HTTP/1.1 on 127.0.0.1 with `handler` until the test ends; the counter counts connections.
+pub async fn serve_fn<F>(handler: F) -> (SocketAddr, Arc<AtomicUsize>)
 where
     F: Fn(Request<Incoming>) -> BoxFuture<Response<TestBody>> + Send + Sync + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handler = Arc::new(handler);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, Ordering::SeqCst);
             let handler = Arc::clone(&handler);
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -93,7 +96,7 @@ where
             });
         }
     });
-    addr
+    (addr, connections)
 }
 
 /// A port nothing listens on.
@@ -127,6 +130,7 @@ pub struct UpstreamState {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub state: Arc<UpstreamState>,
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -142,12 +146,16 @@ impl Upstream {
             unhealthy: AtomicBool::new(false),
         });
         let handler_state = Arc::clone(&state);
-        let addr = serve_fn(move |req| {
+        let (addr, connections) = serve_fn(move |req| {
             let state = Arc::clone(&handler_state);
             Box::pin(async move { upstream_route(state, req).await })
         })
         .await;
-        Upstream { addr, state }
+        Upstream {
+            addr,
+            state,
+            connections,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -272,7 +280,7 @@ impl Tracker {
         let (entered_tx, entered) = mpsc::unbounded_channel();
         let hold = Arc::new(Semaphore::new(0));
         let handler_hold = Arc::clone(&hold);
-        let addr = serve_fn(move |req: Request<Incoming>| {
+        let (addr, _connections) = serve_fn(move |req: Request<Incoming>| {
             let batch_tx = batch_tx.clone();
             let entered_tx = entered_tx.clone();
             let hold = Arc::clone(&handler_hold);
@@ -327,9 +335,10 @@ pub async fn start_sidecar(upstream: &str, extra: &[&str]) -> Sidecar {
         MODEL_NAME,
         "--model-version",
         MODEL_VERSION,
-        "--upstream-health-interval",
-        "0.05",
     ];
+    if !extra.contains(&"--upstream-health-interval") {
+        argv.extend_from_slice(&["--upstream-health-interval", "0.05"]);
+    }
     argv.extend_from_slice(extra);
     Sidecar::start(config(&argv)).await.unwrap()
 }
