@@ -1391,3 +1391,41 @@ async fn route_table_covers_every_registered_route() {
     );
     assert!(checked > 100, "checked only {checked} route/method pairs");
 }
+
+#[tokio::test]
+async fn version_sources_must_be_readable_by_the_registrant() {
+    let app = test_app_with_auth(Permission::NoPermissions).await;
+    create_user(&app, BOB).await;
+    let secret = world(&app, "secret").await;
+    // Bob owns a model of his own but may read nothing of the secret world.
+    let (s, b) = post(&app, BOB, "registered-models/create", json!({ "name": "bobs" })).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for source in [
+        format!("models:/{}/1", secret.model),
+        format!("models:/{}", secret.model_id),
+        format!("runs:/{}/model", secret.run_id),
+        format!(
+            "mlflow-artifacts:/{}/{}/artifacts/model",
+            secret.experiment_id, secret.run_id
+        ),
+    ] {
+        let (s, b) = post(
+            &app,
+            BOB,
+            "model-versions/create",
+            json!({ "name": "bobs", "source": source }),
+        )
+        .await;
+        assert_error(s, &b, StatusCode::FORBIDDEN, "PERMISSION_DENIED");
+    }
+    // Once Bob may read the secret model, copying its version is allowed.
+    grant_model(&app, &secret.model, "bob", "READ").await;
+    let (s, b) = post(
+        &app,
+        BOB,
+        "model-versions/create",
+        json!({ "name": "bobs", "source": format!("models:/{}/1", secret.model) }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

@@ -344,6 +344,9 @@ async fn authorize(
                 )
                 .await?;
             }
+            if let Some(source) = opt_string(message, "source")? {
+                check_version_source(auth, user, &source).await?;
+            }
             Ok(())
         }
         Rule::ArtifactPath(need) => {
@@ -363,6 +366,38 @@ async fn authorize(
             check_artifact_path(auth, user, &clean, Need::Read).await
         }
     }
+}
+
+/// A version's source must be readable by whoever registers it: copying a model version, a logged
+/// model, a run's or an experiment's artifacts into a model the caller controls would otherwise
+/// leak what they cannot read.
+async fn check_version_source(auth: &Auth, user: &CurrentUser, source: &str) -> Result<(), ApiError> {
+    let decoded = crate::artifacts::fully_decode(source).unwrap_or_else(|| source.to_owned());
+    if let Some(rest) = decoded.strip_prefix("models:") {
+        let rest = rest.trim_start_matches('/');
+        if rest.starts_with("m-") {
+            if let Some(experiment_id) = auth.logged_model_experiment(rest).await? {
+                check_experiment(
+                    auth,
+                    user,
+                    &experiment_id,
+                    Need::Read,
+                    "logged model's experiment",
+                )
+                .await?;
+            }
+        } else {
+            let name = rest.split(['/', '@']).next().unwrap_or(rest);
+            check_registered_model(auth, user, name, Need::Read).await?;
+        }
+    } else if let Some(rest) = decoded.strip_prefix("runs:") {
+        let run_id = rest.trim_start_matches('/').split('/').next().unwrap_or("");
+        check_run(auth, user, run_id, Need::Read).await?;
+    } else if let Some(path) = crate::artifacts::proxied_path(&decoded) {
+        let clean = clean_relative_path(path)?;
+        check_artifact_path(auth, user, &clean, Need::Read).await?;
+    }
+    Ok(())
 }
 
 fn refuse(need: Need, what: &str, key: &str) -> ApiError {
