@@ -303,6 +303,8 @@ async fn model_version_sources_are_checked() {
         "file:///tmp/x#/../etc",
         "http://evil.example/api/2.0/mlflow-artifacts/artifacts/x",
         "runs:/does-not-exist/model",
+        "mlflow-artifacts:/0/someone-elses-run/artifacts/model",
+        "runs:/another-run/model",
         "models:/../../etc",
     ] {
         let (s, b) = app

@@ -157,6 +157,11 @@ async fn resolve_source(state: &AppState, source: &str, run_id: Option<&str>) ->
         Some("runs") => {
             let rest = decoded["runs:".len()..].trim_start_matches('/');
             let (id, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if let Some(run_id) = run_id.filter(|r| *r != id) {
+                return Err(ApiError::invalid(format!(
+                    "Invalid model version source '{source}': it names run '{id}' but run_id is '{run_id}'."
+                )));
+            }
             let run = state.store.get_run(id).await.map_err(|e| match e {
                 StoreError::NotFound(m) => ApiError::invalid(format!("Invalid model version source: {m}")),
                 other => other.into(),
@@ -203,9 +208,35 @@ async fn resolve_source(state: &AppState, source: &str, run_id: Option<&str>) ->
                 )))
             }
         }
-        Some(
-            "mlflow-artifacts" | "s3" | "s3a" | "gs" | "wasbs" | "wasb" | "abfss" | "hdfs" | "dbfs" | "oss",
-        ) => Ok(ResolvedSource::at(source.to_owned())),
+        Some("mlflow-artifacts") => {
+            // With a run named, a proxied source must lie in that run's artifacts (or in the
+            // logged models of its experiment): a version cannot borrow another run's files.
+            if let Some(run_id) = run_id {
+                let run = state.store.get_run(run_id).await.map_err(|e| match e {
+                    StoreError::NotFound(m) => {
+                        ApiError::invalid(format!("Invalid run_id for model version: {m}"))
+                    }
+                    other => other.into(),
+                })?;
+                let inside = |root: &str| {
+                    let root = root.trim_end_matches('/');
+                    decoded == root || decoded.starts_with(&format!("{root}/"))
+                };
+                let experiment = state.store.get_experiment(&run.info.experiment_id).await?;
+                if !inside(&run.info.artifact_uri)
+                    && !inside(&join_uri(&experiment.artifact_location, "models"))
+                {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid model version source '{source}': it is not inside the artifacts of run '{run_id}'                          ({}).",
+                        run.info.artifact_uri
+                    )));
+                }
+            }
+            Ok(ResolvedSource::at(source.to_owned()))
+        }
+        Some("s3" | "s3a" | "gs" | "wasbs" | "wasb" | "abfss" | "hdfs" | "dbfs" | "oss") => {
+            Ok(ResolvedSource::at(source.to_owned()))
+        }
         Some("file") | None => {
             // A local path is only acceptable inside the run's own (local) artifact directory.
             let path = decoded.trim_start_matches("file://");
