@@ -78,8 +78,9 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* The operator's Lease name is fixed (operator/src/run.rs LEASE_NAME): one operator per namespace. */}}
 {{- define "mlkube.leaseName" -}}
-{{- default (include "mlkube.fullname" .) .Values.operator.leaderElection.leaseName -}}
+mlkube-operator
 {{- end -}}
 
 {{/* Whether Prometheus Operator objects render: the value, or (auto) whether the API is served. */}}
