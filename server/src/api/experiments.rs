@@ -136,12 +136,7 @@ async fn search_experiments(
     })?;
     let filter = search::parse_experiment_filter(req.filter.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let order_by = req
-        .order_by
-        .iter()
-        .filter(|o| !o.trim().is_empty())
-        .map(|o| search::parse_experiment_order_by(o).map_err(|e| ApiError::invalid(e.to_string())))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let order_by = paging::order_by(&req.order_by, search::parse_experiment_order_by)?;
     let max_results = paging::max_results(req.max_results, 1000, 50000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
     let page = state
@@ -154,11 +149,7 @@ async fn search_experiments(
             offset,
         })
         .await?;
-    let mut body = json!({ "experiments": page.items });
-    if let Some(token) = paging::next_token(page.next_offset) {
-        body["next_page_token"] = json!(token);
-    }
-    Ok(Json(body))
+    Ok(paging::page_body("experiments", page))
 }
 
 #[derive(Debug, Deserialize)]

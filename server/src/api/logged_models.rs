@@ -242,11 +242,7 @@ async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>
             offset,
         })
         .await?;
-    let mut body = json!({ "models": page.items });
-    if let Some(token) = paging::next_token(page.next_offset) {
-        body["next_page_token"] = json!(token);
-    }
-    Ok(Json(body))
+    Ok(paging::page_body("models", page))
 }
 
 #[cfg(test)]

@@ -60,11 +60,7 @@ async fn get_history(State(state): State<AppState>, Req(req): Req<GetHistory>) -
         .store
         .get_metric_history(&run_id, &key, offset, max_results)
         .await?;
-    let mut body = json!({ "metrics": page.items });
-    if let Some(token) = paging::next_token(page.next_offset) {
-        body["next_page_token"] = json!(token);
-    }
-    Ok(Json(body))
+    Ok(paging::page_body("metrics", page))
 }
 
 #[derive(Debug, Deserialize)]

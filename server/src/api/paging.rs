@@ -39,6 +39,30 @@ pub fn next_token(next_offset: Option<u64>) -> Option<String> {
     next_offset.map(encode)
 }
 
+/// A search response: `{key: items}` plus `next_page_token` when another page exists.
+pub fn page_body<T: serde::Serialize>(
+    key: &str,
+    page: crate::store::Page<T>,
+) -> axum::Json<serde_json::Value> {
+    let mut body = serde_json::json!({ key: page.items });
+    if let Some(token) = next_token(page.next_offset) {
+        body["next_page_token"] = serde_json::json!(token);
+    }
+    axum::Json(body)
+}
+
+/// Parse every non-blank `order_by` entry with `parse`, as INVALID_PARAMETER_VALUE on failure.
+pub fn order_by<T>(
+    entries: &[String],
+    parse: fn(&str) -> Result<T, crate::search::SearchError>,
+) -> Result<Vec<T>, ApiError> {
+    entries
+        .iter()
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| parse(o).map_err(|e| ApiError::invalid(e.to_string())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -340,26 +340,13 @@ struct SearchRequest {
     page_token: Option<String>,
 }
 
-fn page_body(key: &str, items: Value, next_offset: Option<u64>) -> Json<Value> {
-    let mut body = json!({ key: items });
-    if let Some(token) = paging::next_token(next_offset) {
-        body["next_page_token"] = json!(token);
-    }
-    Json(body)
-}
-
 async fn search_models(
     State(state): State<AppState>,
     Req(req): Req<SearchRequest>,
 ) -> ApiResult<Json<Value>> {
     let filter = search::parse_registered_model_filter(req.filter.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let order_by = req
-        .order_by
-        .iter()
-        .filter(|o| !o.trim().is_empty())
-        .map(|o| search::parse_registered_model_order_by(o).map_err(|e| ApiError::invalid(e.to_string())))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let order_by = paging::order_by(&req.order_by, search::parse_registered_model_order_by)?;
     let max_results = paging::max_results(req.max_results, 100, 1000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
     let page = state
@@ -371,11 +358,7 @@ async fn search_models(
             offset,
         })
         .await?;
-    Ok(page_body(
-        "registered_models",
-        json!(page.items),
-        page.next_offset,
-    ))
+    Ok(paging::page_body("registered_models", page))
 }
 
 async fn latest_versions(State(state): State<AppState>, Req(req): Req<ModelRef>) -> ApiResult<Json<Value>> {
@@ -538,12 +521,7 @@ async fn search_versions(
 ) -> ApiResult<Json<Value>> {
     let filter = search::parse_model_version_filter(req.filter.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let order_by = req
-        .order_by
-        .iter()
-        .filter(|o| !o.trim().is_empty())
-        .map(|o| search::parse_model_version_order_by(o).map_err(|e| ApiError::invalid(e.to_string())))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let order_by = paging::order_by(&req.order_by, search::parse_model_version_order_by)?;
     let max_results = paging::max_results(req.max_results, 1000, 200_000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
     let page = state
@@ -555,7 +533,7 @@ async fn search_versions(
             offset,
         })
         .await?;
-    Ok(page_body("model_versions", json!(page.items), page.next_offset))
+    Ok(paging::page_body("model_versions", page))
 }
 
 async fn transition_stage(
