@@ -39,12 +39,34 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // mlflow runs workers in its own process group; stop the whole group.
-        let pid = self.child.id();
-        let _ = Command::new("kill").args(["-TERM", &format!("-{pid}")]).status();
+        // mlflow runs uvicorn workers under a supervisor; stop the whole tree, politely first.
+        let tree = descendants(self.child.id());
+        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.child.id())]).status();
+        for pid in &tree {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        for pid in &tree {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every descendant of `root` (children first found through /proc).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                out.push(child);
+                stack.push(child);
+            }
+        }
+    }
+    out
 }
 
 fn free_port() -> u16 {
