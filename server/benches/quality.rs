@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlkube_server::monitoring::quality::{Scored, classification_metrics, roc_auc};
-use mlkube_server::monitoring::store::{NewLabel, NewPrediction};
+use mlkube_server::monitoring::store::{NewLabel, NewPrediction, Scope};
 use mlkube_server::monitoring::windows::Window;
-use mlkube_server::monitoring::{Monitoring, MonitoringSettings, QualityQuery, ScoreSpec, Task};
+use mlkube_server::monitoring::{
+    Monitoring, MonitoringSettings, QualityQuery, ScoreSpec, Task, window_metrics,
+};
 
 /// Knuth's MMIX LCG: deterministic, dependency-free.
 struct Lcg(u64);
@@ -150,6 +152,32 @@ async fn time_window(rows: usize) {
         assert_eq!(r.labelled, rows as i64);
     }
     report(&format!("quality/get window on SQLite, {rows} labelled"), times);
+
+    // Where the time goes.
+    let scope = Scope {
+        model_name: "bench".into(),
+        model_version: Some("1".into()),
+    };
+    let (start, end) = query.window.bounds(end);
+    let store = monitoring.store();
+    let mut fetch = Vec::new();
+    let mut late = Vec::new();
+    let mut math = Vec::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let window = store.window_rows(&scope, start, end, false).await.unwrap();
+        fetch.push(started.elapsed());
+        let started = Instant::now();
+        store.late_labels(&scope, start, end).await.unwrap();
+        late.push(started.elapsed());
+        let started = Instant::now();
+        let (_, n) = window_metrics(&window, Task::Classification, &query.score);
+        math.push(started.elapsed());
+        assert_eq!(n, rows as i64);
+    }
+    report("  of which: window query (join, decode)", fetch);
+    report("  of which: late-label count", late);
+    report("  of which: metrics (confusion, log loss, ROC AUC)", math);
 }
 
 fn main() {

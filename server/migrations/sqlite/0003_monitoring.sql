@@ -11,8 +11,9 @@ CREATE TABLE mlkube_predictions (
     score REAL,
     logged_at INTEGER NOT NULL
 );
-CREATE INDEX mlkube_predictions_version_time ON mlkube_predictions (model_name, model_version, timestamp);
-CREATE INDEX mlkube_predictions_model_time ON mlkube_predictions (model_name, timestamp);
+-- Covering indexes: a window is read from the index alone, never from the wide rows.
+CREATE INDEX mlkube_predictions_version_time ON mlkube_predictions (model_name, model_version, timestamp, score, request_id);
+CREATE INDEX mlkube_predictions_model_time ON mlkube_predictions (model_name, timestamp, score, request_id);
 CREATE INDEX mlkube_predictions_time ON mlkube_predictions (timestamp);
 
 CREATE TABLE mlkube_ground_truth (
@@ -21,7 +22,7 @@ CREATE TABLE mlkube_ground_truth (
     actual_number REAL,
     timestamp INTEGER NOT NULL,
     logged_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX mlkube_ground_truth_time ON mlkube_ground_truth (timestamp);
 
 CREATE TABLE mlkube_drift_references (

@@ -313,6 +313,8 @@ impl Monitoring {
     pub async fn evaluate_all(&self, now: i64) -> StoreResult<Vec<Monitor>> {
         let _serial = self.evaluation_lock.lock().await;
         let monitors = self.store.list_monitors(None).await?;
+        // Series of deleted monitors go; those of a monitor whose evaluation failed stay.
+        self.exporter_retain(&monitors);
         let mut cache = EvaluationCache::default();
         let mut out = Vec::with_capacity(monitors.len());
         for monitor in monitors {
@@ -324,7 +326,6 @@ impl Monitoring {
                 }
             }
         }
-        self.exporter_retain(&out);
         Ok(out)
     }
 
