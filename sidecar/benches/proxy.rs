@@ -3,7 +3,7 @@
 //! payload; prints the latency each proxy adds (p50/p99), throughput ratios and the sidecar's RSS.
 //!
 //! ```text
-//! cargo bench -p mlkube-sidecar --bench proxy [-- --rounds 3 --requests 20000 --connections 32 --seconds 5]
+//! cargo bench -p mlkube-sidecar --bench proxy [-- --rounds 7 --requests 10000 --connections 32 --seconds 2 --workers N]
 //! ```
 //!
 //! The sidecar binary is the release-profile build next to this bench (`MLKUBE_SIDECAR_BIN` picks
@@ -44,10 +44,10 @@ struct Options {
 impl Options {
     fn parse() -> Options {
         let mut options = Options {
-            rounds: 3,
-            requests: 20_000,
+            rounds: 7,
+            requests: 10_000,
             connections: 32,
-            seconds: 5.0,
+            seconds: 2.0,
             workers: None,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
@@ -321,14 +321,37 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e6
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn spread(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.2}..{max:.2}")
+}
+
+/// One target's figures in one round.
+#[derive(Clone, Copy)]
+struct Round {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+    /// CPU µs the proxy process spent per request in the throughput run.
+    cpu_us: Option<f64>,
+}
+
 struct Target {
     name: &'static str,
     addr: SocketAddr,
     /// The proxy's process, for CPU accounting (none for direct calls).
     pid: Option<u32>,
-    samples: Vec<Duration>,
-    throughput: Vec<f64>,
-    cpu_per_request: Vec<f64>,
+    rounds: Vec<Round>,
 }
 
 impl Target {
@@ -337,29 +360,30 @@ impl Target {
             name,
             addr,
             pid,
-            samples: Vec::new(),
-            throughput: Vec::new(),
-            cpu_per_request: Vec::new(),
+            rounds: Vec::new(),
         }
     }
 
-    /// Median CPU µs the proxy spent per request in the throughput runs.
-    fn cpu_us(&self) -> Option<f64> {
-        let mut sorted = self.cpu_per_request.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted.get(sorted.len() / 2).map(|s| s * 1e6)
+    fn median_of(&self, f: impl Fn(&Round) -> f64) -> f64 {
+        median(self.rounds.iter().map(f).collect())
     }
 
-    fn p(&mut self, p: f64) -> f64 {
-        self.samples.sort_unstable();
-        percentile(&self.samples, p)
+    /// Per round, `f(self) - f(other)`.
+    fn minus(&self, other: &Target, f: impl Fn(&Round) -> f64) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .zip(&other.rounds)
+            .map(|(a, b)| f(a) - f(b))
+            .collect()
     }
 
-    /// Median over rounds.
-    fn rps(&self) -> f64 {
-        let mut sorted = self.throughput.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted[sorted.len() / 2]
+    /// Per round, `f(self) / f(other)`.
+    fn ratio(&self, other: &Target, f: impl Fn(&Round) -> f64) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .zip(&other.rounds)
+            .map(|(a, b)| f(a) / f(b))
+            .collect()
     }
 }
 
@@ -430,19 +454,30 @@ async fn bench(options: Options) {
     ));
 
     for round in 1..=options.rounds {
-        for target in &mut targets {
-            latency_run(target.addr, options.requests, &mut target.samples).await;
+        // Each round starts with a different target so that none always follows the same one.
+        let order: Vec<usize> = (0..targets.len()).map(|i| (i + round) % targets.len()).collect();
+        let mut latencies = vec![(0.0, 0.0); targets.len()];
+        for &i in &order {
+            let mut samples = Vec::with_capacity(options.requests);
+            latency_run(targets[i].addr, options.requests, &mut samples).await;
+            samples.sort_unstable();
+            latencies[i] = (percentile(&samples, 0.50), percentile(&samples, 0.99));
         }
-        for target in &mut targets {
+        for &i in &order {
+            let target = &mut targets[i];
+            let (p50, p99) = latencies[i];
             let cpu_before = target.pid.map(cpu_seconds);
             let rps = throughput_run(target.addr, options.connections, options.seconds).await;
-            if let (Some(pid), Some(before)) = (target.pid, cpu_before) {
-                let requests = rps * options.seconds;
-                target
-                    .cpu_per_request
-                    .push((cpu_seconds(pid) - before) / requests);
-            }
-            target.throughput.push(rps);
+            let cpu_us = target
+                .pid
+                .zip(cpu_before)
+                .map(|(pid, before)| (cpu_seconds(pid) - before) / (rps * options.seconds) * 1e6);
+            target.rounds.push(Round {
+                p50,
+                p99,
+                rps,
+                cpu_us,
+            });
         }
         println!(
             "  round {round}/{} done (load average {})",
@@ -453,37 +488,39 @@ async fn bench(options: Options) {
     let (rss, hwm) = rss_kb(sidecar.child.id());
     let (capture_rss, capture_hwm) = rss_kb(capturing.child.id());
 
-    let direct_p50 = targets[0].p(0.50);
-    let direct_p99 = targets[0].p(0.99);
-    let direct_rps = targets[0].rps();
-    let nginx_rps = targets.iter().find(|t| t.name == "nginx").map(Target::rps);
+    let direct = &targets[0];
+    let nginx_target = targets.iter().find(|t| t.name == "nginx");
     println!();
     println!(
-        "{:<16} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11}",
+        "medians over {} rounds; +p50/+p99 = latency added to a direct call, per round",
+        options.rounds
+    );
+    println!(
+        "{:<16} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
         "target", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "req/s", "vs direct", "vs nginx", "CPU µs/req"
     );
-    let mut sidecar_added = (0.0, 0.0);
-    for target in &mut targets {
-        let p50 = target.p(0.50);
-        let p99 = target.p(0.99);
-        let rps = target.rps();
-        let vs_nginx = nginx_rps.map_or("-".to_owned(), |n| format!("{:.2}", rps / n));
-        let cpu = target.cpu_us().map_or("-".to_owned(), |us| format!("{us:.1}"));
+    for target in &targets {
+        let vs_nginx = nginx_target.map_or("-".to_owned(), |n| {
+            format!("{:.2}", median(target.ratio(n, |r| r.rps)))
+        });
+        let cpu = target
+            .rounds
+            .iter()
+            .map(|r| r.cpu_us)
+            .collect::<Option<Vec<f64>>>()
+            .map_or("-".to_owned(), |v| format!("{:.1}", median(v)));
         println!(
-            "{:<16} {:>8.1} {:>8.1} {:>10.1} {:>10.1} {:>10.0} {:>9.2} {:>9} {:>11}",
+            "{:<16} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.0} {:>9.2} {:>9} {:>10}",
             target.name,
-            p50,
-            p99,
-            p50 - direct_p50,
-            p99 - direct_p99,
-            rps,
-            rps / direct_rps,
+            target.median_of(|r| r.p50),
+            target.median_of(|r| r.p99),
+            median(target.minus(direct, |r| r.p50)),
+            median(target.minus(direct, |r| r.p99)),
+            target.median_of(|r| r.rps),
+            median(target.ratio(direct, |r| r.rps)),
             vs_nginx,
             cpu
         );
-        if target.name == "mlkube-sidecar" {
-            sidecar_added = (p50 - direct_p50, p99 - direct_p99);
-        }
     }
     println!();
     println!(
@@ -493,22 +530,28 @@ async fn bench(options: Options) {
         capture_rss as f64 / 1024.0,
         capture_hwm as f64 / 1024.0
     );
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let sidecar_rps = targets
-        .iter()
-        .find(|t| t.name == "mlkube-sidecar")
-        .map_or(0.0, Target::rps);
+
+    let sidecar_target = &targets[1];
+    let added_p50 = sidecar_target.minus(direct, |r| r.p50);
+    let added_p99 = sidecar_target.minus(direct, |r| r.p99);
+    let vs_nginx = nginx_target.map(|n| sidecar_target.ratio(n, |r| r.rps));
     println!(
-        "goals: added p50 <= 50 µs: {} ({:.1}); added p99 <= 250 µs: {} ({:.1}); throughput >= nginx: {}; RSS <= 15 MB: {} ({:.1})",
-        verdict(sidecar_added.0 <= 50.0),
-        sidecar_added.0,
-        verdict(sidecar_added.1 <= 250.0),
-        sidecar_added.1,
-        nginx_rps.map_or("n/a (no nginx)".to_owned(), |n| format!(
-            "{} ({:.2}x)",
-            verdict(sidecar_rps >= n),
-            sidecar_rps / n
-        )),
+        "spread over rounds (min..max): sidecar +p50 {} µs, +p99 {} µs, throughput vs nginx {}",
+        spread(&added_p50),
+        spread(&added_p99),
+        vs_nginx.as_deref().map_or("n/a".to_owned(), spread)
+    );
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let (added_p50, added_p99) = (median(added_p50), median(added_p99));
+    println!(
+        "goals: added p50 <= 50 µs: {} ({added_p50:.1}); added p99 <= 250 µs: {} ({added_p99:.1}); \
+         throughput >= nginx: {}; RSS <= 15 MB: {} ({:.1})",
+        verdict(added_p50 <= 50.0),
+        verdict(added_p99 <= 250.0),
+        vs_nginx.map_or("n/a (no nginx)".to_owned(), |v| {
+            let ratio = median(v);
+            format!("{} ({ratio:.2}x)", verdict(ratio >= 1.0))
+        }),
         verdict(hwm <= 15 * 1024),
         hwm as f64 / 1024.0
     );

@@ -9,6 +9,7 @@
 //! `POST /api/2.0/mlkube/predictions/log-batch`; a failed post drops its batch and counts it. On
 //! shutdown the queue is closed, drained and flushed within [`FLUSH_TIMEOUT`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,7 +58,39 @@ pub(crate) struct Capturer {
     sample_rate: f64,
     max_payload: usize,
     tx: mpsc::Sender<CaptureRecord>,
+    queue: QueueBytes,
     metrics: CaptureMetrics,
+}
+
+/// Payload bytes waiting in the queue, shared by every [`Capturer`] and the [`Uploader`]: the queue
+/// is bounded in pairs and in bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueBytes {
+    queued: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl QueueBytes {
+    pub(crate) fn new(max: usize) -> Self {
+        QueueBytes {
+            queued: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Reserves room for `n` bytes, or says there is none.
+    fn reserve(&self, n: usize) -> bool {
+        let before = self.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.max {
+            self.release(n);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 impl Capturer {
@@ -65,12 +98,14 @@ impl Capturer {
         sample_rate: f64,
         max_payload: usize,
         tx: mpsc::Sender<CaptureRecord>,
+        queue: QueueBytes,
         metrics: CaptureMetrics,
     ) -> Self {
         Capturer {
             sample_rate,
             max_payload,
             tx,
+            queue,
             metrics,
         }
     }
@@ -113,18 +148,30 @@ impl Capturer {
             // The request body never ended (the upstream answered without reading it all).
             (None, _) => return,
         };
+        let size = inputs.len() + outputs.len();
+        if !self.queue.reserve(size) {
+            metrics.dropped_queue_full.inc();
+            return;
+        }
         let record = CaptureRecord {
             request_id: sampled.request_id.clone(),
             timestamp_ms: sampled.timestamp_ms,
             inputs,
             outputs,
         };
-        let counter = match self.tx.try_send(record) {
-            Ok(()) => &metrics.enqueued,
-            Err(mpsc::error::TrySendError::Full(_)) => &metrics.dropped_queue_full,
-            Err(mpsc::error::TrySendError::Closed(_)) => &metrics.dropped_send_failed,
-        };
-        counter.inc();
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                metrics.enqueued.inc();
+            }
+            Err(err) => {
+                self.queue.release(size);
+                let counter = match err {
+                    mpsc::error::TrySendError::Full(_) => &metrics.dropped_queue_full,
+                    mpsc::error::TrySendError::Closed(_) => &metrics.dropped_send_failed,
+                };
+                counter.inc();
+            }
+        }
     }
 }
 
@@ -146,10 +193,10 @@ impl Sampled {
 
 // === impl Tap ===
 
-/// Keeps handles to the chunks of one body while it streams, up to a cap.
+/// Copies one body while it streams, up to a cap. A copy rather than a handle to the chunk: a handle
+/// would keep the connection's whole read buffer alive while the pair waits in the queue.
 pub(crate) struct Tap {
-    chunks: Vec<Bytes>,
-    len: usize,
+    buf: BytesMut,
     max: usize,
     over: bool,
 }
@@ -157,8 +204,7 @@ pub(crate) struct Tap {
 impl Tap {
     fn new(max: usize) -> Self {
         Tap {
-            chunks: Vec::new(),
-            len: 0,
+            buf: BytesMut::new(),
             max,
             over: false,
         }
@@ -168,29 +214,19 @@ impl Tap {
         if self.over {
             return;
         }
-        self.len += data.len();
-        if self.len > self.max {
+        if self.buf.len() + data.len() > self.max {
             self.over = true;
-            self.chunks = Vec::new();
-        } else if !data.is_empty() {
-            self.chunks.push(data.clone());
+            self.buf = BytesMut::new();
+        } else {
+            self.buf.extend_from_slice(data);
         }
     }
 
     pub(crate) fn finish(self) -> Payload {
         if self.over {
-            return Payload::TooLarge;
-        }
-        match self.chunks.len() {
-            0 => Payload::Complete(Bytes::new()),
-            1 => Payload::Complete(self.chunks.into_iter().next().unwrap_or_default()),
-            _ => {
-                let mut joined = BytesMut::with_capacity(self.len);
-                for chunk in &self.chunks {
-                    joined.extend_from_slice(chunk);
-                }
-                Payload::Complete(joined.freeze())
-            }
+            Payload::TooLarge
+        } else {
+            Payload::Complete(self.buf.freeze())
         }
     }
 }
@@ -231,6 +267,7 @@ enum Health {
 /// The background half of capture.
 pub(crate) struct Uploader {
     client: Client<HttpConnector, Full<Bytes>>,
+    queue: QueueBytes,
     endpoint: Uri,
     authorization: Option<HeaderValue>,
     model: ModelIdentity,
@@ -245,10 +282,12 @@ impl Uploader {
         config: &CaptureConfig,
         model: ModelIdentity,
         client: Client<HttpConnector, Full<Bytes>>,
+        queue: QueueBytes,
         metrics: CaptureMetrics,
     ) -> Self {
         Uploader {
             client,
+            queue,
             endpoint: config.endpoint.clone(),
             authorization: config.authorization.as_ref().map(|s| s.0.clone()),
             model,
@@ -269,6 +308,7 @@ impl Uploader {
                 () = shutdown.cancelled() => break,
                 received = rx.recv() => match received {
                     Some(record) => {
+                        self.queue.release(record.inputs.len() + record.outputs.len());
                         if batch.is_empty() {
                             deadline = Instant::now() + self.flush_interval;
                         }
@@ -287,6 +327,7 @@ impl Uploader {
         rx.close();
         let flush_by = Instant::now() + FLUSH_TIMEOUT;
         while let Some(record) = rx.recv().await {
+            self.queue.release(record.inputs.len() + record.outputs.len());
             batch.push(record);
             if batch.len() >= self.batch_size {
                 self.upload(&mut batch, Some(flush_by)).await;
@@ -406,6 +447,17 @@ mod tests {
         tap.push(&Bytes::from_static(b"def"));
         tap.push(&Bytes::from_static(b"g"));
         assert!(matches!(tap.finish(), Payload::TooLarge));
+    }
+
+    #[test]
+    fn the_queue_byte_budget_is_reserved_and_released() {
+        let queue = QueueBytes::new(10);
+        assert!(queue.reserve(6));
+        assert!(!queue.reserve(5), "over budget");
+        assert!(queue.reserve(4));
+        queue.release(6);
+        assert!(queue.reserve(6));
+        assert!(!queue.reserve(1));
 
         assert!(matches!(Tap::new(1).finish(), Payload::Complete(b) if b.is_empty()));
     }

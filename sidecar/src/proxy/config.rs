@@ -144,6 +144,15 @@ pub struct Args {
     )]
     pub capture_queue_size: usize,
 
+    /// Payload bytes the capture queue may hold; beyond it new pairs are dropped and counted.
+    #[arg(
+        long,
+        env = "MLKUBE_CAPTURE_MAX_QUEUE_BYTES",
+        value_name = "BYTES",
+        default_value_t = 4 * 1024 * 1024
+    )]
+    pub capture_max_queue_bytes: usize,
+
     /// Captured pairs per upload request.
     #[arg(
         long,
@@ -227,6 +236,8 @@ pub struct CaptureConfig {
     pub sample_rate: f64,
     pub max_payload_bytes: usize,
     pub queue_size: usize,
+    /// At least two payloads' worth.
+    pub max_queue_bytes: usize,
     pub batch_size: usize,
     pub flush_interval: Duration,
 }
@@ -265,6 +276,7 @@ impl Args {
             capture_sample_rate,
             capture_max_payload_bytes,
             capture_queue_size,
+            capture_max_queue_bytes,
             capture_batch_size,
             capture_flush_interval,
             log_format,
@@ -349,6 +361,7 @@ impl Args {
             sample_rate: capture_sample_rate,
             max_payload_bytes: capture_max_payload_bytes,
             queue_size: capture_queue_size,
+            max_queue_bytes: capture_max_queue_bytes,
             batch_size: capture_batch_size,
             flush_interval: capture_flush_interval,
         })?;
@@ -375,6 +388,7 @@ struct CaptureArgs {
     sample_rate: f64,
     max_payload_bytes: usize,
     queue_size: usize,
+    max_queue_bytes: usize,
     batch_size: usize,
     flush_interval: f64,
 }
@@ -388,6 +402,7 @@ fn validate_capture(args: CaptureArgs) -> Result<Option<CaptureConfig>, ConfigEr
         sample_rate,
         max_payload_bytes,
         queue_size,
+        max_queue_bytes,
         batch_size,
         flush_interval,
     } = args;
@@ -429,6 +444,14 @@ fn validate_capture(args: CaptureArgs) -> Result<Option<CaptureConfig>, ConfigEr
             return Err(invalid(flag, env, "0".to_owned(), "must be at least 1"));
         }
     }
+    if max_queue_bytes < max_payload_bytes.saturating_mul(2) {
+        return Err(invalid(
+            "--capture-max-queue-bytes",
+            "MLKUBE_CAPTURE_MAX_QUEUE_BYTES",
+            max_queue_bytes.to_string(),
+            "must hold at least one request/response pair (2 x --capture-max-payload-bytes)",
+        ));
+    }
     let flush_interval = seconds(
         flush_interval,
         "--capture-flush-interval",
@@ -451,6 +474,7 @@ fn validate_capture(args: CaptureArgs) -> Result<Option<CaptureConfig>, ConfigEr
         sample_rate,
         max_payload_bytes,
         queue_size,
+        max_queue_bytes,
         batch_size,
         flush_interval,
     }))
@@ -765,6 +789,13 @@ mod tests {
                 "0"
             ])),
             "--capture-batch-size"
+        );
+        assert_eq!(
+            invalid_flag(parse(&[
+                "--capture-max-payload-bytes=1000",
+                "--capture-max-queue-bytes=1999"
+            ])),
+            "--capture-max-queue-bytes"
         );
         let message = parse(&["--capture-sample-rate", "2"]).unwrap_err().to_string();
         assert_eq!(

@@ -123,8 +123,14 @@ impl Sidecar {
         let (capturer, capture_task) = match &capture {
             Some(capture) => {
                 let (tx, rx) = mpsc::channel(capture.queue_size);
-                let uploader =
-                    capture::Uploader::new(capture, model.clone(), http_client(), metrics.capture.clone());
+                let queue = capture::QueueBytes::new(capture.max_queue_bytes);
+                let uploader = capture::Uploader::new(
+                    capture,
+                    model.clone(),
+                    http_client(),
+                    queue.clone(),
+                    metrics.capture.clone(),
+                );
                 let task = tokio::spawn(uploader.run(rx, capture_shutdown.clone()));
                 tracing::info!(
                     endpoint = %capture.endpoint,
@@ -137,6 +143,7 @@ impl Sidecar {
                         capture.sample_rate,
                         capture.max_payload_bytes,
                         tx,
+                        queue,
                         metrics.capture.clone(),
                     )),
                     Some(task),
