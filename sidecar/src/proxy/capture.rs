@@ -1,11 +1,12 @@
 //! Sampled payload capture for model-quality monitoring.
 //!
 //! On the request path: [`Capturer::sample`] decides at arrival whether a request is captured; two
-//! [`Tap`]s keep reference-counted handles to the body chunks as they stream past (never more than
-//! `--capture-max-payload-bytes` each); when the response ends, [`Capturer::submit`] offers the pair to
-//! a bounded queue with `try_send`, counting a drop when it is full. Nothing on the request path waits.
+//! [`Tap`]s copy the bodies as they stream past (never more than `--capture-max-payload-bytes` each);
+//! when the response ends, [`Capturer::submit`] offers the pair to a queue bounded in pairs and in
+//! bytes with `try_send`, counting a drop when it is full. Nothing on the request path waits.
 //!
-//! Off the request path: [`Uploader::run`] batches pairs and posts them to the tracking server's
+//! Off the request path: [`Uploader::run`] drains the queue every 50 ms (so a request never has to wake
+//! it), batches pairs and posts them to the tracking server's
 //! `POST /api/2.0/mlkube/predictions/log-batch`; a failed post drops its batch and counts it. On
 //! shutdown the queue is closed, drained and flushed within [`FLUSH_TIMEOUT`].
 
@@ -31,6 +32,8 @@ use crate::telemetry::error_chain;
 
 /// How long the final flush may take after the proxy has drained.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the uploader looks at the queue.
+const DRAIN_TICK: Duration = Duration::from_millis(50);
 /// Longest wait for one upload.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -300,28 +303,39 @@ impl Uploader {
 
     /// Uploads until `shutdown`, then flushes what is queued.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<CaptureRecord>, shutdown: CancellationToken) {
+        // The queue is drained on a tick rather than awaited: a receiver that never waits registers
+        // no waker, so `try_send` on the request path never has to wake this thread.
+        let mut tick = tokio::time::interval(DRAIN_TICK.min(self.flush_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(self.batch_size);
-        let mut deadline = Instant::now();
+        let mut oldest = Instant::now();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                received = rx.recv() => match received {
-                    Some(record) => {
+                _ = tick.tick() => {}
+            }
+            let disconnected = loop {
+                match rx.try_recv() {
+                    Ok(record) => {
                         self.queue.release(record.inputs.len() + record.outputs.len());
                         if batch.is_empty() {
-                            deadline = Instant::now() + self.flush_interval;
+                            oldest = Instant::now();
                         }
                         batch.push(record);
                         if batch.len() >= self.batch_size {
                             self.upload(&mut batch, None).await;
                         }
                     }
-                    None => break,
-                },
-                () = tokio::time::sleep_until(deadline), if !batch.is_empty() => {
-                    self.upload(&mut batch, None).await;
+                    Err(mpsc::error::TryRecvError::Empty) => break false,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break true,
                 }
+            };
+            if !batch.is_empty() && oldest.elapsed() >= self.flush_interval {
+                self.upload(&mut batch, None).await;
+            }
+            if disconnected {
+                break;
             }
         }
         rx.close();
