@@ -342,7 +342,8 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Er
         .map_err(|source| Error::Bind { addr, source })
 }
 
-/// An HTTP/1.1 client with a keep-alive pool.
+/// An HTTP/1.1 client with a keep-alive pool, for health checks and capture uploads (the request
+/// path uses the per-thread [`upstream::UpstreamPool`]).
 fn http_client<B>() -> Client<HttpConnector, B>
 where
     B: hyper::body::Body + Send + 'static + Unpin,
