@@ -359,7 +359,7 @@ dashboard_types() {
 
 # Binaries a Dockerfile may name before the workspace builds them; listed so the check fails the day
 # they appear (then delete them here).
-PENDING_BINS=(mlkube-node-sampler) # issue 6: the node sampler binary in sidecar/
+PENDING_BINS=()
 
 dockerfiles() {
     # Every `cargo build -p PKG --bin BIN` in deploy/docker/ names a [[bin]] of a workspace member,
