@@ -958,12 +958,22 @@ class E2E:
         return []
 
     # ---- 5: traffic
-    def drive_traffic(self) -> None:
+    def wait_ready(self) -> None:
+        # Before Prometheus starts: pods that are still starting are not what the alerts are about.
         wait_until("the model server and both sidecars ready (/readyz)",
                    lambda: all(http_ok(sc["admin"] + "/readyz") for sc in self.sidecars), 120,
                    procs=self.procs, watch=[self.model_proc] + [sc["proc"] for sc in self.sidecars])
         self.checks.check("sidecars ready once the model server serves", True,
                           ", ".join(sc["pod"] for sc in self.sidecars))
+
+    def active_so_far(self, *names: str) -> list[dict]:
+        """Alerts among `names` that were pending or firing at any time since Prometheus started."""
+        span = f"{int(time.monotonic() - self.prom_started) + 5}s"
+        return [r["metric"] for r in self.prom.query(
+            f'max by (alertname, alertstate, pod, model_name, model_version) '
+            f'(max_over_time(ALERTS{{alertname=~"{"|".join(names)}"}}[{span}]))')]
+
+    def drive_traffic(self) -> None:
         rows, labels = churn_rows(random.Random(2024), self.args.requests)
         urls = [sc["url"] for sc in self.sidecars]
         log(f"sending {len(rows)} dataframe_split requests round-robin through {len(urls)} sidecars")
@@ -1101,7 +1111,7 @@ class E2E:
 
     def break_and_restore(self) -> None:
         readyz = lambda sc: requests.get(sc["admin"] + "/readyz", timeout=2).status_code  # noqa: E731
-        early = self.prom.alert("MlkubeModelErrorRateHigh") + self.prom.alert("MlkubeSidecarNotReady")
+        early = self.active_so_far("MlkubeModelErrorRateHigh", "MlkubeSidecarNotReady")
         self.checks.check("no error-rate or not-ready alert before the failure", not early, str(early) if early else "")
         traffic = TrafficLoop([sc["url"] for sc in self.sidecars], threads=2, pause=0.1)
         try:
@@ -1157,7 +1167,7 @@ class E2E:
         self.summary["break_traffic"] = (sum(r["status"] == 200 for r in results), len(results))
 
     def slow_down(self) -> None:
-        early = self.prom.alert("MlkubeModelLatencyP99High")
+        early = self.active_so_far("MlkubeModelLatencyP99High")
         self.checks.check("no latency alert before the slowdown", not early, str(early) if early else "")
         slow = self.sidecars[1]
         log(f"making {slow['pod']}'s model server slow ({SLOW_DELAY_S}s per prediction)")
@@ -1260,6 +1270,7 @@ class E2E:
             self.train()
             self.start_serving()
             self.start_node_sampler()
+            self.wait_ready()
             self.start_prometheus()
             self.prom_started = time.monotonic()
             wait_until(f"all {len(self.expected_targets)} targets up in Prometheus", self.targets_up, 60, interval=1)
