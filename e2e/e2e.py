@@ -635,8 +635,11 @@ class SlowUpstream:
 
             do_GET = do_POST = _forward
 
-        http.server.ThreadingHTTPServer.request_queue_size = 64
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 64
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="slow-upstream", daemon=True)
         self.thread.start()
