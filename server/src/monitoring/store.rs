@@ -1,5 +1,5 @@
-//! Monitoring tables over the tracking store's pool: one SQL text for SQLite and PostgreSQL (`$N`
-//! placeholders, `ON CONFLICT`), user input only ever bound, never spliced. Schema:
+//! Monitoring tables over the tracking store's pool: one SQL text for SQLite and PostgreSQL (the
+//! tracking store's `Sql` builder, `ON CONFLICT`), user input only ever bound, never spliced. Schema:
 //! `migrations/{sqlite,postgres}/0003_monitoring.sql`.
 //!
 //! Windows are index range scans on `(model_name, model_version, timestamp)` (or
@@ -9,82 +9,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Any, AnyPool, Arguments, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 use tracing::instrument;
 
 use super::monitors::{AlertState, Direction, Monitor};
 use super::quality::Bins;
+use crate::store::query::{Arg, Sql};
 use crate::store::sql::{SqlStore, is_unique_violation};
 use crate::store::{StoreError, StoreResult};
 
-/// Rows per multi-row INSERT (8 parameters each: far under both engines' limits).
+/// Rows per multi-row INSERT (8 parameters each; see store::query for why SQLite gets `?`).
 const INSERT_CHUNK: usize = 200;
 /// Rows deleted per statement while pruning, so writers are never held up for long.
 const PRUNE_CHUNK: i64 = 5_000;
-
-/// A bound value.
-#[derive(Debug, Clone)]
-enum Val {
-    I64(i64),
-    F64(f64),
-    OptF64(Option<f64>),
-    OptI64(Option<i64>),
-    Str(String),
-    OptStr(Option<String>),
-}
-
-/// SQL text with `$N` placeholders and the values bound to them.
-#[derive(Debug, Default)]
-struct Q {
-    text: String,
-    args: Vec<Val>,
-}
-
-impl Q {
-    fn new(text: &str) -> Self {
-        Self {
-            text: text.to_owned(),
-            args: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    fn bind(&mut self, v: Val) -> &mut Self {
-        self.args.push(v);
-        self.text.push('$');
-        self.text.push_str(&self.args.len().to_string());
-        self
-    }
-
-    fn str(&mut self, s: &str) -> &mut Self {
-        self.bind(Val::Str(s.to_owned()))
-    }
-
-    fn i64(&mut self, v: i64) -> &mut Self {
-        self.bind(Val::I64(v))
-    }
-
-    fn query(&self) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
-        let mut args = AnyArguments::default();
-        for arg in &self.args {
-            // Adding these value types to AnyArguments cannot fail.
-            let _ = match arg {
-                Val::I64(v) => args.add(*v),
-                Val::F64(v) => args.add(*v),
-                Val::OptF64(v) => args.add(*v),
-                Val::OptI64(v) => args.add(*v),
-                Val::Str(v) => args.add(v.clone()),
-                Val::OptStr(v) => args.add(v.clone()),
-            };
-        }
-        sqlx::query_with(&self.text, args)
-    }
-}
 
 /// Which predictions: one model, one version or all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +33,10 @@ pub struct Scope {
 
 impl Scope {
     /// `AND p.model_name = $a [AND p.model_version = $b]`.
-    fn filter(&self, q: &mut Q) {
-        q.push(" p.model_name = ").str(&self.model_name);
+    fn filter(&self, q: &mut Sql) {
+        q.push(" p.model_name = ").bind_str(&self.model_name);
         if let Some(v) = &self.model_version {
-            q.push(" AND p.model_version = ").str(v);
+            q.push(" AND p.model_version = ").bind_str(v);
         }
     }
 
@@ -225,23 +163,27 @@ impl MonitoringStore {
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut q = Q::new(
+            let mut q = Sql::new(
                 "INSERT INTO mlkube_predictions (request_id, model_name, model_version, timestamp, inputs, \
                  outputs, score, logged_at) VALUES ",
             );
             for (i, r) in chunk.iter().enumerate() {
                 q.push(if i == 0 { "(" } else { ", (" });
-                q.str(&r.request_id).push(", ");
-                q.str(&r.model_name).push(", ");
-                q.str(&r.model_version).push(", ");
-                q.i64(r.timestamp).push(", ");
-                q.str(&r.inputs).push(", ");
-                q.str(&r.outputs).push(", ");
-                q.bind(Val::OptF64(r.score)).push(", ");
-                q.i64(now).push(")");
+                q.bind_str(&r.request_id).push(", ");
+                q.bind_str(&r.model_name).push(", ");
+                q.bind_str(&r.model_version).push(", ");
+                q.bind_i64(r.timestamp).push(", ");
+                q.bind_str(&r.inputs).push(", ");
+                q.bind_str(&r.outputs).push(", ");
+                q.bind(Arg::OptF64(r.score)).push(", ");
+                q.bind_i64(now).push(")");
             }
             q.push(" ON CONFLICT (request_id) DO NOTHING");
-            inserted += q.query().execute(&mut *tx).await?.rows_affected();
+            inserted += q
+                .query(self.tracking.engine_kind())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
@@ -257,19 +199,23 @@ impl MonitoringStore {
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut q = Q::new(
+            let mut q = Sql::new(
                 "INSERT INTO mlkube_ground_truth (request_id, actual, actual_number, timestamp, logged_at) VALUES ",
             );
             for (i, r) in chunk.iter().enumerate() {
                 q.push(if i == 0 { "(" } else { ", (" });
-                q.str(&r.request_id).push(", ");
-                q.str(&r.actual).push(", ");
-                q.bind(Val::OptF64(r.actual_number)).push(", ");
-                q.i64(r.timestamp).push(", ");
-                q.i64(now).push(")");
+                q.bind_str(&r.request_id).push(", ");
+                q.bind_str(&r.actual).push(", ");
+                q.bind(Arg::OptF64(r.actual_number)).push(", ");
+                q.bind_i64(r.timestamp).push(", ");
+                q.bind_i64(now).push(")");
             }
             q.push(" ON CONFLICT (request_id) DO NOTHING");
-            inserted += q.query().execute(&mut *tx).await?.rows_affected();
+            inserted += q
+                .query(self.tracking.engine_kind())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
@@ -284,7 +230,7 @@ impl MonitoringStore {
         end: i64,
         with_outputs: bool,
     ) -> StoreResult<Vec<WindowRow>> {
-        let mut q = Q::new(if with_outputs {
+        let mut q = Sql::new(if with_outputs {
             "SELECT p.score, p.outputs, g.actual, g.actual_number "
         } else {
             "SELECT p.score, g.actual, g.actual_number "
@@ -293,9 +239,12 @@ impl MonitoringStore {
             "FROM mlkube_predictions p LEFT JOIN mlkube_ground_truth g ON g.request_id = p.request_id WHERE",
         );
         scope.filter(&mut q);
-        q.push(" AND p.timestamp > ").i64(start);
-        q.push(" AND p.timestamp <= ").i64(end);
-        let rows = q.query().fetch_all(self.pool()).await?;
+        q.push(" AND p.timestamp > ").bind_i64(start);
+        q.push(" AND p.timestamp <= ").bind_i64(end);
+        let rows = q
+            .query(self.tracking.engine_kind())
+            .fetch_all(self.pool())
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(WindowRow {
@@ -314,29 +263,35 @@ impl MonitoringStore {
 
     /// `(predictions, labelled)` in the window, counted by the database.
     pub async fn window_counts(&self, scope: &Scope, start: i64, end: i64) -> StoreResult<(i64, i64)> {
-        let mut q = Q::new(
+        let mut q = Sql::new(
             "SELECT COUNT(*) AS predictions, COUNT(g.request_id) AS labelled FROM mlkube_predictions p \
              LEFT JOIN mlkube_ground_truth g ON g.request_id = p.request_id WHERE",
         );
         scope.filter(&mut q);
-        q.push(" AND p.timestamp > ").i64(start);
-        q.push(" AND p.timestamp <= ").i64(end);
-        let row = q.query().fetch_one(self.pool()).await?;
+        q.push(" AND p.timestamp > ").bind_i64(start);
+        q.push(" AND p.timestamp <= ").bind_i64(end);
+        let row = q
+            .query(self.tracking.engine_kind())
+            .fetch_one(self.pool())
+            .await?;
         Ok((row.try_get("predictions")?, row.try_get("labelled")?))
     }
 
     /// Labels whose timestamp falls in the window but whose prediction is older than the window:
     /// ground truth that arrived too late to count in this window.
     pub async fn late_labels(&self, scope: &Scope, start: i64, end: i64) -> StoreResult<i64> {
-        let mut q = Q::new(
+        let mut q = Sql::new(
             "SELECT COUNT(*) AS late FROM mlkube_ground_truth g JOIN mlkube_predictions p \
              ON p.request_id = g.request_id WHERE",
         );
         scope.filter(&mut q);
-        q.push(" AND g.timestamp > ").i64(start);
-        q.push(" AND g.timestamp <= ").i64(end);
-        q.push(" AND p.timestamp <= ").i64(start);
-        let row = q.query().fetch_one(self.pool()).await?;
+        q.push(" AND g.timestamp > ").bind_i64(start);
+        q.push(" AND g.timestamp <= ").bind_i64(end);
+        q.push(" AND p.timestamp <= ").bind_i64(start);
+        let row = q
+            .query(self.tracking.engine_kind())
+            .fetch_one(self.pool())
+            .await?;
         Ok(row.try_get("late")?)
     }
 
@@ -348,22 +303,32 @@ impl MonitoringStore {
         end: i64,
         limit: usize,
     ) -> StoreResult<Vec<String>> {
-        let mut q = Q::new("SELECT p.inputs FROM mlkube_predictions p WHERE");
+        let mut q = Sql::new("SELECT p.inputs FROM mlkube_predictions p WHERE");
         scope.filter(&mut q);
-        q.push(" AND p.timestamp > ").i64(start);
-        q.push(" AND p.timestamp <= ").i64(end);
+        q.push(" AND p.timestamp > ").bind_i64(start);
+        q.push(" AND p.timestamp <= ").bind_i64(end);
         q.push(" ORDER BY p.timestamp DESC, p.request_id DESC LIMIT ")
-            .i64(i64::try_from(limit).unwrap_or(i64::MAX));
-        Self::strings(q.query().fetch_all(self.pool()).await?, "inputs")
+            .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX));
+        Self::strings(
+            q.query(self.tracking.engine_kind())
+                .fetch_all(self.pool())
+                .await?,
+            "inputs",
+        )
     }
 
     /// The inputs of the first `limit` predictions of the scope (oldest first).
     pub async fn first_inputs(&self, scope: &Scope, limit: usize) -> StoreResult<Vec<String>> {
-        let mut q = Q::new("SELECT p.inputs FROM mlkube_predictions p WHERE");
+        let mut q = Sql::new("SELECT p.inputs FROM mlkube_predictions p WHERE");
         scope.filter(&mut q);
         q.push(" ORDER BY p.timestamp, p.request_id LIMIT ")
-            .i64(i64::try_from(limit).unwrap_or(i64::MAX));
-        Self::strings(q.query().fetch_all(self.pool()).await?, "inputs")
+            .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX));
+        Self::strings(
+            q.query(self.tracking.engine_kind())
+                .fetch_all(self.pool())
+                .await?,
+            "inputs",
+        )
     }
 
     fn strings(rows: Vec<AnyRow>, column: &str) -> StoreResult<Vec<String>> {
@@ -377,12 +342,18 @@ impl MonitoringStore {
         model_name: &str,
         version_key: &str,
     ) -> StoreResult<Option<StoredReference>> {
-        let mut q = Q::new(
+        let mut q = Sql::new(
             "SELECT model_name, model_version, source, row_count, features, creation_time \
              FROM mlkube_drift_references WHERE model_name = ",
         );
-        q.str(model_name).push(" AND model_version = ").str(version_key);
-        let Some(row) = q.query().fetch_optional(self.pool()).await? else {
+        q.bind_str(model_name)
+            .push(" AND model_version = ")
+            .bind_str(version_key);
+        let Some(row) = q
+            .query(self.tracking.engine_kind())
+            .fetch_optional(self.pool())
+            .await?
+        else {
             return Ok(None);
         };
         let features: String = row.try_get("features")?;
@@ -403,16 +374,16 @@ impl MonitoringStore {
     pub async fn put_reference(&self, r: &StoredReference, replace: bool) -> StoreResult<()> {
         let features = serde_json::to_string(&r.features)
             .map_err(|e| StoreError::Invalid(format!("cannot encode the drift reference: {e}")))?;
-        let mut q = Q::new(
+        let mut q = Sql::new(
             "INSERT INTO mlkube_drift_references (model_name, model_version, source, row_count, features, \
              creation_time) VALUES (",
         );
-        q.str(&r.model_name).push(", ");
-        q.str(&r.model_version).push(", ");
-        q.str(&r.source).push(", ");
-        q.i64(r.rows).push(", ");
-        q.str(&features).push(", ");
-        q.i64(r.creation_time)
+        q.bind_str(&r.model_name).push(", ");
+        q.bind_str(&r.model_version).push(", ");
+        q.bind_str(&r.source).push(", ");
+        q.bind_i64(r.rows).push(", ");
+        q.bind_str(&features).push(", ");
+        q.bind_i64(r.creation_time)
             .push(") ON CONFLICT (model_name, model_version) ");
         q.push(if replace {
             "DO UPDATE SET source = excluded.source, row_count = excluded.row_count, \
@@ -421,35 +392,41 @@ impl MonitoringStore {
             "DO NOTHING"
         });
         let _guard = self.tracking.write_guard().await;
-        q.query().execute(self.pool()).await?;
+        q.query(self.tracking.engine_kind()).execute(self.pool()).await?;
         Ok(())
     }
 
     /// Remove a reference; whether there was one.
     pub async fn delete_reference(&self, model_name: &str, version_key: &str) -> StoreResult<bool> {
-        let mut q = Q::new("DELETE FROM mlkube_drift_references WHERE model_name = ");
-        q.str(model_name).push(" AND model_version = ").str(version_key);
+        let mut q = Sql::new("DELETE FROM mlkube_drift_references WHERE model_name = ");
+        q.bind_str(model_name)
+            .push(" AND model_version = ")
+            .bind_str(version_key);
         let _guard = self.tracking.write_guard().await;
-        Ok(q.query().execute(self.pool()).await?.rows_affected() > 0)
+        Ok(q.query(self.tracking.engine_kind())
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+            > 0)
     }
 
-    fn bind_monitor_values(q: &mut Q, m: &Monitor) {
-        q.str(&m.name).push(", ");
-        q.str(&m.model_name).push(", ");
-        q.bind(Val::OptStr(m.model_version.clone())).push(", ");
-        q.str(&m.metric).push(", ");
-        q.str(&m.window).push(", ");
-        q.bind(Val::F64(m.threshold)).push(", ");
-        q.str(m.direction.as_str()).push(", ");
-        q.bind(Val::OptStr(m.score_field.clone())).push(", ");
-        q.bind(Val::OptStr(m.positive_label.clone())).push(", ");
-        q.bind(Val::OptF64(m.decision_threshold)).push(", ");
-        q.i64(m.min_samples).push(", ");
-        q.bind(Val::OptStr(m.webhook_url.clone())).push(", ");
-        q.str(m.state.as_str()).push(", ");
-        q.i64(m.state_since).push(", ");
-        q.bind(Val::OptF64(m.last_value)).push(", ");
-        q.bind(Val::OptI64(m.last_evaluated)).push(", ");
+    fn bind_monitor_values(q: &mut Sql, m: &Monitor) {
+        q.bind_str(&m.name).push(", ");
+        q.bind_str(&m.model_name).push(", ");
+        q.bind(Arg::OptStr(m.model_version.clone())).push(", ");
+        q.bind_str(&m.metric).push(", ");
+        q.bind_str(&m.window).push(", ");
+        q.bind(Arg::F64(m.threshold)).push(", ");
+        q.bind_str(m.direction.as_str()).push(", ");
+        q.bind(Arg::OptStr(m.score_field.clone())).push(", ");
+        q.bind(Arg::OptStr(m.positive_label.clone())).push(", ");
+        q.bind(Arg::OptF64(m.decision_threshold)).push(", ");
+        q.bind_i64(m.min_samples).push(", ");
+        q.bind(Arg::OptStr(m.webhook_url.clone())).push(", ");
+        q.bind_str(m.state.as_str()).push(", ");
+        q.bind_i64(m.state_since).push(", ");
+        q.bind(Arg::OptF64(m.last_value)).push(", ");
+        q.bind(Arg::OptI64(m.last_evaluated)).push(", ");
     }
 
     fn name_taken(err: sqlx::Error, name: &str) -> StoreError {
@@ -461,15 +438,15 @@ impl MonitoringStore {
     }
 
     pub async fn create_monitor(&self, m: &Monitor) -> StoreResult<()> {
-        let mut q = Q::new("INSERT INTO mlkube_monitors (");
+        let mut q = Sql::new("INSERT INTO mlkube_monitors (");
         q.push(MONITOR_COLUMNS).push(") VALUES (");
-        q.str(&m.monitor_id).push(", ");
+        q.bind_str(&m.monitor_id).push(", ");
         Self::bind_monitor_values(&mut q, m);
-        q.i64(m.revision).push(", ");
-        q.i64(m.creation_timestamp).push(", ");
-        q.i64(m.last_updated_timestamp).push(")");
+        q.bind_i64(m.revision).push(", ");
+        q.bind_i64(m.creation_timestamp).push(", ");
+        q.bind_i64(m.last_updated_timestamp).push(")");
         let _guard = self.tracking.write_guard().await;
-        q.query()
+        q.query(self.tracking.engine_kind())
             .execute(self.pool())
             .await
             .map_err(|e| Self::name_taken(e, &m.name))?;
@@ -477,22 +454,30 @@ impl MonitoringStore {
     }
 
     pub async fn get_monitor(&self, monitor_id: &str) -> StoreResult<Monitor> {
-        let mut q = Q::new("SELECT ");
+        let mut q = Sql::new("SELECT ");
         q.push(MONITOR_COLUMNS)
             .push(" FROM mlkube_monitors WHERE monitor_id = ")
-            .str(monitor_id);
-        match q.query().fetch_optional(self.pool()).await? {
+            .bind_str(monitor_id);
+        match q
+            .query(self.tracking.engine_kind())
+            .fetch_optional(self.pool())
+            .await?
+        {
             Some(row) => monitor_from_row(&row),
             None => Err(monitor_not_found(&format!("with id={monitor_id}"))),
         }
     }
 
     pub async fn get_monitor_by_name(&self, name: &str) -> StoreResult<Monitor> {
-        let mut q = Q::new("SELECT ");
+        let mut q = Sql::new("SELECT ");
         q.push(MONITOR_COLUMNS)
             .push(" FROM mlkube_monitors WHERE name = ")
-            .str(name);
-        match q.query().fetch_optional(self.pool()).await? {
+            .bind_str(name);
+        match q
+            .query(self.tracking.engine_kind())
+            .fetch_optional(self.pool())
+            .await?
+        {
             Some(row) => monitor_from_row(&row),
             None => Err(monitor_not_found(&format!("with name={name}"))),
         }
@@ -500,31 +485,34 @@ impl MonitoringStore {
 
     /// Monitors oldest first, optionally of one model.
     pub async fn list_monitors(&self, model_name: Option<&str>) -> StoreResult<Vec<Monitor>> {
-        let mut q = Q::new("SELECT ");
+        let mut q = Sql::new("SELECT ");
         q.push(MONITOR_COLUMNS).push(" FROM mlkube_monitors");
         if let Some(name) = model_name {
-            q.push(" WHERE model_name = ").str(name);
+            q.push(" WHERE model_name = ").bind_str(name);
         }
         q.push(" ORDER BY creation_time, monitor_id");
-        let rows = q.query().fetch_all(self.pool()).await?;
+        let rows = q
+            .query(self.tracking.engine_kind())
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(monitor_from_row).collect()
     }
 
     /// Write a monitor's configuration and state as given (its revision already bumped).
     pub async fn update_monitor(&self, m: &Monitor) -> StoreResult<()> {
-        let mut q = Q::new(
+        let mut q = Sql::new(
             "UPDATE mlkube_monitors SET (name, model_name, model_version, metric, window_spec, threshold, \
              direction, score_field, positive_label, decision_threshold, min_samples, webhook_url, state, \
              state_since, last_value, last_evaluated, revision, last_updated_time) = (",
         );
         Self::bind_monitor_values(&mut q, m);
-        q.i64(m.revision).push(", ");
-        q.i64(m.last_updated_timestamp)
+        q.bind_i64(m.revision).push(", ");
+        q.bind_i64(m.last_updated_timestamp)
             .push(") WHERE monitor_id = ")
-            .str(&m.monitor_id);
+            .bind_str(&m.monitor_id);
         let _guard = self.tracking.write_guard().await;
         let done = q
-            .query()
+            .query(self.tracking.engine_kind())
             .execute(self.pool())
             .await
             .map_err(|e| Self::name_taken(e, &m.name))?;
@@ -535,10 +523,15 @@ impl MonitoringStore {
     }
 
     pub async fn delete_monitor(&self, monitor_id: &str) -> StoreResult<()> {
-        let mut q = Q::new("DELETE FROM mlkube_monitors WHERE monitor_id = ");
-        q.str(monitor_id);
+        let mut q = Sql::new("DELETE FROM mlkube_monitors WHERE monitor_id = ");
+        q.bind_str(monitor_id);
         let _guard = self.tracking.write_guard().await;
-        if q.query().execute(self.pool()).await?.rows_affected() == 0 {
+        if q.query(self.tracking.engine_kind())
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+            == 0
+        {
             return Err(monitor_not_found(&format!("with id={monitor_id}")));
         }
         Ok(())
@@ -555,14 +548,20 @@ impl MonitoringStore {
         value: Option<f64>,
         evaluated: i64,
     ) -> StoreResult<bool> {
-        let mut q = Q::new("UPDATE mlkube_monitors SET state = ");
-        q.str(state.as_str()).push(", state_since = ").i64(state_since);
-        q.push(", last_value = ").bind(Val::OptF64(value));
-        q.push(", last_evaluated = ").i64(evaluated);
-        q.push(" WHERE monitor_id = ").str(monitor_id);
-        q.push(" AND revision = ").i64(revision);
+        let mut q = Sql::new("UPDATE mlkube_monitors SET state = ");
+        q.bind_str(state.as_str())
+            .push(", state_since = ")
+            .bind_i64(state_since);
+        q.push(", last_value = ").bind(Arg::OptF64(value));
+        q.push(", last_evaluated = ").bind_i64(evaluated);
+        q.push(" WHERE monitor_id = ").bind_str(monitor_id);
+        q.push(" AND revision = ").bind_i64(revision);
         let _guard = self.tracking.write_guard().await;
-        Ok(q.query().execute(self.pool()).await?.rows_affected() > 0)
+        Ok(q.query(self.tracking.engine_kind())
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+            > 0)
     }
 
     /// Delete predictions and labels older than `cutoff` (by their timestamps) and then the oldest
@@ -578,10 +577,14 @@ impl MonitoringStore {
                 *count += self.delete_older(table, cutoff, false).await?;
             }
             if let Some(max) = max_rows {
-                let mut q = Q::new("SELECT timestamp FROM ");
+                let mut q = Sql::new("SELECT timestamp FROM ");
                 q.push(table).push(" ORDER BY timestamp DESC LIMIT 1 OFFSET ");
-                q.i64(i64::try_from(max).unwrap_or(i64::MAX));
-                if let Some(row) = q.query().fetch_optional(self.pool()).await? {
+                q.bind_i64(i64::try_from(max).unwrap_or(i64::MAX));
+                if let Some(row) = q
+                    .query(self.tracking.engine_kind())
+                    .fetch_optional(self.pool())
+                    .await?
+                {
                     let newest_dropped: i64 = row.try_get("timestamp")?;
                     *count += self.delete_older(table, newest_dropped, true).await?;
                 }
@@ -595,7 +598,7 @@ impl MonitoringStore {
     async fn delete_older(&self, table: &'static str, bound: i64, inclusive: bool) -> StoreResult<u64> {
         let mut total = 0;
         loop {
-            let mut q = Q::new("DELETE FROM ");
+            let mut q = Sql::new("DELETE FROM ");
             q.push(table)
                 .push(" WHERE request_id IN (SELECT request_id FROM ")
                 .push(table)
@@ -604,13 +607,16 @@ impl MonitoringStore {
                 } else {
                     " WHERE timestamp < "
                 })
-                .i64(bound)
+                .bind_i64(bound)
                 .push(" LIMIT ")
-                .i64(PRUNE_CHUNK)
+                .bind_i64(PRUNE_CHUNK)
                 .push(")");
             let deleted = {
                 let _guard = self.tracking.write_guard().await;
-                q.query().execute(self.pool()).await?.rows_affected()
+                q.query(self.tracking.engine_kind())
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected()
             };
             total += deleted;
             if deleted < PRUNE_CHUNK as u64 {

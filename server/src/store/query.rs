@@ -1,20 +1,30 @@
-//! A small SQL text + argument buffer. Placeholders are `$N`, which both PostgreSQL and SQLite
-//! (through sqlx) understand, so one SQL text serves both engines. User input only ever travels as
-//! bound arguments, never spliced into the text.
+//! A small SQL text + argument buffer. User input only ever travels as bound arguments, never
+//! spliced into the text. The text is kept twice, with PostgreSQL's numbered `$N` placeholders and
+//! with SQLite's plain `?`: SQLite resolves every numbered or named parameter through a linear list
+//! when binding, so a multi-row INSERT with `$N` placeholders costs O(n²) in its arguments, while
+//! plain `?` binds in O(n). Arguments are bound strictly in order, so both texts agree.
 
 use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments};
+
+use super::sql::Engine;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
     I64(i64),
     F64(f64),
     Str(String),
+    OptI64(Option<i64>),
+    OptF64(Option<f64>),
+    OptStr(Option<String>),
 }
 
 #[derive(Debug, Default)]
 pub struct Sql {
+    /// The text with `$N` placeholders (PostgreSQL).
     pub text: String,
+    /// The same text with `?` placeholders (SQLite).
+    positional: String,
     pub args: Vec<Arg>,
 }
 
@@ -22,12 +32,14 @@ impl Sql {
     pub fn new(text: &str) -> Self {
         Self {
             text: text.to_owned(),
+            positional: text.to_owned(),
             args: Vec::new(),
         }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
+        self.positional.push_str(text);
         self
     }
 
@@ -36,6 +48,7 @@ impl Sql {
         self.args.push(arg);
         self.text.push('$');
         self.text.push_str(&self.args.len().to_string());
+        self.positional.push('?');
         self
     }
 
@@ -49,18 +62,19 @@ impl Sql {
 
     /// `(p1, p2, …)` for a non-empty list of strings.
     pub fn bind_list<'a>(&mut self, items: impl IntoIterator<Item = &'a str>) -> &mut Self {
-        self.text.push('(');
+        self.push("(");
         for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
-                self.text.push_str(", ");
+                self.push(", ");
             }
             self.bind_str(item);
         }
-        self.text.push(')');
+        self.push(")");
         self
     }
 
-    pub fn query(&self) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
+    /// The query for `engine`, with its arguments bound.
+    pub fn query(&self, engine: Engine) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
         let mut args = AnyArguments::default();
         for arg in &self.args {
             // Adding a value to AnyArguments cannot fail for these types; ignore the Result.
@@ -68,9 +82,16 @@ impl Sql {
                 Arg::I64(v) => args.add(*v),
                 Arg::F64(v) => args.add(*v),
                 Arg::Str(v) => args.add(v.clone()),
+                Arg::OptI64(v) => args.add(*v),
+                Arg::OptF64(v) => args.add(*v),
+                Arg::OptStr(v) => args.add(v.clone()),
             };
         }
-        sqlx::query_with(&self.text, args)
+        let text = match engine {
+            Engine::Postgres => &self.text,
+            Engine::Sqlite => &self.positional,
+        };
+        sqlx::query_with(text, args)
     }
 }
 
@@ -83,6 +104,7 @@ mod tests {
         let mut sql = Sql::new("SELECT 1 WHERE a = ");
         sql.bind_str("x").push(" AND b IN ").bind_list(["p", "q"]);
         assert_eq!(sql.text, "SELECT 1 WHERE a = $1 AND b IN ($2, $3)");
+        assert_eq!(sql.positional, "SELECT 1 WHERE a = ? AND b IN (?, ?)");
         assert_eq!(sql.args.len(), 3);
     }
 }

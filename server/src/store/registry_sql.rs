@@ -166,7 +166,7 @@ impl SqlStore {
         );
         sql.bind_str(name);
         let row = sql
-            .query()
+            .query(self.engine)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| model_not_found(name))?;
@@ -184,7 +184,7 @@ impl SqlStore {
             .push(" AND v.current_stage <> ");
         sql.bind_str(DELETED_STAGE);
         let row = sql
-            .query()
+            .query(self.engine)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| version_not_found(name, version))?;
@@ -204,7 +204,7 @@ impl SqlStore {
         for chunk in names.chunks(500) {
             let mut sql = Sql::new("SELECT name, version, key, value FROM model_version_tags WHERE name IN ");
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 let version: i64 = row.try_get("version")?;
                 tags.entry((row.try_get("name")?, version.to_string()))
                     .or_default()
@@ -216,7 +216,7 @@ impl SqlStore {
             let mut sql =
                 Sql::new("SELECT name, alias, version FROM registered_model_aliases WHERE name IN ");
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY alias");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 let version: i64 = row.try_get("version")?;
                 aliases
                     .entry((row.try_get("name")?, version.to_string()))
@@ -242,7 +242,7 @@ impl SqlStore {
             let mut sql = Sql::new("SELECT name, key, value FROM registered_model_tags WHERE name IN ");
             sql.bind_list(chunk.iter().map(String::as_str))
                 .push(" ORDER BY key");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 tags.entry(row.try_get("name")?).or_default().push(Tag {
                     key: row.try_get("key")?,
                     value: row.try_get("value")?,
@@ -252,7 +252,7 @@ impl SqlStore {
                 Sql::new("SELECT name, alias, version FROM registered_model_aliases WHERE name IN ");
             sql.bind_list(chunk.iter().map(String::as_str))
                 .push(" ORDER BY alias");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 let version: i64 = row.try_get("version")?;
                 aliases.entry(row.try_get("name")?).or_default().push(AliasRef {
                     alias: row.try_get("alias")?,
@@ -270,7 +270,7 @@ impl SqlStore {
                     " GROUP BY name, current_stage) l ON l.name = v.name AND l.version = v.version \
                      ORDER BY v.version",
                 );
-            let rows = sql.query().fetch_all(&self.pool).await?;
+            let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
             let versions = rows
                 .iter()
                 .map(version_from_row)
@@ -290,11 +290,12 @@ impl SqlStore {
     async fn touch_model(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> StoreResult<()> {
         let mut sql = Sql::new("UPDATE registered_models SET last_updated_time = ");
         sql.bind_i64(now_ms()).push(" WHERE name = ").bind_str(name);
-        sql.query().execute(&mut **tx).await?;
+        sql.query(self.engine).execute(&mut **tx).await?;
         Ok(())
     }
 
     async fn upsert_tag(
+        &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         table: &str,
         keys: &[(&str, Arg)],
@@ -313,7 +314,7 @@ impl SqlStore {
             ") ON CONFLICT ({}, key) DO UPDATE SET value = excluded.value",
             columns.join(", ")
         ));
-        sql.query().execute(&mut **tx).await?;
+        sql.query(self.engine).execute(&mut **tx).await?;
         Ok(())
     }
 }
@@ -350,7 +351,7 @@ impl Registry for SqlStore {
                 None => sql.push("NULL"),
             };
             sql.push(")");
-            match sql.query().execute(&mut *tx).await {
+            match sql.query(self.engine).execute(&mut *tx).await {
                 Ok(_) => {}
                 Err(err) if is_unique_violation(&err) => {
                     return Err(StoreError::AlreadyExists(format!(
@@ -360,7 +361,7 @@ impl Registry for SqlStore {
                 Err(err) => return Err(err.into()),
             }
             for tag in last_per_key(tags) {
-                Self::upsert_tag(
+                self.upsert_tag(
                     &mut tx,
                     "registered_model_tags",
                     &[("name", Arg::Str(name.to_owned()))],
@@ -392,7 +393,7 @@ impl Registry for SqlStore {
                 .bind_i64(now_ms())
                 .push(" WHERE name = ");
             sql.bind_str(name);
-            match sql.query().execute(&mut *tx).await {
+            match sql.query(self.engine).execute(&mut *tx).await {
                 Ok(_) => {}
                 Err(err) if is_unique_violation(&err) => {
                     return Err(StoreError::AlreadyExists(format!(
@@ -423,7 +424,7 @@ impl Registry for SqlStore {
             .bind_str(name);
         {
             let _guard = self.write_guard().await;
-            sql.query().execute(&self.pool).await?;
+            sql.query(self.engine).execute(&self.pool).await?;
         }
         self.get_registered_model(name).await
     }
@@ -433,7 +434,7 @@ impl Registry for SqlStore {
         let mut sql = Sql::new("DELETE FROM registered_models WHERE name = ");
         sql.bind_str(name);
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -473,7 +474,7 @@ impl Registry for SqlStore {
         order.push("m.name ASC".to_owned());
         sql.push(" ORDER BY ").push(&order.join(", "));
         limit_offset(&mut sql, search.max_results, search.offset);
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let models = rows.iter().map(model_from_row).collect::<StoreResult<Vec<_>>>()?;
         let page = page_of(models, search.max_results, search.offset);
         Ok(Page {
@@ -486,7 +487,7 @@ impl Registry for SqlStore {
         self.fetch_model_row(name).await?;
         let _guard = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        Self::upsert_tag(
+        self.upsert_tag(
             &mut tx,
             "registered_model_tags",
             &[("name", Arg::Str(name.to_owned()))],
@@ -504,7 +505,7 @@ impl Registry for SqlStore {
         let mut sql = Sql::new("DELETE FROM registered_model_tags WHERE name = ");
         sql.bind_str(name).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -522,7 +523,7 @@ impl Registry for SqlStore {
                 let mut sql =
                     Sql::new("SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE name = ");
                 sql.bind_str(&new.name);
-                let row = sql.query().fetch_one(&mut *tx).await?;
+                let row = sql.query(self.engine).fetch_one(&mut *tx).await?;
                 let candidate: i64 = row.try_get::<i64, _>("v")? + 1;
                 let mut sql = Sql::new(
                     "INSERT INTO model_versions (name, version, creation_time, last_updated_time, description, \
@@ -560,7 +561,7 @@ impl Registry for SqlStore {
                     };
                 }
                 sql.push(", 'READY') ON CONFLICT DO NOTHING");
-                let inserted = sql.query().execute(&mut *tx).await?.rows_affected();
+                let inserted = sql.query(self.engine).execute(&mut *tx).await?.rows_affected();
                 if inserted == 1 {
                     number = candidate;
                     break;
@@ -577,7 +578,8 @@ impl Registry for SqlStore {
                     ("name", Arg::Str(new.name.clone())),
                     ("version", Arg::I64(number)),
                 ];
-                Self::upsert_tag(&mut tx, "model_version_tags", &keys, &tag).await?;
+                self.upsert_tag(&mut tx, "model_version_tags", &keys, &tag)
+                    .await?;
             }
             self.touch_model(&mut tx, &new.name).await?;
             tx.commit().await?;
@@ -613,7 +615,7 @@ impl Registry for SqlStore {
             .bind_i64(number);
         {
             let _guard = self.write_guard().await;
-            sql.query().execute(&self.pool).await?;
+            sql.query(self.engine).execute(&self.pool).await?;
         }
         self.get_model_version(name, version).await
     }
@@ -651,7 +653,7 @@ impl Registry for SqlStore {
                     .bind_str(name)
                     .push(" AND current_stage = ");
                 sql.bind_str(stage).push(" AND version <> ").bind_i64(number);
-                sql.query().execute(&mut *tx).await?;
+                sql.query(self.engine).execute(&mut *tx).await?;
             }
             let mut sql = Sql::new("UPDATE model_versions SET current_stage = ");
             sql.bind_str(stage).push(", last_updated_time = ").bind_i64(now);
@@ -659,7 +661,7 @@ impl Registry for SqlStore {
                 .bind_str(name)
                 .push(" AND version = ")
                 .bind_i64(number);
-            sql.query().execute(&mut *tx).await?;
+            sql.query(self.engine).execute(&mut *tx).await?;
             self.touch_model(&mut tx, name).await?;
             tx.commit().await?;
         }
@@ -679,13 +681,13 @@ impl Registry for SqlStore {
             .bind_str(name)
             .push(" AND version = ")
             .bind_i64(number);
-        sql.query().execute(&mut *tx).await?;
+        sql.query(self.engine).execute(&mut *tx).await?;
         let mut sql = Sql::new("DELETE FROM registered_model_aliases WHERE name = ");
         sql.bind_str(name).push(" AND version = ").bind_i64(number);
-        sql.query().execute(&mut *tx).await?;
+        sql.query(self.engine).execute(&mut *tx).await?;
         let mut sql = Sql::new("DELETE FROM model_version_tags WHERE name = ");
         sql.bind_str(name).push(" AND version = ").bind_i64(number);
-        sql.query().execute(&mut *tx).await?;
+        sql.query(self.engine).execute(&mut *tx).await?;
         self.touch_model(&mut tx, name).await?;
         tx.commit().await?;
         Ok(())
@@ -737,7 +739,7 @@ impl Registry for SqlStore {
         order.push("v.name ASC, v.version DESC".to_owned());
         sql.push(" ORDER BY ").push(&order.join(", "));
         limit_offset(&mut sql, search.max_results, search.offset);
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let versions = rows
             .iter()
             .map(version_from_row)
@@ -774,7 +776,7 @@ impl Registry for SqlStore {
         let _guard = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
         let keys = [("name", Arg::Str(name.to_owned())), ("version", Arg::I64(number))];
-        Self::upsert_tag(&mut tx, "model_version_tags", &keys, tag).await?;
+        self.upsert_tag(&mut tx, "model_version_tags", &keys, tag).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -790,7 +792,7 @@ impl Registry for SqlStore {
             .bind_str(key);
         // Deleting an absent tag is a no-op, as in MLflow's SQL store.
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -805,7 +807,7 @@ impl Registry for SqlStore {
             .bind_i64(number);
         sql.push(") ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version");
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -815,7 +817,7 @@ impl Registry for SqlStore {
         sql.bind_str(name).push(" AND alias = ").bind_str(alias);
         // Deleting an absent alias is a no-op, as in MLflow's SQL store.
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -824,7 +826,7 @@ impl Registry for SqlStore {
         let mut sql = Sql::new("SELECT version FROM registered_model_aliases WHERE name = ");
         sql.bind_str(name).push(" AND alias = ").bind_str(alias);
         let row = sql
-            .query()
+            .query(self.engine)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("Registered model alias {alias} not found.")))?;

@@ -28,7 +28,7 @@ const ID_CHUNK: usize = 500;
 
 pub struct SqlStore {
     pub(super) pool: AnyPool,
-    engine: Engine,
+    pub(super) engine: Engine,
     /// SQLite allows one writer: serialising writers in-process avoids SQLITE_BUSY on upgrade.
     write_lock: Option<Mutex<()>>,
     default_artifact_root: String,
@@ -148,6 +148,10 @@ impl SqlStore {
         }
     }
 
+    pub fn engine_kind(&self) -> Engine {
+        self.engine
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -174,7 +178,7 @@ impl SqlStore {
             .bind_i64(now);
         sql.push(") ON CONFLICT DO NOTHING");
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -190,7 +194,7 @@ impl SqlStore {
                 sql.bind_i64(*id);
             }
             sql.push(") ORDER BY key");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 let id: i64 = row.try_get("experiment_id")?;
                 out.entry(id).or_default().push(Tag {
                     key: row.try_get("key")?,
@@ -222,7 +226,7 @@ impl SqlStore {
         ));
         sql.bind_i64(id);
         let row = sql
-            .query()
+            .query(self.engine)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| not_found_experiment(experiment_id))?;
@@ -243,7 +247,7 @@ impl SqlStore {
                     "SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN "
                 ));
                 sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-                for row in sql.query().fetch_all(&self.pool).await? {
+                for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                     target.entry(row.try_get("run_uuid")?).or_default().push(Tag {
                         key: row.try_get("key")?,
                         value: row.try_get("value")?,
@@ -254,7 +258,7 @@ impl SqlStore {
                 "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics WHERE run_uuid IN ",
             );
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 metrics
                     .entry(row.try_get("run_uuid")?)
                     .or_default()
@@ -266,7 +270,7 @@ impl SqlStore {
             );
             sql.bind_list(chunk.iter().copied())
                 .push(" ORDER BY created_at, name");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 let tags_json: String = row.try_get("tags_json")?;
                 let input_tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
                 datasets
@@ -287,7 +291,7 @@ impl SqlStore {
             let mut sql =
                 Sql::new("SELECT run_uuid, direction, model_id, step FROM run_model_io WHERE run_uuid IN ");
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY model_id");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 let entry = model_io.entry(row.try_get("run_uuid")?).or_default();
                 let direction: String = row.try_get("direction")?;
                 let model_id: String = row.try_get("model_id")?;
@@ -330,7 +334,7 @@ impl SqlStore {
         let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = "));
         sql.bind_str(run_id);
         let row = sql
-            .query()
+            .query(self.engine)
             .fetch_optional(executor)
             .await?
             .ok_or_else(|| not_found_run(run_id))?;
@@ -348,7 +352,7 @@ impl SqlStore {
     }
 
     async fn fetch_logged_models(&self, sql: Sql) -> StoreResult<Vec<LoggedModel>> {
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let mut models = Vec::with_capacity(rows.len());
         for row in rows {
             let experiment_id: i64 = row.try_get("experiment_id")?;
@@ -375,7 +379,7 @@ impl SqlStore {
         for chunk in ids.chunks(ID_CHUNK) {
             let mut sql = Sql::new("SELECT model_id, key, value FROM logged_model_tags WHERE model_id IN ");
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 tags.entry(row.try_get("model_id")?).or_default().push(Tag {
                     key: row.try_get("key")?,
                     value: row.try_get("value")?,
@@ -383,7 +387,7 @@ impl SqlStore {
             }
             let mut sql = Sql::new("SELECT model_id, key, value FROM logged_model_params WHERE model_id IN ");
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-            for row in sql.query().fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                 params
                     .entry(row.try_get("model_id")?)
                     .or_default()
@@ -401,6 +405,7 @@ impl SqlStore {
     }
 
     async fn upsert_kv<'c>(
+        &self,
         tx: &mut sqlx::Transaction<'c, sqlx::Any>,
         table: &str,
         id_column: &str,
@@ -428,7 +433,7 @@ impl SqlStore {
             } else {
                 "DO NOTHING"
             });
-            sql.query().execute(&mut **tx).await?;
+            sql.query(self.engine).execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -474,7 +479,7 @@ impl Store for SqlStore {
             .push(", ")
             .bind_i64(now)
             .push(") RETURNING experiment_id");
-        let row = match sql.query().fetch_one(&mut *tx).await {
+        let row = match sql.query(self.engine).fetch_one(&mut *tx).await {
             Ok(row) => row,
             Err(err) if is_unique_violation(&err) => {
                 return Err(StoreError::AlreadyExists(format!(
@@ -489,9 +494,9 @@ impl Store for SqlStore {
             sql.bind_str(&join_uri(&self.default_artifact_root, &id.to_string()))
                 .push(" WHERE experiment_id = ")
                 .bind_i64(id);
-            sql.query().execute(&mut *tx).await?;
+            sql.query(self.engine).execute(&mut *tx).await?;
         }
-        Self::upsert_kv(
+        self.upsert_kv(
             &mut tx,
             "experiment_tags",
             "experiment_id",
@@ -516,7 +521,7 @@ impl Store for SqlStore {
         ));
         sql.bind_str(name)
             .push(" ORDER BY CASE WHEN e.lifecycle_stage = 'active' THEN 0 ELSE 1 END LIMIT 1");
-        match sql.query().fetch_optional(&self.pool).await? {
+        match sql.query(self.engine).fetch_optional(&self.pool).await? {
             Some(row) => Ok(self
                 .with_experiment_tags(vec![experiment_from_row(&row)?])
                 .await?
@@ -534,7 +539,7 @@ impl Store for SqlStore {
         sql.push(" ORDER BY ")
             .push(&search_sql::experiment_order(&search.order_by));
         limit_offset(&mut sql, search.max_results, search.offset);
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let experiments = rows
             .iter()
             .map(experiment_from_row)
@@ -560,7 +565,7 @@ impl Store for SqlStore {
             .push(" WHERE experiment_id = ")
             .bind_i64(parse_experiment_id(experiment_id)?);
         let _guard = self.write_guard().await;
-        match sql.query().execute(&self.pool).await {
+        match sql.query(self.engine).execute(&self.pool).await {
             Ok(_) => Ok(()),
             Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists(format!(
                 "Experiment(name={new_name}) already exists."
@@ -590,12 +595,12 @@ impl Store for SqlStore {
             .bind_i64(now_ms())
             .push(" WHERE experiment_id = ")
             .bind_i64(id);
-        sql.query().execute(&mut *tx).await?;
+        sql.query(self.engine).execute(&mut *tx).await?;
         let mut sql = Sql::new("UPDATE runs SET lifecycle_stage = ");
         sql.bind_str(stage.as_str())
             .push(" WHERE experiment_id = ")
             .bind_i64(id);
-        sql.query().execute(&mut *tx).await?;
+        sql.query(self.engine).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -609,7 +614,7 @@ impl Store for SqlStore {
         }
         let _guard = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        Self::upsert_kv(
+        self.upsert_kv(
             &mut tx,
             "experiment_tags",
             "experiment_id",
@@ -628,7 +633,7 @@ impl Store for SqlStore {
         let mut sql = Sql::new("DELETE FROM experiment_tags WHERE experiment_id = ");
         sql.bind_i64(id).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        let done = sql.query().execute(&self.pool).await?;
+        let done = sql.query(self.engine).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "No tag with name: {key} in experiment with id {experiment_id}"
@@ -667,8 +672,8 @@ impl Store for SqlStore {
                 .push(", ")
                 .bind_str(&artifact_uri)
                 .push(", 'active')");
-            sql.query().execute(&mut *tx).await?;
-            Self::upsert_kv(
+            sql.query(self.engine).execute(&mut *tx).await?;
+            self.upsert_kv(
                 &mut tx,
                 "run_tags",
                 "run_uuid",
@@ -707,10 +712,10 @@ impl Store for SqlStore {
                 sql.push(", name = ").bind_str(name);
             }
             sql.push(" WHERE run_uuid = ").bind_str(run_id);
-            sql.query().execute(&mut *tx).await?;
+            sql.query(self.engine).execute(&mut *tx).await?;
             if let Some(name) = &update.run_name {
                 let tag = Tag::new("mlflow.runName", name.clone());
-                Self::upsert_kv(
+                self.upsert_kv(
                     &mut tx,
                     "run_tags",
                     "run_uuid",
@@ -732,7 +737,7 @@ impl Store for SqlStore {
             .push(" WHERE run_uuid = ")
             .bind_str(run_id);
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -767,7 +772,7 @@ impl Store for SqlStore {
             sql.bind_str(run_id)
                 .push(" AND key IN ")
                 .bind_list(batch_params.keys().copied());
-            for row in sql.query().fetch_all(&mut *tx).await? {
+            for row in sql.query(self.engine).fetch_all(&mut *tx).await? {
                 let key: String = row.try_get("key")?;
                 let existing: String = row.try_get("value")?;
                 if let Some(new) = batch_params.get(key.as_str())
@@ -780,7 +785,7 @@ impl Store for SqlStore {
                 }
             }
             let params: Vec<Tag> = batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect();
-            Self::upsert_kv(
+            self.upsert_kv(
                 &mut tx,
                 "params",
                 "run_uuid",
@@ -815,7 +820,7 @@ impl Store for SqlStore {
                         .push(")");
                 }
                 sql.push(" ON CONFLICT DO NOTHING");
-                sql.query().execute(&mut *tx).await?;
+                sql.query(self.engine).execute(&mut *tx).await?;
             }
             // The latest value per key is the max by (step, timestamp, value).
             let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
@@ -862,13 +867,13 @@ impl Store for SqlStore {
                      WHERE (excluded.step, excluded.timestamp, excluded.value) > \
                      (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
                 );
-                sql.query().execute(&mut *tx).await?;
+                sql.query(self.engine).execute(&mut *tx).await?;
             }
         }
 
         if !tags.is_empty() {
             let tags = last_per_key(tags);
-            Self::upsert_kv(
+            self.upsert_kv(
                 &mut tx,
                 "run_tags",
                 "run_uuid",
@@ -882,7 +887,7 @@ impl Store for SqlStore {
                 sql.bind_str(&name.value)
                     .push(" WHERE run_uuid = ")
                     .bind_str(run_id);
-                sql.query().execute(&mut *tx).await?;
+                sql.query(self.engine).execute(&mut *tx).await?;
             }
         }
         tx.commit().await?;
@@ -895,7 +900,7 @@ impl Store for SqlStore {
         let mut sql = Sql::new("DELETE FROM run_tags WHERE run_uuid = ");
         sql.bind_str(run_id).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        let done = sql.query().execute(&self.pool).await?;
+        let done = sql.query(self.engine).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "No tag with name: {key} in run with id {run_id}"
@@ -960,7 +965,7 @@ impl Store for SqlStore {
                 ") ON CONFLICT (run_uuid, name, digest) DO UPDATE SET tags_json = excluded.tags_json, \
                  context = excluded.context",
             );
-            sql.query().execute(&mut *tx).await?;
+            sql.query(self.engine).execute(&mut *tx).await?;
         }
         for m in models {
             let mut sql = Sql::new("INSERT INTO run_model_io (run_uuid, direction, model_id, step) VALUES (");
@@ -968,7 +973,7 @@ impl Store for SqlStore {
                 .push(", 'input', ")
                 .bind_str(&m.model_id)
                 .push(", 0) ON CONFLICT DO NOTHING");
-            sql.query().execute(&mut *tx).await?;
+            sql.query(self.engine).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -987,7 +992,7 @@ impl Store for SqlStore {
                 .push(", ")
                 .bind_i64(m.step)
                 .push(") ON CONFLICT (run_uuid, direction, model_id) DO UPDATE SET step = excluded.step");
-            sql.query().execute(&mut *tx).await?;
+            sql.query(self.engine).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1020,7 +1025,7 @@ impl Store for SqlStore {
         search_sql::push_run_filter(&mut sql, &search.filter);
         sql.push(" ORDER BY ").push(&order);
         limit_offset(&mut sql, search.max_results, search.offset);
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let infos = rows
             .iter()
             .map(run_info_from_row)
@@ -1046,7 +1051,7 @@ impl Store for SqlStore {
             .bind_str(key)
             .push(" ORDER BY step, timestamp, value");
         limit_offset(&mut sql, max_results, offset);
-        let rows = sql.query().fetch_all(&self.pool).await?;
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let metrics = rows
             .iter()
             .map(metric_from_row)
@@ -1073,7 +1078,7 @@ impl Store for SqlStore {
             }
             sql.push(" ORDER BY step");
             let steps: Vec<i64> = sql
-                .query()
+                .query(self.engine)
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
@@ -1094,7 +1099,7 @@ impl Store for SqlStore {
                     sql.bind_i64(*s);
                 }
                 sql.push(") ORDER BY step, timestamp, value");
-                for row in sql.query().fetch_all(&self.pool).await? {
+                for row in sql.query(self.engine).fetch_all(&self.pool).await? {
                     let m = metric_from_row(&row)?;
                     out.push(MetricWithRunId {
                         key: m.key,
@@ -1155,8 +1160,8 @@ impl Store for SqlStore {
                 None => sql.push("NULL"),
             };
             sql.push(")");
-            sql.query().execute(&mut *tx).await?;
-            Self::upsert_kv(
+            sql.query(self.engine).execute(&mut *tx).await?;
+            self.upsert_kv(
                 &mut tx,
                 "logged_model_tags",
                 "model_id",
@@ -1165,7 +1170,7 @@ impl Store for SqlStore {
                 true,
             )
             .await?;
-            Self::upsert_kv(
+            self.upsert_kv(
                 &mut tx,
                 "logged_model_params",
                 "model_id",
@@ -1199,7 +1204,7 @@ impl Store for SqlStore {
             .bind_str(model_id);
         {
             let _guard = self.write_guard().await;
-            sql.query().execute(&self.pool).await?;
+            sql.query(self.engine).execute(&self.pool).await?;
         }
         self.get_logged_model(model_id).await
     }
@@ -1208,7 +1213,7 @@ impl Store for SqlStore {
         self.get_logged_model(model_id).await?;
         let _guard = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        Self::upsert_kv(
+        self.upsert_kv(
             &mut tx,
             "logged_model_tags",
             "model_id",
@@ -1226,7 +1231,7 @@ impl Store for SqlStore {
         let mut sql = Sql::new("DELETE FROM logged_model_tags WHERE model_id = ");
         sql.bind_str(model_id).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        let done = sql.query().execute(&self.pool).await?;
+        let done = sql.query(self.engine).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "No tag with key {key} on logged model {model_id}"
@@ -1239,7 +1244,7 @@ impl Store for SqlStore {
         self.get_logged_model(model_id).await?;
         let _guard = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        Self::upsert_kv(
+        self.upsert_kv(
             &mut tx,
             "logged_model_params",
             "model_id",
@@ -1257,7 +1262,7 @@ impl Store for SqlStore {
         let mut sql = Sql::new("UPDATE logged_models SET lifecycle_stage = 'deleted' WHERE model_id = ");
         sql.bind_str(model_id);
         let _guard = self.write_guard().await;
-        sql.query().execute(&self.pool).await?;
+        sql.query(self.engine).execute(&self.pool).await?;
         Ok(())
     }
 
