@@ -41,7 +41,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         // mlflow runs uvicorn workers under a supervisor; stop the whole tree, politely first.
         let tree = descendants(self.child.id());
-        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.child.id())]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &format!("-{}", self.child.id())])
+            .status();
         for pid in &tree {
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
