@@ -204,7 +204,9 @@ impl HostSampler {
         let interfaces = read_sysfs_interfaces(&self.sys_root);
         let network = (!interfaces.is_empty()).then(|| self.network.update(&interfaces));
         HostReading {
-            cpu_utilization_percent: f64::from(self.system.global_cpu_usage()).clamp(0.0, 100.0),
+            // sysinfo computes in f32: two decimals is all the precision there is.
+            cpu_utilization_percent: ((f64::from(self.system.global_cpu_usage()) * 100.0).round() / 100.0)
+                .clamp(0.0, 100.0),
             memory_used_bytes: self.system.used_memory(),
             memory_total_bytes: self.system.total_memory(),
             disk: disk_usage(&self.root_fs),
