@@ -8,6 +8,7 @@
 //! own the tracking server's API (that is `mlkube-server`) nor anything Kubernetes-shaped (that is
 //! `mlkube-operator`, which starts this binary with the flags in DESIGN.md).
 
+pub mod exposition;
 pub mod node;
 pub mod proxy;
 pub mod serve;

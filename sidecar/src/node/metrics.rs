@@ -6,7 +6,6 @@
 //! GPU memory `namespace`, `pod`, `container`, `gpu`, `node`. Megabytes are 10^6 bytes, as MLflow
 //! counts them. Network bytes are counters; everything else is a gauge.
 
-use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -298,45 +297,7 @@ pub fn ratio_percent(part: Option<u64>, whole: Option<u64>) -> Option<f64> {
     }
 }
 
-/// OpenMetrics (what prometheus-client writes) to Prometheus' classic text format (what
-/// node-exporter serves and `promtool check metrics` checks): counter families are named like their
-/// `_total` samples, and there is no `# EOF` nor `# UNIT`. Families without samples (GPU series on a
-/// node without GPUs) are left out entirely.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: Vec<&str> = openmetrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let sampled: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split(['{', ' ']).next())
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 64);
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
-            let (name, rest) = line.strip_prefix(prefix)?.split_once(' ')?;
-            Some((prefix, name, rest))
-        });
-        match meta {
-            Some((prefix, name, rest)) if counters.contains(&name) => {
-                let total = format!("{name}_total");
-                if sampled.contains(total.as_str()) {
-                    let _ = writeln!(out, "{prefix}{total} {rest}");
-                }
-            }
-            Some((_, name, _)) if !sampled.contains(name) => {}
-            _ => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
+pub use crate::exposition::to_prometheus_text;
 
 #[cfg(test)]
 mod tests {

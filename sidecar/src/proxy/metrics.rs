@@ -258,7 +258,7 @@ impl ProxyMetrics {
         text::encode(&mut out, &self.registry)?;
         Ok(match format {
             Format::OpenMetrics => out,
-            Format::PrometheusText => openmetrics_to_prometheus_text(&out),
+            Format::PrometheusText => crate::exposition::to_prometheus_text(&out),
         })
     }
 }
@@ -465,39 +465,6 @@ impl CaptureMetrics {
             skipped_not_text,
         }
     }
-}
-
-/// Rewrites prometheus-client's OpenMetrics output (it encodes nothing else) as the Prometheus text
-/// format 0.0.4. The samples are the same; what differs is that a counter family is named with its
-/// `_total` suffix in `# HELP`/`# TYPE`, there are no `# UNIT` lines and no `# EOF`.
-fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
-    let counters: Vec<&str> = openmetrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + counters.len() * 16);
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
-        if let Some((prefix, rest)) = meta {
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains(&name) {
-                out.push_str(prefix);
-                out.push_str(name);
-                out.push_str("_total ");
-                out.push_str(tail);
-                out.push('\n');
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
