@@ -242,6 +242,8 @@ values_refused() {
     expect_refused "a misspelled key" "additional properties 'replicaz' not allowed" --set operator.replicaz=2 || rc=1
     expect_refused "a misspelled top-level key" "additional properties 'dashboard' not allowed" --set dashboard.enabled=false || rc=1
     expect_refused "an unknown log format" "logFormat" --set operator.logFormat=xml || rc=1
+    expect_refused "a node sampler ServiceAccount without namespace" "namespace" \
+        --set-json 'rbac.nodeSampler.serviceAccounts=[{"name":"mlflow-node-sampler"}]' || rc=1
     expect_refused "prometheusOperator=maybe" "prometheusOperator" --set monitoring.prometheusOperator=maybe || rc=1
     expect_refused "a label value that is no string" "labels" --set-json 'monitoring.labels={"release":1}' || rc=1
     expect_refused "a TrackingServer outside the watched namespace" "would never see it" \
@@ -303,6 +305,12 @@ rendered_objects() {
     grep -A1 'MLKUBE_LEADER_ELECTION' "$r/ha-values.yaml" | grep -q '"true"' ||
         { log "error: three replicas without leader election"; rc=1; }
     grep -q 'coordination.k8s.io' "$r/ha-values.yaml" || { log "error: no Lease RBAC with leader election"; rc=1; }
+    # ... and its node sampler's ServiceAccount bound to the read-pods ClusterRole (the only cluster
+    # RBAC of a namespaced install); the default install has no node sampler, so no such binding.
+    expect_count "$r/ha-values.yaml" ClusterRoleBinding 1 || rc=1
+    grep -A3 '^subjects:' "$r/ha-values.yaml" | grep -q 'name: mlflow-ha-node-sampler' ||
+        { log "error: the node sampler's ServiceAccount is not bound"; rc=1; }
+    expect_count "$r/default-values.yaml" ClusterRoleBinding 1 || rc=1
     # Minimal: only the Deployment and its Service.
     expect_count "$r/minimal-values-monitoring.yaml" ServiceMonitor 0 || rc=1
     expect_count "$r/minimal-values.yaml" ConfigMap 0 || rc=1

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -41,6 +41,8 @@ pub struct Kinds {
     pub persistent_volume_claims: bool,
     pub config_maps: bool,
     pub deployments: bool,
+    /// The node sampler's ServiceAccount, applied before the DaemonSet whose pods run as it.
+    pub service_accounts: bool,
     pub daemon_sets: bool,
     pub services: bool,
     /// ServiceMonitors and PrometheusRules, only when the cluster serves the API.
@@ -176,7 +178,7 @@ impl Applier<'_> {
 }
 
 /// Apply every child of one resource, kind by kind in a fixed order (claims, config maps, deployments,
-/// daemon sets, services, service monitors, prometheus rules). Claims are never deleted: they
+/// service accounts, daemon sets, services, service monitors, prometheus rules). Claims are never deleted: they
 /// hold data, and go with their owner.
 pub async fn apply_children(
     client: &Client,
@@ -210,6 +212,11 @@ pub async fn apply_children(
     } else {
         Vec::new()
     };
+    if kinds.service_accounts {
+        applier
+            .reconcile_kind::<ServiceAccount>("ServiceAccount", &children.service_accounts, true)
+            .await?;
+    }
     if kinds.daemon_sets {
         applier
             .reconcile_kind::<DaemonSet>("DaemonSet", &children.daemon_sets, true)

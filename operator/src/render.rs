@@ -167,6 +167,7 @@ fn children_docs(
     push(&mut docs, &children.persistent_volume_claims)?;
     push(&mut docs, &children.config_maps)?;
     push(&mut docs, &children.deployments)?;
+    push(&mut docs, &children.service_accounts)?;
     push(&mut docs, &children.daemon_sets)?;
     push(&mut docs, &children.services)?;
     push(&mut docs, &children.service_monitors)?;

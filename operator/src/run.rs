@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -186,6 +186,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .owns(api::<Deployment>(&client, ns), children.clone())
         .owns(api::<Service>(&client, ns), children.clone())
         .owns(api::<DaemonSet>(&client, ns), children.clone())
+        .owns(api::<ServiceAccount>(&client, ns), children.clone())
         .owns(api::<PersistentVolumeClaim>(&client, ns), children.clone())
         .owns(api::<ConfigMap>(&client, ns), children.clone());
     let mut md_controller = Controller::new(md_api, watcher::Config::default().any_semantic())

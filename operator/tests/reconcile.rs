@@ -149,6 +149,7 @@ async fn ts_create_path_applies_every_child_then_status() {
             get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
+            get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
             get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
             patch(apply_uri(CORE, "services", "mlflow")),
@@ -168,9 +169,9 @@ async fn ts_create_path_applies_every_child_then_status() {
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["controller"], true);
     assert!(deployment["spec"]["template"]["metadata"]["annotations"].is_null());
-    let monitor = &seen[11].body;
+    let monitor = &seen[12].body;
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
-    let status = &seen[12].body;
+    let status = &seen[13].body;
     assert_eq!(status["apiVersion"], "mlkube.io/v1alpha1");
     assert_eq!(status["kind"], "TrackingServer");
     let status = &status["status"];
@@ -200,6 +201,7 @@ async fn ts_up_to_date_makes_no_writes() {
                 list_uri(APPS, "deployments", SELECTOR_TS),
                 list(vec![rolled_out(children.deployments[0].clone(), 1)]),
             ),
+            get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
             get(
                 list_uri(CORE, "services", SELECTOR_TS),
@@ -276,6 +278,13 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![drifted])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(
+                list_uri(CORE, "serviceaccounts", SELECTOR_TS),
+                list(values(&old.service_accounts)),
+            ),
+            delete(format!(
+                "{CORE}/namespaces/{NAMESPACE}/serviceaccounts/mlflow-node-sampler?"
+            )),
+            get(
                 list_uri(APPS, "daemonsets", SELECTOR_TS),
                 list(values(&old.daemon_sets)),
             ),
@@ -306,7 +315,7 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
         repaired["spec"]["template"]["spec"]["containers"][0]["image"],
         "ghcr.io/mlkube/mlkube-server:v0.1.0"
     );
-    assert_eq!(seen[6].body["propagationPolicy"], "Background");
+    assert_eq!(seen[8].body["propagationPolicy"], "Background");
 }
 
 #[tokio::test]
@@ -326,6 +335,7 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
             get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
+            get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
             get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
             patch(apply_uri(CORE, "services", "mlflow")),
@@ -340,7 +350,7 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], "5000");
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
-    let status = &seen[10].body["status"];
+    let status = &seen[11].body["status"];
     let monitoring = condition(status, "Monitoring");
     assert_eq!(monitoring["status"], "False");
     assert_eq!(monitoring["reason"], "PrometheusOperatorMissing");

@@ -6,11 +6,17 @@
 //! `NVIDIA_VISIBLE_DEVICES=all` makes the NVIDIA runtime inject the driver and every GPU without
 //! requesting `nvidia.com/gpu`, which would take a GPU away from workloads. Everything else is
 //! locked down: no privilege escalation, every capability dropped, read-only root filesystem.
+//!
+//! It runs as its own ServiceAccount `<trackingserver>-node-sampler` (an owned child, below), with
+//! the token mounted: it lists and watches the pods on its node (fieldSelector spec.nodeName) to
+//! name per-pod GPU series and log into runs. The operator grants nothing to it: reading pods in
+//! every namespace is a cluster permission, bound by the chart (operator/README.md "Node sampler
+//! RBAC").
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
+    PodSpec, PodTemplateSpec, Probe, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -54,6 +60,18 @@ pub fn node_sampler_args(ts: &ValidatedTrackingServer, sampler: &NodeSampler) ->
         "--tracking-uri-default".into(),
         ts.url.clone(),
     ]
+}
+
+/// The ServiceAccount the node sampler's pods run as (same name, labels and owner as the DaemonSet).
+pub fn build_node_sampler_service_account(ts: &ValidatedTrackingServer) -> ServiceAccount {
+    ServiceAccount {
+        metadata: child_meta(
+            &ts.owner,
+            node_sampler_name(&ts.owner.name),
+            node_sampler_labels(ts),
+        ),
+        ..Default::default()
+    }
 }
 
 pub fn build_node_sampler_daemonset(ts: &ValidatedTrackingServer, sampler: &NodeSampler) -> DaemonSet {
@@ -143,13 +161,14 @@ pub fn build_node_sampler_daemonset(ts: &ValidatedTrackingServer, sampler: &Node
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
+                    automount_service_account_token: Some(true),
                     containers: vec![container],
                     host_pid: Some(true),
                     node_selector: Some(sampler.node_selector.clone()).filter(|s| !s.is_empty()),
                     priority_class_name: sampler.priority_class_name.clone(),
                     runtime_class_name: sampler.runtime_class_name.clone(),
                     security_context: Some(security::node_sampler_pod()),
+                    service_account_name: Some(node_sampler_name(&ts.owner.name)),
                     tolerations: Some(sampler.tolerations.clone()).filter(|t| !t.is_empty()),
                     volumes: Some(vec![
                         host_path("host-root", "/"),

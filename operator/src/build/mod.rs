@@ -16,7 +16,7 @@ pub mod service_monitor;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::validate::{Owner, ValidatedModelDeployment, ValidatedTrackingServer};
@@ -29,6 +29,7 @@ pub struct ChildObjects {
     pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
     pub config_maps: Vec<ConfigMap>,
     pub deployments: Vec<Deployment>,
+    pub service_accounts: Vec<ServiceAccount>,
     pub daemon_sets: Vec<DaemonSet>,
     pub services: Vec<Service>,
     pub service_monitors: Vec<ServiceMonitor>,
@@ -46,7 +47,7 @@ pub fn child_meta(owner: &Owner, name: String, labels: BTreeMap<String, String>)
     }
 }
 
-/// Name of the node sampler's DaemonSet, Service and ServiceMonitor.
+/// Name of the node sampler's DaemonSet, ServiceAccount, Service and ServiceMonitor.
 pub fn node_sampler_name(tracking_server: &str) -> String {
     format!("{tracking_server}-node-sampler")
 }
@@ -78,6 +79,9 @@ pub fn tracking_server(ts: &ValidatedTrackingServer) -> ChildObjects {
             ));
     }
     if let Some(sampler) = &ts.node_sampler {
+        children
+            .service_accounts
+            .push(daemonset::build_node_sampler_service_account(ts));
         children
             .daemon_sets
             .push(daemonset::build_node_sampler_daemonset(ts, sampler));
@@ -180,6 +184,7 @@ fn sort(children: &mut ChildObjects) {
     });
     by_name(&mut children.config_maps, |o| o.metadata.name.as_ref());
     by_name(&mut children.deployments, |o| o.metadata.name.as_ref());
+    by_name(&mut children.service_accounts, |o| o.metadata.name.as_ref());
     by_name(&mut children.daemon_sets, |o| o.metadata.name.as_ref());
     by_name(&mut children.services, |o| o.metadata.name.as_ref());
     by_name(&mut children.service_monitors, |o| o.metadata.name.as_ref());
@@ -256,6 +261,7 @@ pub(crate) mod tests {
         metas.extend(children.persistent_volume_claims.iter().map(|o| &o.metadata));
         metas.extend(children.config_maps.iter().map(|o| &o.metadata));
         metas.extend(children.deployments.iter().map(|o| &o.metadata));
+        metas.extend(children.service_accounts.iter().map(|o| &o.metadata));
         metas.extend(children.daemon_sets.iter().map(|o| &o.metadata));
         metas.extend(children.services.iter().map(|o| &o.metadata));
         metas.extend(children.service_monitors.iter().map(|o| &o.metadata));
@@ -313,6 +319,7 @@ pub(crate) mod tests {
             assert_ne!(psc.run_as_user, Some(0));
             assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
             assert_eq!(pod.automount_service_account_token, Some(false));
+            assert!(pod.service_account_name.is_none());
             assert!(pod.host_pid.is_none() && pod.host_network.is_none());
             for volume in pod.volumes.iter().flatten() {
                 assert!(volume.host_path.is_none(), "{:?}", volume.name);
@@ -343,6 +350,14 @@ pub(crate) mod tests {
         assert_eq!(ds.metadata.name.as_deref(), Some("mlflow-node-sampler"));
         let pod = ds.spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.host_pid, Some(true));
+        // Runs as its own ServiceAccount, token mounted: it watches the pods on its node.
+        assert_eq!(pod.service_account_name.as_deref(), Some("mlflow-node-sampler"));
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let sa = &children.service_accounts[0];
+        assert_eq!(sa.metadata.name.as_deref(), Some("mlflow-node-sampler"));
+        assert_eq!(sa.metadata.namespace.as_deref(), Some("ml"));
+        assert_eq!(sa.metadata.labels, ds.metadata.labels);
+        assert_eq!(sa.metadata.owner_references, ds.metadata.owner_references);
         assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
         assert_eq!(
             pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
@@ -635,6 +650,7 @@ mod round_trip {
         same(&children.persistent_volume_claims);
         same(&children.config_maps);
         same(&children.deployments);
+        same(&children.service_accounts);
         same(&children.daemon_sets);
         same(&children.services);
         same(&children.service_monitors);

@@ -198,6 +198,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         persistent_volume_claims: false,
         config_maps: false,
         deployments: true,
+        service_accounts: false,
         daemon_sets: false,
         services: true,
         service_monitors: monitoring_api,

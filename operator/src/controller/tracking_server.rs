@@ -81,6 +81,7 @@ pub async fn reconcile(ts: Arc<TrackingServer>, ctx: Arc<Context>) -> Result<Act
         persistent_volume_claims: true,
         config_maps: true,
         deployments: true,
+        service_accounts: true,
         daemon_sets: true,
         services: true,
         service_monitors: monitoring_api,
