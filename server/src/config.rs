@@ -59,8 +59,30 @@ pub struct Args {
     /// credentials overridable by MLKUBE_ADMIN_USERNAME / MLKUBE_ADMIN_PASSWORD.
     #[arg(long, env = "MLKUBE_APP_NAME", value_name = "NAME")]
     pub app_name: Option<String>,
+    /// Directory of MLflow's prebuilt web UI (`mlflow/server/js/build` inside the `mlflow` Python
+    /// package) [default: the build of the `mlflow` package that `python3` on PATH imports].
+    #[arg(long, env = "MLKUBE_UI_DIR", value_name = "DIR")]
+    pub ui_dir: Option<PathBuf>,
+    /// Do not serve the web UI (the API is unaffected).
+    #[arg(long, env = "MLKUBE_NO_UI")]
+    pub no_ui: bool,
+    /// Serve everything (UI, API, artifacts, health) also under this path prefix, e.g. `/mlflow`
+    /// behind an Ingress; must start and not end with `/` [env _MLFLOW_STATIC_PREFIX also read].
+    #[arg(long, env = "MLKUBE_STATIC_PREFIX", value_name = "PREFIX")]
+    pub static_prefix: Option<String>,
     #[command(flatten)]
     pub monitoring: crate::monitoring::MonitoringArgs,
+}
+
+/// Where the web UI comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UiSource {
+    /// Not served (`--no-ui`).
+    Off,
+    /// This build directory (`--ui-dir`).
+    Dir(PathBuf),
+    /// Look for the `mlflow` package of the Python on PATH at startup.
+    Discover,
 }
 
 /// Settings with every default resolved.
@@ -80,6 +102,10 @@ pub struct Settings {
     pub auth: Option<crate::auth::AuthConfig>,
     /// Model quality monitoring (`--monitoring-*`).
     pub monitoring: crate::monitoring::MonitoringSettings,
+    /// The web UI build (`--ui-dir`, `--no-ui`).
+    pub ui: UiSource,
+    /// `--static-prefix`, validated (`/mlflow`), or `None`.
+    pub static_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -97,6 +123,8 @@ impl std::fmt::Debug for Settings {
             .field("statistics_interval", &self.statistics_interval)
             .field("auth", &self.auth)
             .field("monitoring", &self.monitoring)
+            .field("ui", &self.ui)
+            .field("static_prefix", &self.static_prefix)
             .finish()
     }
 }
@@ -124,6 +152,9 @@ impl Args {
             enable_statistics,
             statistics_update_interval,
             app_name,
+            ui_dir,
+            no_ui,
+            static_prefix,
             monitoring,
         } = self;
         let monitoring = monitoring.resolve().map_err(ConfigError)?;
@@ -187,6 +218,16 @@ impl Args {
                 "--workers accepted for compatibility; one async process serves all"
             );
         }
+        let ui = match (no_ui, ui_dir) {
+            (true, _) => UiSource::Off,
+            (false, Some(dir)) => UiSource::Dir(dir),
+            (false, None) => UiSource::Discover,
+        };
+        let static_prefix = match static_prefix.or_else(|| env("_MLFLOW_STATIC_PREFIX")) {
+            None => None,
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(validate_static_prefix(&p)?),
+        };
         Ok(Settings {
             listen: SocketAddr::new(ip, port),
             backend_store_uri,
@@ -199,7 +240,29 @@ impl Args {
                 .then(|| std::time::Duration::from_secs(statistics_update_interval)),
             auth,
             monitoring,
+            ui,
+            static_prefix,
         })
+    }
+}
+
+/// MLflow's rule for `--static-prefix`: starts with `/`, does not end with one; we also refuse
+/// characters that would need encoding in a URL path.
+fn validate_static_prefix(prefix: &str) -> Result<String, ConfigError> {
+    let well_formed = prefix.len() > 1
+        && prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && !prefix.contains("//")
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c))
+        && !prefix.split('/').any(|seg| seg == "." || seg == "..");
+    if well_formed {
+        Ok(prefix.to_owned())
+    } else {
+        Err(ConfigError(format!(
+            "--static-prefix must start with '/', not end with '/', and hold only letters, digits and -_.~ (got {prefix:?})"
+        )))
     }
 }
 
@@ -303,6 +366,32 @@ mod tests {
         );
         let other = Args::try_parse_from(["mlkube-server", "--app-name", "oidc-auth"]).unwrap();
         assert!(other.resolve(no_env).is_err());
+    }
+
+    #[test]
+    fn ui_and_static_prefix() {
+        let s = Args::try_parse_from(["mlkube-server"])
+            .unwrap()
+            .resolve(no_env)
+            .unwrap();
+        assert_eq!(s.ui, UiSource::Discover);
+        assert_eq!(s.static_prefix, None);
+        let s = Args::try_parse_from(["mlkube-server", "--ui-dir", "/ui", "--static-prefix", "/mlflow"])
+            .unwrap()
+            .resolve(no_env)
+            .unwrap();
+        assert_eq!(s.ui, UiSource::Dir(PathBuf::from("/ui")));
+        assert_eq!(s.static_prefix.as_deref(), Some("/mlflow"));
+        let s = Args::try_parse_from(["mlkube-server", "--ui-dir", "/ui", "--no-ui"])
+            .unwrap()
+            .resolve(|k| (k == "_MLFLOW_STATIC_PREFIX").then(|| "/a/b".to_owned()))
+            .unwrap();
+        assert_eq!(s.ui, UiSource::Off);
+        assert_eq!(s.static_prefix.as_deref(), Some("/a/b"));
+        for bad in ["mlflow", "/mlflow/", "/", "/a//b", "/a/../b", "/a b", "/a?b"] {
+            let args = Args::try_parse_from(["mlkube-server", "--static-prefix", bad]).unwrap();
+            assert!(args.resolve(no_env).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

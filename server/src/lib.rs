@@ -13,6 +13,7 @@ pub mod names;
 pub mod search;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 pub mod validation;
 pub mod wire;
 
@@ -71,12 +72,14 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
     if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
         metrics::spawn_statistics(store.clone(), auth.clone(), metrics.clone(), interval);
     }
+    let ui = crate::ui::resolve(&settings.ui).await;
     Ok(AppState {
         store,
         artifacts,
         metrics,
         auth,
         monitoring,
+        ui,
     })
 }
 
@@ -103,7 +106,14 @@ pub async fn run(settings: config::Settings) -> Result<(), RunError> {
             source,
         })?;
     tracing::info!(addr = %settings.listen, "mlkube-server listening");
-    axum::serve(listener, app(state, settings.max_request_body_bytes))
+    if let Some(prefix) = &settings.static_prefix {
+        tracing::info!(prefix = %prefix, "also serving everything under the static prefix");
+    }
+    let router = ui::prefix::with_static_prefix(
+        app(state, settings.max_request_body_bytes),
+        settings.static_prefix.as_deref(),
+    );
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(RunError::Serve)

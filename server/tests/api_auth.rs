@@ -1333,6 +1333,7 @@ async fn route_table_covers_every_registered_route() {
         metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
         auth: Some(Arc::new(auth)),
         monitoring: common::monitoring_for(sql_store, None),
+        ui: None,
     };
     let router = mlkube_server::app(state, 1024 * 1024);
     // The Prometheus scrape stays public (aggregates only), as do the probes.

@@ -45,6 +45,7 @@ async fn mon_app_on(uri: &str, dir: tempfile::TempDir, settings: MonitoringSetti
         metrics: Some(metrics),
         auth: None,
         monitoring: monitoring.clone(),
+        ui: None,
     };
     MonApp {
         app: TestApp {

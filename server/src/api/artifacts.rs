@@ -75,27 +75,32 @@ pub(crate) fn path_from_uri(uri: &Uri) -> ApiResult<String> {
 async fn download(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {
     let root = root(&state)?;
     let clean = path_from_uri(&uri)?;
-    let path = root.resolve(&clean)?;
+    file_response(&root, &clean, &clean).await
+}
+
+/// Send the proxied artifact at `clean` as an attachment (MLflow's XSS guard: never rendered on
+/// this origin, `nosniff`, text as `text/plain`). `shown` is the path named in errors.
+async fn file_response(root: &ArtifactRoot, clean: &str, shown: &str) -> ApiResult<Response> {
+    let path = root.resolve(clean)?;
     let meta = match tokio::fs::symlink_metadata(&path).await {
         Ok(meta) => meta,
-        Err(_) => return Err(ApiError::not_found(format!("Artifact '{clean}' does not exist."))),
+        Err(_) => return Err(ApiError::not_found(format!("Artifact '{shown}' does not exist."))),
     };
     if meta.is_dir() {
         return Err(ApiError::invalid(format!(
-            "Artifact '{clean}' is a directory; list it instead."
+            "Artifact path refers to a directory, not a file: '{shown}'"
         )));
     }
     if meta.file_type().is_symlink() {
         return Err(ApiError::invalid(format!(
-            "Artifact '{clean}' is a symbolic link and is not served."
+            "Artifact '{shown}' is a symbolic link and is not served."
         )));
     }
     let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
     let name = clean.rsplit('/').next().unwrap_or("artifact");
-    let mime = mime_guess::from_path(name).first_or_octet_stream();
     let mut response = Body::from_stream(ReaderStream::new(file)).into_response();
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
+    if let Ok(v) = HeaderValue::from_str(&artifact_mime_type(name)) {
         headers.insert(header::CONTENT_TYPE, v);
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
@@ -108,6 +113,90 @@ async fn download(State(state): State<AppState>, uri: Uri) -> ApiResult<Response
     }
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     Ok(response)
+}
+
+/// File names MLflow serves as `text/plain` whatever their type (its UI previews them, and a
+/// browser must never render them as HTML or script); the rest by extension.
+const TEXT_EXTENSIONS: &[&str] = &[
+    "txt", "log", "err", "cfg", "conf", "cnf", "cf", "ini", "properties", "prop", "hocon", "toml",
+    "yaml", "yml", "xml", "json", "js", "py", "py3", "csv", "tsv", "md", "rst", "ipynb", "MLmodel",
+    "MLproject",
+];
+
+fn artifact_mime_type(name: &str) -> String {
+    let extension = match name.rsplit_once('.') {
+        Some((_, ext)) if !ext.is_empty() => ext,
+        _ => name,
+    };
+    if TEXT_EXTENSIONS.contains(&extension) {
+        return "text/plain".to_owned();
+    }
+    mime_guess::from_path(name).first_or_octet_stream().to_string()
+}
+
+/// An artifact below `root_uri` (a run's or logged model's root, or a model version's source):
+/// served when it lies behind this server's proxy; anything stored elsewhere is the client's to
+/// fetch.
+pub(crate) async fn send_under_root(state: &AppState, root_uri: &str, relative: Option<String>) -> ApiResult<Response> {
+    let relative = required_str(relative, "path")?;
+    let sub = clean_relative_path(&relative)?;
+    if sub.is_empty() {
+        return Err(ApiError::invalid("An artifact path is required."));
+    }
+    let Some(base) = proxied_path(root_uri) else {
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            format!("Artifacts under {root_uri} are not stored behind this server's artifact proxy; download them from their store."),
+        ));
+    };
+    let base = clean_relative_path(base)?;
+    let root = root(state)?;
+    let full = if base.is_empty() { sub.clone() } else { format!("{base}/{sub}") };
+    file_response(&root, &full, &sub).await
+}
+
+/// The web UI's downloads: `/get-artifact?run_uuid=…&path=…` and
+/// `/model-versions/get-artifact?name=…&version=…&path=…`.
+pub fn ui_router() -> Router<AppState> {
+    Router::new()
+        .route("/get-artifact", get(get_run_artifact))
+        .route("/model-versions/get-artifact", get(get_model_version_artifact))
+}
+
+#[derive(Debug, Deserialize)]
+struct RunArtifact {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    run_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    run_uuid: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    path: Option<String>,
+}
+
+async fn get_run_artifact(State(state): State<AppState>, Req(req): Req<RunArtifact>) -> ApiResult<Response> {
+    let run_id = required_str(req.run_id.filter(|r| !r.is_empty()).or(req.run_uuid), "run_id")?;
+    let run = state.store.get_run(&run_id).await?;
+    send_under_root(&state, &run.info.artifact_uri, req.path).await
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionArtifact {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    version: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    path: Option<String>,
+}
+
+async fn get_model_version_artifact(
+    State(state): State<AppState>,
+    Req(req): Req<VersionArtifact>,
+) -> ApiResult<Response> {
+    let name = required_str(req.name, "name")?;
+    let version = required_str(req.version, "version")?;
+    let v = state.store.get_model_version(&name, &version).await?;
+    send_under_root(&state, &v.storage_location, req.path).await
 }
 
 async fn upload(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult<Json<Value>> {
@@ -209,16 +298,23 @@ async fn list_run_artifacts(
 ) -> ApiResult<Json<Value>> {
     let run_id = required_str(req.run_id.filter(|r| !r.is_empty()).or(req.run_uuid), "run_id")?;
     let run = state.store.get_run(&run_id).await?;
-    let root_uri = run.info.artifact_uri.clone();
-    let sub = clean_relative_path(req.path.as_deref().unwrap_or(""))?;
-    let Some(base) = proxied_path(&root_uri) else {
-        // Artifacts kept elsewhere (s3://, gs://, …) are listed by the client itself.
-        return Ok(Json(json!({ "root_uri": root_uri })));
+    list_under_root(&state, &run.info.artifact_uri, req.path.as_deref()).await.map(Json)
+}
+
+/// MLflow's `ListArtifacts` answer for `sub` below `root_uri`: `root_uri`, and `files` when the
+/// directory lies behind this server's proxy and is not empty (artifacts kept elsewhere —
+/// `s3://`, `gs://`, … — are listed by the client itself).
+pub(crate) async fn list_under_root(state: &AppState, root_uri: &str, sub: Option<&str>) -> ApiResult<Value> {
+    let sub = clean_relative_path(sub.unwrap_or(""))?;
+    let Some(base) = proxied_path(root_uri) else {
+        return Ok(json!({ "root_uri": root_uri }));
     };
     let base = clean_relative_path(base)?;
-    let root = root(&state)?;
+    let root = root(state)?;
     let dir = if sub.is_empty() {
         base
+    } else if base.is_empty() {
+        sub.clone()
     } else {
         format!("{base}/{sub}")
     };
@@ -227,5 +323,5 @@ async fn list_run_artifacts(
     if !files.is_empty() {
         body["files"] = json!(files);
     }
-    Ok(Json(body))
+    Ok(body)
 }

@@ -29,6 +29,43 @@ pub fn router() -> Router<AppState> {
         .route("/mlflow/experiments/delete-experiment-tag", post(delete_tag))
 }
 
+/// Routes upstream serves under `/ajax-api/2.0` only (the web UI's).
+pub fn ajax_router() -> Router<AppState> {
+    Router::new().route("/mlflow/experiments/search-datasets", post(search_datasets))
+}
+
+/// Upstream's limits for `search-datasets`.
+const MAX_DATASET_EXPERIMENTS: usize = 20;
+const MAX_DATASET_SUMMARIES: u64 = 1000;
+
+#[derive(Debug, Deserialize)]
+struct SearchDatasets {
+    #[serde(default, deserialize_with = "lenient::list")]
+    experiment_ids: Vec<String>,
+}
+
+async fn search_datasets(State(state): State<AppState>, Req(req): Req<SearchDatasets>) -> ApiResult<Json<Value>> {
+    if req.experiment_ids.is_empty() {
+        return Err(ApiError::invalid(
+            "SearchDatasets request must specify at least one experiment_id.",
+        ));
+    }
+    if req.experiment_ids.len() > MAX_DATASET_EXPERIMENTS {
+        return Err(ApiError::invalid(format!(
+            "SearchDatasets request cannot specify more than {MAX_DATASET_EXPERIMENTS} experiment_ids. Received {} experiment_ids.",
+            req.experiment_ids.len()
+        )));
+    }
+    let summaries = state
+        .store
+        .search_datasets(&req.experiment_ids, MAX_DATASET_SUMMARIES)
+        .await?;
+    if summaries.is_empty() {
+        return Ok(Json(json!({})));
+    }
+    Ok(Json(json!({ "dataset_summaries": summaries })))
+}
+
 /// A `{key, value}` pair as it arrives on the wire.
 #[derive(Debug, Deserialize)]
 pub struct KeyValue {

@@ -26,6 +26,48 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(delete_tag),
         )
         .route("/mlflow/logged-models/{model_id}/params", post(log_params))
+        .route(
+            "/mlflow/logged-models/{model_id}/artifacts/directories",
+            get(list_artifacts),
+        )
+}
+
+/// Routes upstream serves under `/ajax-api/2.0` only (the web UI's).
+pub fn ajax_router() -> Router<AppState> {
+    Router::new().route("/mlflow/logged-models/{model_id}/artifacts/files", get(get_artifact))
+}
+
+#[derive(Debug, Deserialize)]
+struct ArtifactDirectory {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    artifact_directory_path: Option<String>,
+}
+
+async fn list_artifacts(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    Req(req): Req<ArtifactDirectory>,
+) -> ApiResult<Json<Value>> {
+    let model = state.store.get_logged_model(&model_id).await?;
+    super::artifacts::list_under_root(&state, &model.info.artifact_uri, req.artifact_directory_path.as_deref())
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+struct ArtifactFile {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    artifact_file_path: Option<String>,
+}
+
+async fn get_artifact(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    Req(req): Req<ArtifactFile>,
+) -> ApiResult<axum::response::Response> {
+    let path = required_str(req.artifact_file_path, "artifact_file_path")?;
+    let model = state.store.get_logged_model(&model_id).await?;
+    super::artifacts::send_under_root(&state, &model.info.artifact_uri, Some(path)).await
 }
 
 fn tags(kvs: Vec<KeyValue>, field: &str) -> ApiResult<Vec<Tag>> {

@@ -1,5 +1,6 @@
 //! The HTTP surface: MLflow's REST API under `/api/2.0` and `/ajax-api/2.0` (plus the 3.x routes
-//! under `/api/3.0`), the artifact proxy, `/health` and `/version`.
+//! under `/api/3.0`), the artifact proxy, `/health` and `/version`; the web UI's routes come from
+//! `crate::ui` (docs/web-ui.md).
 
 pub mod artifacts;
 pub mod experiments;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Model quality monitoring: its tables, settings, webhook notifier and exported series.
     pub monitoring: Arc<crate::monitoring::Monitoring>,
+    /// The web UI on `/` (`None`: `--no-ui`).
+    pub ui: Option<crate::ui::Ui>,
 }
 
 /// The MLflow RPC routes, mounted under each API prefix.
@@ -51,16 +54,37 @@ fn rpc_routes() -> Router<AppState> {
         .merge(crate::monitoring::api::router())
 }
 
+/// Every API route (REST under each prefix, the UI's artifact downloads, probes), without GraphQL.
+fn api_routes() -> Router<AppState> {
+    let rpc = rpc_routes()
+        .merge(artifacts::proxy_router())
+        .merge(crate::ui::shell::v2_router());
+    let v3 = meta::v3_router().merge(crate::ui::shell::v3_router());
+    Router::new()
+        .nest("/api/2.0", rpc.clone())
+        .nest(
+            "/ajax-api/2.0",
+            rpc.merge(metrics::ajax_router())
+                .merge(experiments::ajax_router())
+                .merge(logged_models::ajax_router()),
+        )
+        .nest("/api/3.0", v3.clone())
+        .nest("/ajax-api/3.0", v3)
+        .merge(meta::router())
+        .merge(artifacts::ui_router())
+        .fallback(endpoint_not_found)
+}
+
 /// The whole application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
-    let rpc = rpc_routes().merge(artifacts::proxy_router());
-    let routes = Router::new()
-        .nest("/api/2.0", rpc.clone())
-        .nest("/ajax-api/2.0", rpc.merge(metrics::ajax_router()))
-        .nest("/api/3.0", meta::v3_router())
-        .nest("/ajax-api/3.0", meta::v3_router())
-        .merge(meta::router())
-        .fallback(endpoint_not_found);
+    // GraphQL resolvers call the REST routes in-process, behind the same authorisation.
+    let backend = crate::auth::protect(api_routes(), state.auth.clone(), max_body_bytes)
+        .with_state(state.clone());
+    let graphql = crate::ui::graphql::router(crate::ui::graphql::schema(backend));
+    let mut routes = api_routes().merge(graphql);
+    if let Some(ui) = &state.ui {
+        routes = routes.merge(crate::ui::router(ui));
+    }
     let mut router =
         crate::auth::protect(routes, state.auth.clone(), max_body_bytes).with_state(state.clone());
     if let Some(server_metrics) = &state.metrics {

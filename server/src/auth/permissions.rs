@@ -202,6 +202,31 @@ pub static ROUTES: &[RouteRule] = &[
     r(Root, "GET", "/metrics", Public, NoHook),
     // --- 3.x client probe ---
     r(V3, "GET", "/mlflow/server-info", Authenticated, NoHook),
+    // --- the web UI (docs/web-ui.md): its assets are public, the page needs a signed-in user,
+    // downloads need READ on their run / registered model, GraphQL is checked per operation by
+    // the REST routes its resolvers call ---
+    r(Root, "GET", "/", Authenticated, NoHook),
+    r(Root, "GET", "/static-files/{*path}", Public, NoHook),
+    r(Root, "GET", "/get-artifact", Run(Read), NoHook),
+    r(Root, "GET", "/model-versions/get-artifact", RegisteredModel(Read), NoHook),
+    r(Root, "GET", "/graphql", Authenticated, NoHook),
+    r(Root, "POST", "/graphql", Authenticated, NoHook),
+    r(V2, "POST", "/mlflow/experiments/search-datasets", Experiments("experiment_ids", Read), NoHook),
+    r(V2, "GET", "/mlflow/logged-models/{model_id}/artifacts/directories", LoggedModel(Read), NoHook),
+    r(V2, "GET", "/mlflow/logged-models/{model_id}/artifacts/files", LoggedModel(Read), NoHook),
+    // Features this server lacks answer empty results to anyone signed in (ui/shell.rs).
+    r(V2, "GET", "/mlflow/gateway-proxy", Authenticated, NoHook),
+    r(V2, "POST", "/mlflow/gateway-proxy", Authenticated, NoHook),
+    r(V3, "POST", "/mlflow/traces/search", Authenticated, NoHook),
+    r(V3, "POST", "/mlflow/traces/metrics", Authenticated, NoHook),
+    r(V3, "GET", "/mlflow/datasets/search", Authenticated, NoHook),
+    r(V3, "POST", "/mlflow/datasets/search", Authenticated, NoHook),
+    r(V3, "GET", "/mlflow/scorers/list", Authenticated, NoHook),
+    r(V3, "GET", "/mlflow/gateway/endpoints/list", Authenticated, NoHook),
+    r(V3, "GET", "/mlflow/assistant/config", Authenticated, NoHook),
+    r(V3, "GET", "/mlflow/assistant/providers", Authenticated, NoHook),
+    r(V3, "GET", "/mlflow/ui-telemetry", Authenticated, NoHook),
+    r(V3, "POST", "/mlflow/ui-telemetry", Authenticated, NoHook),
     // --- experiments ---
     r(V2, "POST", "/mlflow/experiments/create", Authenticated, Hook::GrantExperiment),
     r(V2, "GET", "/mlflow/experiments/get", Experiment(Id, Read), NoHook),

@@ -455,6 +455,20 @@ pub trait Store: registry::Registry + Send + Sync + 'static {
     /// Aggregate counts for the statistics gauges (a handful of COUNT queries, no row scans
     /// beyond what the indexes cover).
     async fn statistics(&self) -> StoreResult<Statistics>;
+
+    /// The distinct datasets logged to runs of these experiments (MLflow's `search-datasets`,
+    /// which the web UI's dataset filter reads), at most `limit`.
+    async fn search_datasets(&self, experiment_ids: &[String], limit: u64) -> StoreResult<Vec<DatasetSummary>>;
+}
+
+/// One dataset used by an experiment's runs, with the context it was logged in.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DatasetSummary {
+    pub experiment_id: String,
+    pub name: String,
+    pub digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// Open the store named by a backend store URI and bring its schema up to date.

@@ -1302,6 +1302,42 @@ impl Store for SqlStore {
     async fn statistics(&self) -> StoreResult<Statistics> {
         self.collect_statistics().await
     }
+
+    async fn search_datasets(&self, experiment_ids: &[String], limit: u64) -> StoreResult<Vec<DatasetSummary>> {
+        let ids = experiment_ids
+            .iter()
+            .map(|id| parse_experiment_id(id))
+            .collect::<StoreResult<Vec<i64>>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(
+            "SELECT DISTINCT r.experiment_id AS experiment_id, d.name AS name, d.digest AS digest, \
+             d.context AS context FROM run_dataset_inputs d JOIN runs r ON r.run_uuid = d.run_uuid \
+             WHERE r.experiment_id IN (",
+        );
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_i64(*id);
+        }
+        sql.push(") ORDER BY experiment_id, name, digest LIMIT ")
+            .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX));
+        sql.query(self.engine)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DatasetSummary {
+                    experiment_id: row.try_get::<i64, _>("experiment_id")?.to_string(),
+                    name: row.try_get("name")?,
+                    digest: row.try_get("digest")?,
+                    context: row.try_get::<Option<String>, _>("context")?,
+                })
+            })
+            .collect()
+    }
 }
 
 impl SqlStore {

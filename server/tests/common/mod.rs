@@ -31,6 +31,7 @@ pub async fn test_app() -> TestApp {
         store: store.clone(),
         artifacts: Some(Arc::new(artifacts)),
         monitoring: monitoring_for(store, Some(&metrics)),
+        ui: None,
         metrics: Some(metrics),
         auth: None,
     };
@@ -79,6 +80,7 @@ pub async fn test_app_with_auth(default_permission: mlkube_server::auth::Permiss
         metrics: None,
         auth: Some(Arc::new(auth)),
         monitoring: monitoring_for(sql_store, None),
+        ui: None,
     };
     TestApp {
         router: app(state, 1024 * 1024),
