@@ -60,6 +60,10 @@ pub enum Comparator {
     ILike,
     In,
     NotIn,
+    /// `tags.k IS NULL`: the tag is not set (runs and experiments only; no value follows).
+    IsNull,
+    /// `tags.k IS NOT NULL`: the tag is set, whatever its value.
+    IsNotNull,
 }
 
 /// Right-hand side of a filter clause. `List` only appears with `IN` / `NOT IN`.
@@ -136,6 +140,11 @@ pub fn parse_model_version_order_by(order_by: &str) -> Result<OrderBy, SearchErr
     parse_order_by(order_by, &MODEL_VERSIONS)
 }
 
+/// Parses a `logged-models/search` filter (attributes, including `model_id IN (…)`).
+pub fn parse_logged_model_filter(filter: &str) -> Result<Vec<Clause>, SearchError> {
+    parse_filter(filter, &LOGGED_MODELS)
+}
+
 // === schemas ===
 
 /// How a key's value is typed and compared.
@@ -163,6 +172,8 @@ struct Schema {
     order_attrs: &'static [&'static str],
     /// Lower-case alias to canonical order_by attribute.
     order_aliases: &'static [(&'static str, &'static str)],
+    /// Whether tags may be tested with `IS NULL` / `IS NOT NULL` (what MLflow 3's UI sends).
+    tag_null_tests: bool,
 }
 
 const ATTRIBUTE_ALIASES: [(&str, Entity); 3] = [
@@ -231,6 +242,7 @@ static RUNS: Schema = Schema {
         "end_time",
     ],
     order_aliases: RUN_ATTR_ALIASES,
+    tag_null_tests: true,
 };
 
 static EXPERIMENTS: Schema = Schema {
@@ -246,6 +258,7 @@ static EXPERIMENTS: Schema = Schema {
     order_entity_names: "attributes",
     order_attrs: &["name", "experiment_id", "creation_time", "last_update_time"],
     order_aliases: &[],
+    tag_null_tests: true,
 };
 
 static REGISTERED_MODELS: Schema = Schema {
@@ -257,6 +270,7 @@ static REGISTERED_MODELS: Schema = Schema {
     order_entity_names: "attributes",
     order_attrs: &["name", "creation_timestamp", "last_updated_timestamp"],
     order_aliases: &[("timestamp", "creation_timestamp")],
+    tag_null_tests: false,
 };
 
 static MODEL_VERSIONS: Schema = Schema {
@@ -278,6 +292,27 @@ static MODEL_VERSIONS: Schema = Schema {
         "last_updated_timestamp",
     ],
     order_aliases: &[],
+    tag_null_tests: false,
+};
+
+static LOGGED_MODELS: Schema = Schema {
+    entities: &[ATTRIBUTE_ALIASES[0], ATTRIBUTE_ALIASES[1], ATTRIBUTE_ALIASES[2]],
+    entity_names: "attributes",
+    filter_attrs: &[
+        ("name", KeyKind::Str),
+        ("model_id", KeyKind::StrOrList),
+        ("source_run_id", KeyKind::StrOrList),
+        ("status", KeyKind::Str),
+        ("model_type", KeyKind::Str),
+        ("creation_timestamp", KeyKind::Num),
+        ("last_updated_timestamp", KeyKind::Num),
+    ],
+    filter_aliases: &[],
+    order_entities: &[Entity::Attribute],
+    order_entity_names: "attributes",
+    order_attrs: &["name", "model_id", "creation_timestamp", "last_updated_timestamp"],
+    order_aliases: &[],
+    tag_null_tests: false,
 };
 
 const NUMERIC_CMPS: &[Comparator] = &[
@@ -315,6 +350,8 @@ fn comparator_str(cmp: Comparator) -> &'static str {
         Comparator::ILike => "ILIKE",
         Comparator::In => "IN",
         Comparator::NotIn => "NOT IN",
+        Comparator::IsNull => "IS NULL",
+        Comparator::IsNotNull => "IS NOT NULL",
     }
 }
 
@@ -621,6 +658,24 @@ fn parse_comparator(cur: &mut Cursor<'_>, key: &RawKey) -> Result<Comparator, St
                 Comparator::ILike
             } else if word.eq_ignore_ascii_case("in") {
                 Comparator::In
+            } else if word.eq_ignore_ascii_case("is") {
+                cur.skip_ws();
+                let next_at = cur.position();
+                let mut word = cur.eat_word();
+                let negated = word.is_some_and(|w| w.eq_ignore_ascii_case("not"));
+                if negated {
+                    cur.skip_ws();
+                    word = cur.eat_word();
+                }
+                match word {
+                    Some(w) if w.eq_ignore_ascii_case("null") && negated => Comparator::IsNotNull,
+                    Some(w) if w.eq_ignore_ascii_case("null") => Comparator::IsNull,
+                    _ => {
+                        return Err(format!(
+                            "expected NULL or NOT NULL after IS at position {next_at}"
+                        ));
+                    }
+                }
             } else if word.eq_ignore_ascii_case("not") {
                 cur.skip_ws();
                 let next_at = cur.position();
@@ -748,8 +803,12 @@ fn parse_filter(src: &str, schema: &Schema) -> Result<Vec<Clause>, SearchError> 
         cur.skip_ws();
         let comparator = parse_comparator(&mut cur, &key).map_err(filter_syntax)?;
         cur.skip_ws();
-        let raw = parse_value(&mut cur).map_err(filter_syntax)?;
-        clauses.push(build_clause(schema, &key, comparator, raw)?);
+        if matches!(comparator, Comparator::IsNull | Comparator::IsNotNull) {
+            clauses.push(build_null_test(schema, &key, comparator)?);
+        } else {
+            let raw = parse_value(&mut cur).map_err(filter_syntax)?;
+            clauses.push(build_clause(schema, &key, comparator, raw)?);
+        }
 
         cur.skip_ws();
         if cur.at_end() {
@@ -823,6 +882,25 @@ fn canonical<T: Copy>(
 
 fn key_list<T>(names: &[(&str, T)]) -> String {
     names.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// `tags.k IS [NOT] NULL`: tags only, and only where the schema allows it.
+fn build_null_test(schema: &Schema, key: &RawKey, comparator: Comparator) -> Result<Clause, SearchError> {
+    let (entity, name) = resolve_entity(schema.entities, schema.entity_names, key)?;
+    if entity != Entity::Tag || !schema.tag_null_tests {
+        return Err(SearchError(format!(
+            "Invalid comparator '{}' for {} '{}'; IS NULL and IS NOT NULL are only supported for run and experiment tags",
+            comparator_str(comparator),
+            entity_noun(entity),
+            snippet(&name)
+        )));
+    }
+    Ok(Clause {
+        entity,
+        key: name,
+        comparator,
+        value: Value::List(Vec::new()),
+    })
 }
 
 fn build_clause(
@@ -1347,6 +1425,21 @@ mod tests {
         let e = run_err("run_id IN 'a'");
         assert!(e.contains("list of quoted strings"), "{e}");
         assert!(run_err("run_id = ('a', 'b')").contains("found a list"));
+    }
+
+    #[test]
+    fn tag_null_tests() {
+        let f = parse_experiment_filter("tags.`mlflow.experiment.isGateway` IS NULL").unwrap();
+        assert_eq!(f[0].entity, Entity::Tag);
+        assert_eq!(f[0].key, "mlflow.experiment.isGateway");
+        assert_eq!(f[0].comparator, Comparator::IsNull);
+        let f = parse_run_filter("tags.team is not null AND params.a = '1'").unwrap();
+        assert_eq!(f[0].comparator, Comparator::IsNotNull);
+        assert_eq!(f[1].entity, Entity::Param);
+        assert!(parse_run_filter("params.a IS NULL").is_err());
+        assert!(parse_run_filter("tags.a IS 'x'").is_err());
+        assert!(parse_run_filter("tags.a IS NOT").is_err());
+        assert!(parse_registered_model_filter("tags.a IS NULL").is_err());
     }
 
     #[test]

@@ -608,10 +608,10 @@ mod cases {
         let found = store
             .search_logged_models(&LoggedModelSearch {
                 experiment_ids: vec!["0".into()],
-                attributes: vec![
-                    ("source_run_id".into(), run.clone()),
-                    ("name".into(), "model".into()),
-                ],
+                filter: mlkube_server::search::parse_logged_model_filter(&format!(
+                    "source_run_id = '{run}' AND name = 'model'"
+                ))
+                .unwrap(),
                 max_results: 10,
                 offset: 0,
             })

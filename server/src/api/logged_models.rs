@@ -198,88 +198,16 @@ struct SearchLoggedModels {
     page_token: Option<String>,
 }
 
-/// The logged-model filter subset the client uses: `attr = 'value'` joined by AND, on `name`,
-/// `source_run_id`, `status`, `model_type`, `model_id`.
-fn parse_filter(filter: &str) -> ApiResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let text = filter.trim();
-    if text.is_empty() {
-        return Ok(out);
-    }
-    for part in split_and(text) {
-        let (attr, value) = part
-            .split_once('=')
-            .ok_or_else(|| ApiError::invalid(format!("Invalid logged model filter clause: '{part}'")))?;
-        let attr = attr
-            .trim()
-            .trim_start_matches("attributes.")
-            .trim_start_matches("attribute.")
-            .trim();
-        if !["name", "source_run_id", "status", "model_type", "model_id"].contains(&attr) {
-            return Err(ApiError::invalid(format!(
-                "Unsupported logged model filter attribute: '{attr}'"
-            )));
-        }
-        let value = value.trim();
-        let unquoted = value
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-            .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-            .ok_or_else(|| {
-                ApiError::invalid(format!("Logged model filter values must be quoted: '{part}'"))
-            })?;
-        out.push((attr.to_owned(), unquoted.to_owned()));
-    }
-    Ok(out)
-}
-
-/// Split on the keyword AND (any case, surrounded by whitespace) outside quotes.
-fn split_and(text: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut quote: Option<char> = None;
-    let mut prev_space = true;
-    let mut skip_until = 0;
-    for (i, c) in text.char_indices() {
-        if i < skip_until {
-            continue;
-        }
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None => {
-                let keyword = text.get(i..i + 3).is_some_and(|w| w.eq_ignore_ascii_case("and"));
-                let space_after = text
-                    .get(i + 3..)
-                    .and_then(|r| r.chars().next())
-                    .is_some_and(char::is_whitespace);
-                if prev_space && keyword && space_after {
-                    parts.push(&text[start..i]);
-                    start = i + 3;
-                    skip_until = i + 3;
-                }
-            }
-        }
-        prev_space = c.is_whitespace();
-    }
-    parts.push(&text[start..]);
-    parts
-        .into_iter()
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
 async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>) -> ApiResult<Json<Value>> {
-    let attributes = parse_filter(req.filter.as_deref().unwrap_or(""))?;
+    let filter = crate::search::parse_logged_model_filter(req.filter.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let max_results = paging::max_results(req.max_results, 100, 1000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
     let page = state
         .store
         .search_logged_models(&LoggedModelSearch {
             experiment_ids: req.experiment_ids,
-            attributes,
+            filter,
             max_results,
             offset,
         })
@@ -289,24 +217,20 @@ async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    #![allow(clippy::unwrap_used)]
+    use crate::search::{Comparator, Value, parse_logged_model_filter};
 
     #[test]
-    fn filter_subset() {
-        let f = parse_filter("source_run_id = 'abc' AND name = 'model'").unwrap();
-        assert_eq!(
-            f,
-            vec![
-                ("source_run_id".into(), "abc".into()),
-                ("name".into(), "model".into())
-            ]
-        );
-        assert_eq!(
-            parse_filter("name = 'a and b'").unwrap(),
-            vec![("name".into(), "a and b".into())]
-        );
-        assert!(parse_filter("name LIKE 'x'").is_err());
-        assert!(parse_filter("params.x = 'y'").is_err());
-        assert!(parse_filter("name = x").is_err());
+    fn filters_use_the_search_grammar() {
+        let f = parse_logged_model_filter("source_run_id = 'abc' AND name = 'a and b'").unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[1].value, Value::String("a and b".into()));
+        // What MLflow 3's run page sends.
+        let f = parse_logged_model_filter("attributes.model_id IN ('m-1','m-2')").unwrap();
+        assert_eq!(f[0].comparator, Comparator::In);
+        assert_eq!(f[0].value, Value::List(vec!["m-1".into(), "m-2".into()]));
+        assert!(parse_logged_model_filter("params.x = 'y'").is_err());
+        assert!(parse_logged_model_filter("name = x").is_err());
+        assert!(parse_logged_model_filter("nonsense = 'x'").is_err());
     }
 }

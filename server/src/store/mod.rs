@@ -364,8 +364,9 @@ pub struct NewLoggedModel {
 #[derive(Debug, Clone)]
 pub struct LoggedModelSearch {
     pub experiment_ids: Vec<String>,
-    /// Equality filters on `name`, `source_run_id`, `status`, `model_type`, `model_id`.
-    pub attributes: Vec<(String, String)>,
+    /// Parsed filter (attributes only: `name`, `model_id`, `source_run_id`, `status`,
+    /// `model_type`, timestamps).
+    pub filter: Vec<Clause>,
     pub max_results: u64,
     pub offset: u64,
 }

@@ -85,6 +85,11 @@ fn push_comparison(sql: &mut Sql, column: &str, clause: &Clause) {
         Comparator::Like | Comparator::ILike => "LIKE",
         Comparator::In => "IN",
         Comparator::NotIn => "NOT IN",
+        // The parser refuses presence tests on registry searches.
+        Comparator::IsNull | Comparator::IsNotNull => {
+            sql.push("1 = 0");
+            return;
+        }
     };
     match &clause.value {
         Value::List(items) if items.is_empty() => {

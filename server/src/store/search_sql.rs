@@ -17,7 +17,28 @@ fn comparator_sql(c: Comparator) -> &'static str {
         Comparator::ILike => "LIKE",
         Comparator::In => "IN",
         Comparator::NotIn => "NOT IN",
+        // Tag presence tests are EXISTS / NOT EXISTS around the key match (see `push_tag`).
+        Comparator::IsNull | Comparator::IsNotNull => "",
     }
+}
+
+/// `[NOT] EXISTS (SELECT 1 FROM <table> f WHERE <owner> AND f.key = ? AND <value test>)`: a key's
+/// row in a key/value table, compared, or (IS NULL / IS NOT NULL) merely absent or present.
+fn push_key_value(sql: &mut Sql, table: &str, owner: &str, clause: &Clause) {
+    if clause.comparator == Comparator::IsNull {
+        sql.push("NOT ");
+    }
+    sql.push("EXISTS (SELECT 1 FROM ")
+        .push(table)
+        .push(" f WHERE ")
+        .push(owner)
+        .push(" AND f.key = ")
+        .bind_str(&clause.key);
+    if !matches!(clause.comparator, Comparator::IsNull | Comparator::IsNotNull) {
+        sql.push(" AND ");
+        push_comparison(sql, "f.value", clause.comparator, &clause.value);
+    }
+    sql.push(")");
 }
 
 fn number_arg(n: f64) -> Arg {
@@ -107,13 +128,7 @@ pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
                 } else {
                     "run_tags"
                 };
-                sql.push("EXISTS (SELECT 1 FROM ")
-                    .push(table)
-                    .push(" f WHERE f.run_uuid = r.run_uuid AND f.key = ")
-                    .bind_str(&clause.key)
-                    .push(" AND ");
-                push_comparison(sql, "f.value", clause.comparator, &clause.value);
-                sql.push(")");
+                push_key_value(sql, table, "f.run_uuid = r.run_uuid", clause);
             }
             Entity::Attribute => {
                 sql.push("(");
@@ -183,17 +198,31 @@ fn experiment_attribute_column(key: &str) -> &'static str {
     }
 }
 
+/// Append ` AND (…)` for each logged-model filter clause (attributes of `logged_models`).
+pub fn push_logged_model_filter(sql: &mut Sql, clauses: &[Clause]) {
+    for clause in clauses {
+        let column = match clause.key.as_str() {
+            "name" => "name",
+            "source_run_id" => "source_run_id",
+            "status" => "status",
+            "model_type" => "model_type",
+            "creation_timestamp" => "creation_timestamp",
+            "last_updated_timestamp" => "last_updated_timestamp",
+            _ => "model_id",
+        };
+        sql.push(" AND (");
+        push_comparison(sql, column, clause.comparator, &clause.value);
+        sql.push(")");
+    }
+}
+
 /// Append ` AND (…)` for each experiment filter clause.
 pub fn push_experiment_filter(sql: &mut Sql, clauses: &[Clause]) {
     for clause in clauses {
         sql.push(" AND ");
         match clause.entity {
             Entity::Tag => {
-                sql.push("EXISTS (SELECT 1 FROM experiment_tags f WHERE f.experiment_id = e.experiment_id AND f.key = ")
-                    .bind_str(&clause.key)
-                    .push(" AND ");
-                push_comparison(sql, "f.value", clause.comparator, &clause.value);
-                sql.push(")");
+                push_key_value(sql, "experiment_tags", "f.experiment_id = e.experiment_id", clause);
             }
             _ => {
                 sql.push("(");

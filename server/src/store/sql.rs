@@ -1283,16 +1283,7 @@ impl Store for SqlStore {
             }
             sql.push(")");
         }
-        for (attr, value) in &search.attributes {
-            let column = match attr.as_str() {
-                "name" => "name",
-                "source_run_id" => "source_run_id",
-                "status" => "status",
-                "model_type" => "model_type",
-                _ => "model_id",
-            };
-            sql.push(" AND ").push(column).push(" = ").bind_str(value);
-        }
+        search_sql::push_logged_model_filter(&mut sql, &search.filter);
         sql.push(" ORDER BY creation_timestamp DESC, model_id ASC");
         limit_offset(&mut sql, search.max_results, search.offset);
         let models = self.fetch_logged_models(sql).await?;
