@@ -1333,11 +1333,16 @@ async fn route_table_covers_every_registered_route() {
         metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
         auth: Some(Arc::new(auth)),
         monitoring: common::monitoring_for(sql_store, None),
-        ui: None,
+        ui: Some(common::fake_ui(dir.path())),
     };
     let router = mlkube_server::app(state, 1024 * 1024);
-    // The Prometheus scrape stays public (aggregates only), as do the probes.
-    for uri in ["/metrics", "/health", "/version"] {
+    // The Prometheus scrape stays public (aggregates only), as do the probes and the UI's assets.
+    for uri in [
+        "/metrics",
+        "/health",
+        "/version",
+        "/static-files/static/js/main.abc123.js",
+    ] {
         let resp = router
             .clone()
             .oneshot(request(None, Method::GET, uri, None))

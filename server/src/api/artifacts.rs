@@ -118,8 +118,31 @@ async fn file_response(root: &ArtifactRoot, clean: &str, shown: &str) -> ApiResu
 /// File names MLflow serves as `text/plain` whatever their type (its UI previews them, and a
 /// browser must never render them as HTML or script); the rest by extension.
 const TEXT_EXTENSIONS: &[&str] = &[
-    "txt", "log", "err", "cfg", "conf", "cnf", "cf", "ini", "properties", "prop", "hocon", "toml",
-    "yaml", "yml", "xml", "json", "js", "py", "py3", "csv", "tsv", "md", "rst", "ipynb", "MLmodel",
+    "txt",
+    "log",
+    "err",
+    "cfg",
+    "conf",
+    "cnf",
+    "cf",
+    "ini",
+    "properties",
+    "prop",
+    "hocon",
+    "toml",
+    "yaml",
+    "yml",
+    "xml",
+    "json",
+    "js",
+    "py",
+    "py3",
+    "csv",
+    "tsv",
+    "md",
+    "rst",
+    "ipynb",
+    "MLmodel",
     "MLproject",
 ];
 
@@ -137,7 +160,11 @@ fn artifact_mime_type(name: &str) -> String {
 /// An artifact below `root_uri` (a run's or logged model's root, or a model version's source):
 /// served when it lies behind this server's proxy; anything stored elsewhere is the client's to
 /// fetch.
-pub(crate) async fn send_under_root(state: &AppState, root_uri: &str, relative: Option<String>) -> ApiResult<Response> {
+pub(crate) async fn send_under_root(
+    state: &AppState,
+    root_uri: &str,
+    relative: Option<String>,
+) -> ApiResult<Response> {
     let relative = required_str(relative, "path")?;
     let sub = clean_relative_path(&relative)?;
     if sub.is_empty() {
@@ -146,12 +173,18 @@ pub(crate) async fn send_under_root(state: &AppState, root_uri: &str, relative: 
     let Some(base) = proxied_path(root_uri) else {
         return Err(ApiError::new(
             ErrorCode::NotImplemented,
-            format!("Artifacts under {root_uri} are not stored behind this server's artifact proxy; download them from their store."),
+            format!(
+                "Artifacts under {root_uri} are not stored behind this server's artifact proxy; download them from their store."
+            ),
         ));
     };
     let base = clean_relative_path(base)?;
     let root = root(state)?;
-    let full = if base.is_empty() { sub.clone() } else { format!("{base}/{sub}") };
+    let full = if base.is_empty() {
+        sub.clone()
+    } else {
+        format!("{base}/{sub}")
+    };
     file_response(&root, &full, &sub).await
 }
 
@@ -298,7 +331,9 @@ async fn list_run_artifacts(
 ) -> ApiResult<Json<Value>> {
     let run_id = required_str(req.run_id.filter(|r| !r.is_empty()).or(req.run_uuid), "run_id")?;
     let run = state.store.get_run(&run_id).await?;
-    list_under_root(&state, &run.info.artifact_uri, req.path.as_deref()).await.map(Json)
+    list_under_root(&state, &run.info.artifact_uri, req.path.as_deref())
+        .await
+        .map(Json)
 }
 
 /// MLflow's `ListArtifacts` answer for `sub` below `root_uri`: `root_uri`, and `files` when the

@@ -44,7 +44,10 @@ struct SearchDatasets {
     experiment_ids: Vec<String>,
 }
 
-async fn search_datasets(State(state): State<AppState>, Req(req): Req<SearchDatasets>) -> ApiResult<Json<Value>> {
+async fn search_datasets(
+    State(state): State<AppState>,
+    Req(req): Req<SearchDatasets>,
+) -> ApiResult<Json<Value>> {
     if req.experiment_ids.is_empty() {
         return Err(ApiError::invalid(
             "SearchDatasets request must specify at least one experiment_id.",

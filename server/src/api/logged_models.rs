@@ -34,7 +34,10 @@ pub fn router() -> Router<AppState> {
 
 /// Routes upstream serves under `/ajax-api/2.0` only (the web UI's).
 pub fn ajax_router() -> Router<AppState> {
-    Router::new().route("/mlflow/logged-models/{model_id}/artifacts/files", get(get_artifact))
+    Router::new().route(
+        "/mlflow/logged-models/{model_id}/artifacts/files",
+        get(get_artifact),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,9 +52,13 @@ async fn list_artifacts(
     Req(req): Req<ArtifactDirectory>,
 ) -> ApiResult<Json<Value>> {
     let model = state.store.get_logged_model(&model_id).await?;
-    super::artifacts::list_under_root(&state, &model.info.artifact_uri, req.artifact_directory_path.as_deref())
-        .await
-        .map(Json)
+    super::artifacts::list_under_root(
+        &state,
+        &model.info.artifact_uri,
+        req.artifact_directory_path.as_deref(),
+    )
+    .await
+    .map(Json)
 }
 
 #[derive(Debug, Deserialize)]

@@ -78,8 +78,8 @@ fn api_routes() -> Router<AppState> {
 /// The whole application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // GraphQL resolvers call the REST routes in-process, behind the same authorisation.
-    let backend = crate::auth::protect(api_routes(), state.auth.clone(), max_body_bytes)
-        .with_state(state.clone());
+    let backend =
+        crate::auth::protect(api_routes(), state.auth.clone(), max_body_bytes).with_state(state.clone());
     let graphql = crate::ui::graphql::router(crate::ui::graphql::schema(backend));
     let mut routes = api_routes().merge(graphql);
     if let Some(ui) = &state.ui {

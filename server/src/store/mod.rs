@@ -459,7 +459,11 @@ pub trait Store: registry::Registry + Send + Sync + 'static {
 
     /// The distinct datasets logged to runs of these experiments (MLflow's `search-datasets`,
     /// which the web UI's dataset filter reads), at most `limit`.
-    async fn search_datasets(&self, experiment_ids: &[String], limit: u64) -> StoreResult<Vec<DatasetSummary>>;
+    async fn search_datasets(
+        &self,
+        experiment_ids: &[String],
+        limit: u64,
+    ) -> StoreResult<Vec<DatasetSummary>>;
 }
 
 /// One dataset used by an experiment's runs, with the context it was logged in.

@@ -222,7 +222,12 @@ pub fn push_experiment_filter(sql: &mut Sql, clauses: &[Clause]) {
         sql.push(" AND ");
         match clause.entity {
             Entity::Tag => {
-                push_key_value(sql, "experiment_tags", "f.experiment_id = e.experiment_id", clause);
+                push_key_value(
+                    sql,
+                    "experiment_tags",
+                    "f.experiment_id = e.experiment_id",
+                    clause,
+                );
             }
             _ => {
                 sql.push("(");

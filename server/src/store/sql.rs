@@ -1294,7 +1294,11 @@ impl Store for SqlStore {
         self.collect_statistics().await
     }
 
-    async fn search_datasets(&self, experiment_ids: &[String], limit: u64) -> StoreResult<Vec<DatasetSummary>> {
+    async fn search_datasets(
+        &self,
+        experiment_ids: &[String],
+        limit: u64,
+    ) -> StoreResult<Vec<DatasetSummary>> {
         let ids = experiment_ids
             .iter()
             .map(|id| parse_experiment_id(id))

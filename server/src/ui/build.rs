@@ -19,7 +19,9 @@ impl UiBuild {
     /// A build in `dir`, which must contain `index.html`.
     pub fn open(dir: &Path) -> Result<Self, NoUi> {
         if dir.join("index.html").is_file() {
-            Ok(Self { dir: dir.to_path_buf() })
+            Ok(Self {
+                dir: dir.to_path_buf(),
+            })
         } else {
             Err(NoUi(format!(
                 "{} does not contain MLflow's UI build (no index.html)",
@@ -108,7 +110,11 @@ mod tests {
         std::fs::write(build.join("index.html"), "<html></html>").unwrap();
         let ui = UiBuild::open(&build).unwrap();
         assert_eq!(ui.mlflow_version(), None);
-        std::fs::write(tmp.path().join("mlflow/version.py"), "# c\nVERSION = \"3.17.2\"\n").unwrap();
+        std::fs::write(
+            tmp.path().join("mlflow/version.py"),
+            "# c\nVERSION = \"3.17.2\"\n",
+        )
+        .unwrap();
         assert_eq!(ui.mlflow_version().as_deref(), Some("3.17.2"));
     }
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::registry::{MetaDirective, MetaInputValue, Registry};
 use async_graphql::{
-    ComplexObject, Context, CustomDirective, CustomDirectiveFactory, EmptySubscription, Enum, ErrorExtensions,
-    InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Schema,
+    ComplexObject, Context, CustomDirective, CustomDirectiveFactory, EmptySubscription, Enum,
+    ErrorExtensions, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Schema,
     ServerResult, SimpleObject, Value as GqlValue,
 };
 use axum::Router;
@@ -88,7 +88,9 @@ async fn graphql_post(
 ) -> Response {
     match serde_json::from_slice::<GraphQlRequest>(&body) {
         Ok(request) => execute(&schema, &headers, request).await,
-        Err(err) => ApiError::invalid(format!("The GraphQL request is not valid JSON: {err}")).into_response(),
+        Err(err) => {
+            ApiError::invalid(format!("The GraphQL request is not valid JSON: {err}")).into_response()
+        }
     }
 }
 
@@ -142,8 +144,16 @@ async fn execute(schema: &MlflowSchema, headers: &HeaderMap, request: GraphQlReq
 
 /// MLflow's GraphQL answer: always 200, errors as a list of messages or `null`.
 fn answer(data: Value, errors: Vec<String>) -> Response {
-    let errors = if errors.is_empty() { Value::Null } else { json!(errors) };
-    (StatusCode::OK, axum::Json(json!({ "data": data, "errors": errors }))).into_response()
+    let errors = if errors.is_empty() {
+        Value::Null
+    } else {
+        json!(errors)
+    };
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "data": data, "errors": errors })),
+    )
+        .into_response()
 }
 
 /// Refuse queries past upstream's limits before executing them (depth is left to the schema's
@@ -158,23 +168,25 @@ fn check_query_safety(query: &str) -> Result<(), String> {
         DocumentOperations::Single(op) => vec![&op.node.selection_set.node],
         DocumentOperations::Multiple(ops) => ops.values().map(|op| &op.node.selection_set.node).collect(),
     };
+    let mut aliases_max = 0;
     for set in operations {
         root_fields += count_fields(&doc, set, 0);
-        let mut aliases_max = 0;
         walk(&doc, set, 0, &mut selections, &mut aliases_max);
-        if aliases_max > MAX_ALIASES {
-            return Err(format!(
-                "GraphQL queries should have at most {MAX_ALIASES} aliases, got {aliases_max} aliases."
-            ));
-        }
     }
     if root_fields > MAX_ROOT_FIELDS {
         return Err(format!(
             "GraphQL queries should have at most {MAX_ROOT_FIELDS} root fields, got {root_fields} root fields."
         ));
     }
+    if aliases_max > MAX_ALIASES {
+        return Err(format!(
+            "GraphQL queries should have at most {MAX_ALIASES} aliases, got {aliases_max} aliases."
+        ));
+    }
     if selections > MAX_SELECTIONS {
-        return Err(format!("Query exceeds maximum total selections of {MAX_SELECTIONS}"));
+        return Err(format!(
+            "Query exceeds maximum total selections of {MAX_SELECTIONS}"
+        ));
     }
     Ok(())
 }
@@ -197,7 +209,13 @@ fn count_fields(doc: &ExecutableDocument, set: &SelectionSet, guard: usize) -> u
         .sum()
 }
 
-fn walk(doc: &ExecutableDocument, set: &SelectionSet, depth: usize, selections: &mut usize, aliases_max: &mut usize) {
+fn walk(
+    doc: &ExecutableDocument,
+    set: &SelectionSet,
+    depth: usize,
+    selections: &mut usize,
+    aliases_max: &mut usize,
+) {
     if depth > MAX_DEPTH || *selections > MAX_SELECTIONS {
         return;
     }
@@ -209,12 +227,30 @@ fn walk(doc: &ExecutableDocument, set: &SelectionSet, depth: usize, selections: 
                 if field.node.alias.is_some() {
                     aliases += 1;
                 }
-                walk(doc, &field.node.selection_set.node, depth + 1, selections, aliases_max);
+                walk(
+                    doc,
+                    &field.node.selection_set.node,
+                    depth + 1,
+                    selections,
+                    aliases_max,
+                );
             }
-            Selection::InlineFragment(f) => walk(doc, &f.node.selection_set.node, depth + 1, selections, aliases_max),
+            Selection::InlineFragment(f) => walk(
+                doc,
+                &f.node.selection_set.node,
+                depth + 1,
+                selections,
+                aliases_max,
+            ),
             Selection::FragmentSpread(s) => {
                 if let Some(f) = doc.fragments.get(&s.node.fragment_name.node) {
-                    walk(doc, &f.node.selection_set.node, depth + 1, selections, aliases_max);
+                    walk(
+                        doc,
+                        &f.node.selection_set.node,
+                        depth + 1,
+                        selections,
+                        aliases_max,
+                    );
                 }
             }
         }
@@ -279,7 +315,13 @@ impl CustomDirectiveFactory for ComponentDirective {
 // Calling the REST API in-process.
 
 impl Backend {
-    async fn call(&self, ctx: &Context<'_>, method: Method, path_and_query: &str, body: Option<Value>) -> async_graphql::Result<Value> {
+    async fn call(
+        &self,
+        ctx: &Context<'_>,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Value>,
+    ) -> async_graphql::Result<Value> {
         let caller = ctx.data_opt::<Caller>().cloned().unwrap_or_default();
         let mut request = Request::builder().method(method).uri(path_and_query);
         if let Some(auth) = caller.authorization {
@@ -292,7 +334,9 @@ impl Backend {
             }
             None => Body::empty(),
         };
-        let request = request.body(body).map_err(|e| async_graphql::Error::new(e.to_string()))?;
+        let request = request
+            .body(body)
+            .map_err(|e| async_graphql::Error::new(e.to_string()))?;
         let response = self
             .api
             .clone()
@@ -324,7 +368,12 @@ impl Backend {
         }
     }
 
-    async fn get<T: for<'de> Deserialize<'de>>(&self, ctx: &Context<'_>, path: &str, params: &[(&str, String)]) -> async_graphql::Result<T> {
+    async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        ctx: &Context<'_>,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> async_graphql::Result<T> {
         let query = {
             let mut query = form_urlencoded::Serializer::new(String::new());
             for (key, value) in params {
@@ -341,8 +390,15 @@ impl Backend {
         decode(value)
     }
 
-    async fn post<T: for<'de> Deserialize<'de>>(&self, ctx: &Context<'_>, path: &str, body: Value) -> async_graphql::Result<T> {
-        let value = self.call(ctx, Method::POST, &format!("{API}{path}"), Some(body)).await?;
+    async fn post<T: for<'de> Deserialize<'de>>(
+        &self,
+        ctx: &Context<'_>,
+        path: &str,
+        body: Value,
+    ) -> async_graphql::Result<T> {
+        let value = self
+            .call(ctx, Method::POST, &format!("{API}{path}"), Some(body))
+            .await?;
         decode(value)
     }
 }
@@ -350,7 +406,8 @@ impl Backend {
 const API: &str = "/ajax-api/2.0/mlflow";
 
 fn decode<T: for<'de> Deserialize<'de>>(value: Value) -> async_graphql::Result<T> {
-    serde_json::from_value(value).map_err(|e| async_graphql::Error::new(format!("unexpected response shape: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| async_graphql::Error::new(format!("unexpected response shape: {e}")))
 }
 
 fn backend<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Backend> {
@@ -408,7 +465,9 @@ impl<'de> Deserialize<'de> for LongString {
         match Value::deserialize(d)? {
             Value::String(s) => Ok(Self(s)),
             Value::Number(n) => Ok(Self(n.to_string())),
-            other => Err(serde::de::Error::custom(format!("expected an int64, got {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected an int64, got {other}"
+            ))),
         }
     }
 }
@@ -675,7 +734,9 @@ pub struct MlflowRunOutputs {
 
 impl Default for MlflowRunOutputs {
     fn default() -> Self {
-        Self { model_outputs: list() }
+        Self {
+            model_outputs: list(),
+        }
     }
 }
 
@@ -694,24 +755,36 @@ pub struct MlflowRunExtension {
 impl MlflowRunExtension {
     async fn experiment(&self, ctx: &Context<'_>) -> Option<MlflowExperiment> {
         let id = self.info.as_ref().and_then(|i| i.experiment_id.clone())?;
-        let response: Option<MlflowGetExperimentResponse> = soft(ctx, async {
-            backend(ctx)?
-                .get(ctx, "/experiments/get", &[("experiment_id", id)])
-                .await
-        }.await);
+        let response: Option<MlflowGetExperimentResponse> = soft(
+            ctx,
+            async {
+                backend(ctx)?
+                    .get(ctx, "/experiments/get", &[("experiment_id", id)])
+                    .await
+            }
+            .await,
+        );
         response?.experiment
     }
 
     async fn model_versions(&self, ctx: &Context<'_>) -> Option<Vec<MlflowModelVersion>> {
-        let Some(run_id) = self.info.as_ref().and_then(|i| i.run_id.clone().or_else(|| i.run_uuid.clone())) else {
+        let Some(run_id) = self
+            .info
+            .as_ref()
+            .and_then(|i| i.run_id.clone().or_else(|| i.run_uuid.clone()))
+        else {
             return list();
         };
         let filter = format!("run_id='{}'", run_id.replace('\'', "\\'"));
-        let response: Option<MlflowSearchModelVersionsResponse> = soft(ctx, async {
-            backend(ctx)?
-                .get(ctx, "/model-versions/search", &[("filter", filter)])
-                .await
-        }.await);
+        let response: Option<MlflowSearchModelVersionsResponse> = soft(
+            ctx,
+            async {
+                backend(ctx)?
+                    .get(ctx, "/model-versions/search", &[("filter", filter)])
+                    .await
+            }
+            .await,
+        );
         response?.model_versions
     }
 }
@@ -1008,7 +1081,15 @@ impl Query {
         input: Option<MlflowGetExperimentInput>,
     ) -> async_graphql::Result<Option<MlflowGetExperimentResponse>> {
         let id = input.and_then(|i| i.experiment_id).unwrap_or_default();
-        Ok(soft(ctx, async { backend(ctx)?.get(ctx, "/experiments/get", &[("experiment_id", id)]).await }.await))
+        Ok(soft(
+            ctx,
+            async {
+                backend(ctx)?
+                    .get(ctx, "/experiments/get", &[("experiment_id", id)])
+                    .await
+            }
+            .await,
+        ))
     }
 
     async fn mlflow_get_metric_history_bulk_interval(
@@ -1026,9 +1107,15 @@ impl Query {
             push_opt(&mut params, "end_step", input.end_step);
             push_opt(&mut params, "max_results", input.max_results);
         }
-        Ok(soft(ctx, async { backend(ctx)?
-            .get(ctx, "/metrics/get-history-bulk-interval", &params)
-            .await }.await))
+        Ok(soft(
+            ctx,
+            async {
+                backend(ctx)?
+                    .get(ctx, "/metrics/get-history-bulk-interval", &params)
+                    .await
+            }
+            .await,
+        ))
     }
 
     async fn mlflow_get_run(
@@ -1041,7 +1128,10 @@ impl Query {
             push_opt(&mut params, "run_id", input.run_id);
             push_opt(&mut params, "run_uuid", input.run_uuid);
         }
-        Ok(soft(ctx, async { backend(ctx)?.get(ctx, "/runs/get", &params).await }.await))
+        Ok(soft(
+            ctx,
+            async { backend(ctx)?.get(ctx, "/runs/get", &params).await }.await,
+        ))
     }
 
     async fn mlflow_list_artifacts(
@@ -1056,7 +1146,10 @@ impl Query {
             push_opt(&mut params, "path", input.path);
             push_opt(&mut params, "page_token", input.page_token);
         }
-        Ok(soft(ctx, async { backend(ctx)?.get(ctx, "/artifacts/list", &params).await }.await))
+        Ok(soft(
+            ctx,
+            async { backend(ctx)?.get(ctx, "/artifacts/list", &params).await }.await,
+        ))
     }
 
     async fn mlflow_search_model_versions(
@@ -1073,7 +1166,10 @@ impl Query {
             }
             push_opt(&mut params, "page_token", input.page_token);
         }
-        Ok(soft(ctx, async { backend(ctx)?.get(ctx, "/model-versions/search", &params).await }.await))
+        Ok(soft(
+            ctx,
+            async { backend(ctx)?.get(ctx, "/model-versions/search", &params).await }.await,
+        ))
     }
 
     /// Simple echoing field
@@ -1100,9 +1196,19 @@ impl Mutation {
         input: Option<MlflowSearchDatasetsInput>,
     ) -> async_graphql::Result<Option<MlflowSearchDatasetsResponse>> {
         let ids = input.map(|i| strings(&i.experiment_ids)).unwrap_or_default();
-        Ok(soft(ctx, async { backend(ctx)?
-            .post(ctx, "/experiments/search-datasets", json!({ "experiment_ids": ids }))
-            .await }.await))
+        Ok(soft(
+            ctx,
+            async {
+                backend(ctx)?
+                    .post(
+                        ctx,
+                        "/experiments/search-datasets",
+                        json!({ "experiment_ids": ids }),
+                    )
+                    .await
+            }
+            .await,
+        ))
     }
 
     async fn mlflow_search_runs(
@@ -1140,7 +1246,10 @@ async fn search_runs(
             body.insert("page_token".into(), json!(token));
         }
     }
-    Ok(soft(ctx, async { backend(ctx)?.post(ctx, "/runs/search", Value::Object(body)).await }.await))
+    Ok(soft(
+        ctx,
+        async { backend(ctx)?.post(ctx, "/runs/search", Value::Object(body)).await }.await,
+    ))
 }
 
 #[cfg(test)]
@@ -1164,17 +1273,33 @@ mod tests {
         let ours = norm(&ours);
         let upstream = norm(upstream);
         let missing: Vec<_> = upstream.iter().filter(|l| !ours.contains(l)).collect();
-        assert!(missing.is_empty(), "schema lines upstream has and we lack: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "schema lines upstream has and we lack: {missing:#?}"
+        );
     }
 
     #[test]
     fn safety_limits() {
         assert!(check_query_safety("{ test { output } }").is_ok());
-        let many_roots = format!("{{ {} }}", (0..11).map(|i| format!("a{i}: test {{ output }}")).collect::<Vec<_>>().join(" "));
-        assert!(check_query_safety(&many_roots).unwrap_err().contains("root fields"));
+        let many_roots = format!(
+            "{{ {} }}",
+            (0..11)
+                .map(|i| format!("a{i}: test {{ output }}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert!(
+            check_query_safety(&many_roots)
+                .unwrap_err()
+                .contains("root fields")
+        );
         let many_aliases = format!(
             "{{ test {{ {} }} }}",
-            (0..11).map(|i| format!("o{i}: output")).collect::<Vec<_>>().join(" ")
+            (0..11)
+                .map(|i| format!("o{i}: output"))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         assert!(check_query_safety(&many_aliases).unwrap_err().contains("aliases"));
         // Garbage is left to the executor, which answers a parse error.
@@ -1183,8 +1308,10 @@ mod tests {
 
     #[test]
     fn long_strings_and_finite_floats_from_mlflow_json() {
-        let m: MlflowMetricExtension =
-            serde_json::from_value(json!({"key": "k", "value": "NaN", "timestamp": 1700000000000_i64, "step": 3})).unwrap();
+        let m: MlflowMetricExtension = serde_json::from_value(
+            json!({"key": "k", "value": "NaN", "timestamp": 1700000000000_i64, "step": 3}),
+        )
+        .unwrap();
         assert_eq!(m.value, None);
         assert_eq!(m.timestamp, Some(LongString("1700000000000".into())));
         let m: MlflowMetricExtension = serde_json::from_value(json!({"value": 0.5})).unwrap();

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use tower::ServiceExt;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -62,7 +62,10 @@ async fn index(State(build): State<Arc<UiBuild>>) -> Response {
     match tokio::fs::read(build.dir().join("index.html")).await {
         Ok(html) => (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                ),
                 // The index names the hashed assets of this build: always revalidate it.
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             ],
@@ -97,12 +100,25 @@ async fn static_file(State(assets): State<ServeDir>, Path(path): Path<String>, r
 }
 
 /// Characters re-encoded when the captured path becomes a URI again (`/` stays a separator).
-const PATH_SEGMENTS: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
+const PATH_SEGMENTS: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
 
 async fn missing(State(why): State<NoUi>) -> Response {
     (
         StatusCode::NOT_FOUND,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         format!(
             "mlkube-server is running, but it serves no web UI: {}.\n\
              The MLflow REST API is available under /api/2.0/mlflow/.\n",

@@ -19,12 +19,18 @@ pub fn v3_router() -> Router<AppState> {
         .route("/mlflow/gateway/endpoints/list", get(empty))
         .route("/mlflow/assistant/config", get(assistant_config))
         .route("/mlflow/assistant/providers", get(assistant_providers))
-        .route("/mlflow/ui-telemetry", get(telemetry_config).post(telemetry_records))
+        .route(
+            "/mlflow/ui-telemetry",
+            get(telemetry_config).post(telemetry_records),
+        )
 }
 
 /// Mounted under `/api/2.0` and `/ajax-api/2.0`.
 pub fn v2_router() -> Router<AppState> {
-    Router::new().route("/mlflow/gateway-proxy", get(gateway_endpoints).post(gateway_endpoints))
+    Router::new().route(
+        "/mlflow/gateway-proxy",
+        get(gateway_endpoints).post(gateway_endpoints),
+    )
 }
 
 /// MLflow's JSON for a response whose repeated fields are all empty.

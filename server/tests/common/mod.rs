@@ -19,6 +19,28 @@ pub struct TestApp {
 }
 
 pub async fn test_app() -> TestApp {
+    test_app_ui(false).await
+}
+
+/// A stand-in for MLflow's UI build in `dir/ui`: an index page and one hashed script.
+pub fn fake_ui(dir: &std::path::Path) -> mlkube_server::ui::Ui {
+    let build = dir.join("ui");
+    std::fs::create_dir_all(build.join("static/js")).unwrap();
+    std::fs::write(
+        build.join("index.html"),
+        "<!doctype html><html><body><div id=\"root\">mlflow ui</div><script src=\"static-files/static/js/main.abc123.js\"></script></body></html>",
+    )
+    .unwrap();
+    std::fs::write(
+        build.join("static/js/main.abc123.js"),
+        "console.log('ui');\n".repeat(500),
+    )
+    .unwrap();
+    mlkube_server::ui::Ui::Build(Arc::new(mlkube_server::ui::UiBuild::open(&build).unwrap()))
+}
+
+/// [`test_app`], serving [`fake_ui`] when `with_ui`.
+pub async fn test_app_ui(with_ui: bool) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mlkube.db");
     let store = mlkube_server::store::open(&format!("sqlite:///{}", db.display()), "mlflow-artifacts:/")
@@ -31,7 +53,7 @@ pub async fn test_app() -> TestApp {
         store: store.clone(),
         artifacts: Some(Arc::new(artifacts)),
         monitoring: monitoring_for(store, Some(&metrics)),
-        ui: None,
+        ui: with_ui.then(|| fake_ui(dir.path())),
         metrics: Some(metrics),
         auth: None,
     };
@@ -55,6 +77,14 @@ pub const ADMIN: (&str, &str) = ("admin", "admin-password-for-tests");
 /// An app with basic auth on (`--app-name basic-auth`), its users in a SQLite file next to the
 /// tracking database, admin [`ADMIN`], and `default_permission` for resources without a row.
 pub async fn test_app_with_auth(default_permission: mlkube_server::auth::Permission) -> TestApp {
+    test_app_with_auth_ui(default_permission, false).await
+}
+
+/// [`test_app_with_auth`], serving [`fake_ui`] when `with_ui`.
+pub async fn test_app_with_auth_ui(
+    default_permission: mlkube_server::auth::Permission,
+    with_ui: bool,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mlkube.db");
     let sql_store = Arc::new(
@@ -80,7 +110,7 @@ pub async fn test_app_with_auth(default_permission: mlkube_server::auth::Permiss
         metrics: None,
         auth: Some(Arc::new(auth)),
         monitoring: monitoring_for(sql_store, None),
-        ui: None,
+        ui: with_ui.then(|| fake_ui(dir.path())),
     };
     TestApp {
         router: app(state, 1024 * 1024),
