@@ -217,6 +217,10 @@ pub struct ValidatedTrackingServer {
     /// Settings of the server's ServiceMonitor, when one is wanted (whatever the API says).
     pub service_monitor: Option<ServiceMonitorSettings>,
     pub node_sampler: Option<NodeSampler>,
+    /// Serve the web UI (`spec.ui.enabled`).
+    pub ui_enabled: bool,
+    /// `spec.ui.staticPrefix`, checked.
+    pub static_prefix: Option<String>,
     /// In-cluster URL, `http://<name>.<namespace>.svc:5000`.
     pub url: String,
 }
@@ -227,6 +231,21 @@ impl ValidatedTrackingServer {
         matches!(self.backend, Backend::Sqlite(_))
             || matches!(&self.artifacts, Artifacts::Pvc(v) if !v.read_write_many())
     }
+}
+
+/// The server's own rule for `--static-prefix` (it refuses to start otherwise).
+fn static_prefix_ok(prefix: &str) -> bool {
+    prefix.len() > 1
+        && prefix.len() <= 128
+        && prefix.starts_with('/')
+        && prefix[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+        })
 }
 
 /// In-cluster URL of a tracking server.
@@ -286,6 +305,14 @@ pub fn validate_tracking_server(
             "more than one replica sharing an artifact PVC needs ReadWriteMany",
         ));
     }
+    if let Some(prefix) = &spec.ui.static_prefix
+        && !static_prefix_ok(prefix)
+    {
+        return Err(ValidationError::field(
+            "spec.ui.staticPrefix",
+            "must start with '/', not end with '/', and consist of path segments of letters, digits and -_.~ (no '.' or '..' segments)",
+        ));
+    }
     let statistics_interval_secs = if spec.metrics.enabled && spec.metrics.statistics.enabled {
         Some(duration_secs(
             "spec.metrics.statistics.updateInterval",
@@ -336,6 +363,8 @@ pub fn validate_tracking_server(
         monitoring_api,
         service_monitor,
         node_sampler,
+        ui_enabled: spec.ui.enabled,
+        static_prefix: spec.ui.static_prefix.clone(),
         url,
         owner,
     })

@@ -162,6 +162,14 @@ pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
         args.push("--app-name".into());
         args.push("basic-auth".into());
     }
+    // The image bundles MLflow's UI build (MLKUBE_UI_DIR); only turning it off needs a flag.
+    if !ts.ui_enabled {
+        args.push("--no-ui".into());
+    }
+    if let Some(prefix) = &ts.static_prefix {
+        args.push("--static-prefix".into());
+        args.push(prefix.clone());
+    }
     args
 }
 

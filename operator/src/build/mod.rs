@@ -457,6 +457,30 @@ pub(crate) mod tests {
                 .any(|w| w == ["--default-artifact-root", "s3://models/prod"])
         );
         assert!(args.windows(2).any(|w| w == ["--app-name", "basic-auth"]));
+        assert!(
+            !args.iter().any(|a| a == "--no-ui" || a == "--static-prefix"),
+            "the UI is on by default"
+        );
+        let no_ui = vts(json!({"ui": {"enabled": false}}), true);
+        assert!(
+            deployment::tracking_server_args(&no_ui)
+                .iter()
+                .any(|a| a == "--no-ui")
+        );
+        let prefixed = vts(json!({"ui": {"staticPrefix": "/mlflow"}}), true);
+        assert!(
+            deployment::tracking_server_args(&prefixed)
+                .windows(2)
+                .any(|w| w == ["--static-prefix", "/mlflow"])
+        );
+        for bad in ["/mlflow/", "mlflow", "/a/../b", "/a//b", "/a b"] {
+            let err = validate::validate_tracking_server(
+                &ts(json!({"ui": {"staticPrefix": bad}})),
+                true,
+                &Defaults::for_version("1.2.3"),
+            );
+            assert!(err.is_err(), "{bad} accepted");
+        }
         let d = deployment::build_tracking_server_deployment(&pg);
         assert_eq!(
             d.spec.strategy.as_ref().unwrap().type_.as_deref(),

@@ -73,6 +73,33 @@ pub struct TrackingServerSpec {
     /// The node sampler DaemonSet: host and GPU metrics from every selected node, on port 9400.
     #[serde(default)]
     pub node_sampler: NodeSamplerSpec,
+
+    /// MLflow's web UI on `/` (the image bundles it). Default: served.
+    #[serde(default)]
+    pub ui: UiSpec,
+}
+
+/// The web UI of the tracking server.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UiSpec {
+    /// Serve MLflow's web UI on `/`. The REST API is served either way. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Also serve everything under this path prefix (`--static-prefix`), for an Ingress that
+    /// routes e.g. `/mlflow` to the server: starts with `/`, does not end with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(/[A-Za-z0-9._~-]+)+$"), length(max = 128))]
+    pub static_prefix: Option<String>,
+}
+
+impl Default for UiSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            static_prefix: None,
+        }
+    }
 }
 
 /// Backend store: exactly one of `sqlite` and `postgres`.
