@@ -161,6 +161,23 @@ pub fn proxied_path(uri: &str) -> Option<&str> {
     Some(rest.trim_start_matches('/'))
 }
 
+const PROXY_PREFIX: &str = "/mlflow-artifacts/artifacts/";
+
+/// The still-encoded artifact path after the proxy prefix, checked and cleaned. Basic auth reads
+/// the experiment from this same function, so the path authorised is the path served.
+pub fn path_from_uri(uri: &axum::http::Uri) -> Result<String, ApiError> {
+    let raw = uri.path();
+    let rest = raw
+        .find(PROXY_PREFIX)
+        .map(|i| &raw[i + PROXY_PREFIX.len()..])
+        .unwrap_or("");
+    let clean = clean_relative_path(rest)?;
+    if clean.is_empty() {
+        return Err(ApiError::invalid("An artifact path is required."));
+    }
+    Ok(clean)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,9 +129,7 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub use crate::error::ConfigError;
 
 impl Args {
     /// Resolve defaults, reading MLflow's variables through `env` (so tests need not touch the

@@ -11,15 +11,18 @@ pub mod metrics;
 pub mod monitoring;
 pub mod names;
 pub mod search;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
 pub mod validation;
+pub mod version;
 pub mod wire;
 
 use std::sync::Arc;
 
-pub use api::{AppState, app};
+pub use api::app;
+pub use state::AppState;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,11 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
     let metrics = settings
         .expose_prometheus
         .then(|| Arc::new(metrics::ServerMetrics::new()));
-    let monitoring = monitoring::Monitoring::new(sql_store, metrics.as_deref(), settings.monitoring.clone());
+    let monitoring = monitoring::Monitoring::new(
+        sql_store,
+        metrics.as_ref().map(|m| m.quality.clone()),
+        settings.monitoring.clone(),
+    );
     monitoring.spawn_scheduler();
     let auth = match &settings.auth {
         Some(config) => Some(Arc::new(auth::Auth::open(config, store.clone()).await?)),

@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::api::MLFLOW_COMPAT_VERSION;
 use crate::store::{Statistics, Store};
+use crate::version::MLFLOW_COMPAT_VERSION;
 
 /// Metric names (a public interface: dashboards and alerts use them).
 pub mod names {

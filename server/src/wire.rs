@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, header};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serializer};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorCode};
@@ -207,18 +207,8 @@ pub mod lenient {
     }
 }
 
-/// Serialize a double the way MLflow does: non-finite values as strings.
-pub fn ser_f64<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if value.is_nan() {
-        s.serialize_str("NaN")
-    } else if *value == f64::INFINITY {
-        s.serialize_str("Infinity")
-    } else if *value == f64::NEG_INFINITY {
-        s.serialize_str("-Infinity")
-    } else {
-        s.serialize_f64(*value)
-    }
-}
+/// MLflow's encoding of doubles lives with the domain types that use it.
+pub use crate::store::ser_f64;
 
 /// Take a required field or answer MLflow's "Missing value for required parameter" error.
 pub fn required<T>(value: Option<T>, name: &str) -> Result<T, ApiError> {

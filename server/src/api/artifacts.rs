@@ -16,11 +16,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::AppState;
-use crate::artifacts::{ArtifactRoot, clean_relative_path, proxied_path};
+use crate::artifacts::{ArtifactRoot, clean_relative_path, path_from_uri, proxied_path};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::wire::{Req, lenient, required_str};
-
-const PROXY_PREFIX: &str = "/mlflow-artifacts/artifacts/";
 
 pub fn proxy_router() -> Router<AppState> {
     Router::new()
@@ -55,21 +53,6 @@ fn root(state: &AppState) -> ApiResult<Arc<ArtifactRoot>> {
             "Artifact proxying is disabled on this server (started with --no-serve-artifacts).",
         )
     })
-}
-
-/// The still-encoded artifact path after the proxy prefix, checked and cleaned. Basic auth reads
-/// the experiment from this same function, so the path authorised is the path served.
-pub(crate) fn path_from_uri(uri: &Uri) -> ApiResult<String> {
-    let raw = uri.path();
-    let rest = raw
-        .find(PROXY_PREFIX)
-        .map(|i| &raw[i + PROXY_PREFIX.len()..])
-        .unwrap_or("");
-    let clean = clean_relative_path(rest)?;
-    if clean.is_empty() {
-        return Err(ApiError::invalid("An artifact path is required."));
-    }
-    Ok(clean)
 }
 
 async fn download(State(state): State<AppState>, uri: Uri) -> ApiResult<Response> {

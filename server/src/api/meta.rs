@@ -4,7 +4,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{AppState, MLFLOW_COMPAT_VERSION};
+use super::AppState;
+use crate::version::MLFLOW_COMPAT_VERSION;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -8,39 +8,18 @@ pub mod logged_models;
 pub mod meta;
 pub mod metrics;
 pub mod paging;
+pub mod quality;
 pub mod registry;
 pub mod runs;
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use tower_http::trace::TraceLayer;
 
-use crate::artifacts::ArtifactRoot;
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{ServerMetrics, serve as serve_metrics, track as track_metrics};
-use crate::store::Store;
-
-/// The MLflow version this server speaks for (reported by `/version` and server-info).
-pub const MLFLOW_COMPAT_VERSION: &str = "2.17.2";
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    /// `None` when artifacts are not served (`--no-serve-artifacts`).
-    pub artifacts: Option<Arc<ArtifactRoot>>,
-    /// `Some` when `/metrics` is exposed (`--expose-prometheus`).
-    pub metrics: Option<Arc<ServerMetrics>>,
-    /// `Some` with `--app-name basic-auth`: every route then sits behind `auth::middleware`.
-    pub auth: Option<Arc<crate::auth::Auth>>,
-    /// Model quality monitoring: its tables, settings, webhook notifier and exported series.
-    pub monitoring: Arc<crate::monitoring::Monitoring>,
-    /// The web UI on `/` (`None`: `--no-ui`).
-    pub ui: Option<crate::ui::Ui>,
-}
+use crate::metrics::{serve as serve_metrics, track as track_metrics};
+pub use crate::state::AppState;
 
 /// The MLflow RPC routes, mounted under each API prefix.
 fn rpc_routes() -> Router<AppState> {
@@ -51,7 +30,7 @@ fn rpc_routes() -> Router<AppState> {
         .merge(logged_models::router())
         .merge(registry::router())
         .merge(artifacts::rpc_router())
-        .merge(crate::monitoring::api::router())
+        .merge(quality::router())
 }
 
 /// Every API route (REST under each prefix, the UI's artifact downloads, probes), without GraphQL.

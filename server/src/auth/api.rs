@@ -15,12 +15,11 @@ use super::config::{MIN_PASSWORD_CHARS, validate_username};
 use super::permissions::{Permission, denied};
 use super::store::{AuthStoreError, PermissionRow, Resource, UserRecord};
 use super::{Auth, CurrentUser, hash_password, verify_password};
-use crate::api::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::wire::{Req, lenient, required, required_str};
 
 /// The routes, mounted under both API prefixes, with their own state.
-pub fn router(auth: Arc<Auth>) -> Router<AppState> {
+pub fn router<S: Clone + Send + Sync + 'static>(auth: Arc<Auth>) -> Router<S> {
     let mut router = Router::new();
     for prefix in ["/api/2.0", "/ajax-api/2.0"] {
         let at = |path: &str| format!("{prefix}/mlflow/{path}");

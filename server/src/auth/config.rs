@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::permissions::Permission;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 pub const CONFIG_PATH_ENV: &str = "MLFLOW_AUTH_CONFIG_PATH";
 pub const ADMIN_USERNAME_ENV: &str = "MLKUBE_ADMIN_USERNAME";

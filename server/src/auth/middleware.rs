@@ -487,7 +487,7 @@ fn proxied_artifact_path(uri: &axum::http::Uri) -> Result<String, ApiError> {
         }
         return Ok(clean);
     }
-    crate::api::artifacts::path_from_uri(uri)
+    crate::artifacts::path_from_uri(uri)
 }
 
 // === after the handler ===

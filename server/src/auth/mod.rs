@@ -27,7 +27,6 @@ pub use config::AuthConfig;
 pub use permissions::Permission;
 use store::{AuthStore, AuthStoreError, Resource, UserRecord};
 
-use crate::api::AppState;
 use crate::store::{Store, StoreError};
 
 /// Why basic auth could not start or answer.
@@ -279,7 +278,11 @@ impl Readable {
 
 /// Mount the users/permissions endpoints and put the auth middleware in front of every route of
 /// `router` (a no-op when basic auth is off).
-pub fn protect(router: Router<AppState>, auth: Option<Arc<Auth>>, max_body_bytes: usize) -> Router<AppState> {
+pub fn protect<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    auth: Option<Arc<Auth>>,
+    max_body_bytes: usize,
+) -> Router<S> {
     match auth {
         None => router,
         Some(auth) => router

@@ -2,7 +2,8 @@
 //! request id), quality metrics per model version and time window, feature drift, and monitors
 //! whose alert state is exported on `/metrics` and sent to webhooks.
 //!
-//! - [`api`]: the HTTP endpoints under `/api/2.0/mlkube/` (and `/ajax-api/2.0/mlkube/`);
+//! The HTTP endpoints under `/api/2.0/mlkube/` (and `/ajax-api/2.0/mlkube/`) are `crate::api::quality`.
+//!
 //! - [`store`]: the tables and their SQL (both engines);
 //! - [`quality`], [`payload`], [`windows`]: pure metric math, payload parsing, window arithmetic;
 //! - [`monitors`]: monitors, their state machine and their evaluation;
@@ -13,7 +14,6 @@
 //! Ingestion only writes rows: evaluation runs on a schedule (and on demand) and never in an
 //! ingestion request, and notifications leave through a queue that drops rather than waits.
 
-pub mod api;
 pub mod exporter;
 pub mod monitors;
 pub mod payload;
@@ -38,7 +38,6 @@ pub use self::settings::{MonitoringArgs, MonitoringSettings};
 use self::store::{MonitoringStore, PruneStats, Scope, StoredReference, WindowRow};
 use self::webhook::Notifier;
 use self::windows::Window;
-use crate::metrics::ServerMetrics;
 use crate::store::sql::SqlStore;
 use crate::store::{StoreResult, now_ms};
 
@@ -266,15 +265,14 @@ pub struct Monitoring {
 }
 
 impl Monitoring {
-    /// Monitoring over the tracking store's database, exporting into `metrics` when given. Starts
-    /// the webhook worker (needs a Tokio runtime); the evaluation schedule starts with
-    /// [`Monitoring::spawn_scheduler`].
+    /// Monitoring over the tracking store's database, exporting into `quality` (the series
+    /// `ServerMetrics` registered) when given. Starts the webhook worker (needs a Tokio runtime);
+    /// the evaluation schedule starts with [`Monitoring::spawn_scheduler`].
     pub fn new(
         tracking: Arc<SqlStore>,
-        metrics: Option<&ServerMetrics>,
+        quality: Option<QualityMetrics>,
         settings: MonitoringSettings,
     ) -> Arc<Self> {
-        let quality: Option<QualityMetrics> = metrics.map(|m| m.quality.clone());
         Arc::new(Self {
             store: MonitoringStore::new(tracking),
             notifier: Notifier::start(settings.webhook.clone(), quality.clone()),

@@ -13,8 +13,8 @@ use tracing::instrument;
 use super::quality::{CLASSIFICATION_METRICS, PSI, REGRESSION_METRICS};
 use super::windows::Window;
 use super::{Monitoring, QualityQuery, QualityReport, ScoreSpec, Task};
+use crate::store::ser_f64;
 use crate::store::{StoreResult, now_ms};
-use crate::wire::ser_f64;
 
 /// Which side of the threshold is bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

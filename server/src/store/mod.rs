@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::search::{Clause, OrderBy};
-use crate::wire::ser_f64;
+use serde::Serializer;
 
 /// What can go wrong in a store. Client-facing variants carry MLflow-worded messages.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,19 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Serialize a double the way MLflow does: non-finite values as strings.
+pub fn ser_f64<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if value.is_nan() {
+        s.serialize_str("NaN")
+    } else if *value == f64::INFINITY {
+        s.serialize_str("Infinity")
+    } else if *value == f64::NEG_INFINITY {
+        s.serialize_str("-Infinity")
+    } else {
+        s.serialize_f64(*value)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Tag {

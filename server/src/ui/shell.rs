@@ -7,10 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::api::AppState;
-
 /// Mounted under `/api/3.0` and `/ajax-api/3.0`.
-pub fn v3_router() -> Router<AppState> {
+pub fn v3_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/mlflow/traces/search", post(empty))
         .route("/mlflow/traces/metrics", post(trace_metrics))
@@ -26,7 +24,7 @@ pub fn v3_router() -> Router<AppState> {
 }
 
 /// Mounted under `/api/2.0` and `/ajax-api/2.0`.
-pub fn v2_router() -> Router<AppState> {
+pub fn v2_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route(
         "/mlflow/gateway-proxy",
         get(gateway_endpoints).post(gateway_endpoints),

@@ -68,7 +68,7 @@ pub fn monitoring_for(
     store: Arc<mlkube_server::store::sql::SqlStore>,
     metrics: Option<&mlkube_server::metrics::ServerMetrics>,
 ) -> Arc<mlkube_server::monitoring::Monitoring> {
-    mlkube_server::monitoring::Monitoring::new(store, metrics, Default::default())
+    mlkube_server::monitoring::Monitoring::new(store, metrics.map(|m| m.quality.clone()), Default::default())
 }
 
 /// The admin of [`test_app_with_auth`].

@@ -29,15 +29,15 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::monitors::{AlertState, Direction, Monitor, MonitorMetric, evaluation_time};
-use super::payload::{first_number, is_json_pointer};
-use super::quality::Bins;
-use super::store::{NewLabel, NewPrediction, StoredReference};
-use super::webhook::check_url;
-use super::windows::Window;
-use super::{QualityQuery, ScoreSpec, Task, parse_number, reference_from_inputs};
-use crate::api::AppState;
+use super::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::monitoring::monitors::{AlertState, Direction, Monitor, MonitorMetric, evaluation_time};
+use crate::monitoring::payload::{first_number, is_json_pointer};
+use crate::monitoring::quality::Bins;
+use crate::monitoring::store::{NewLabel, NewPrediction, StoredReference};
+use crate::monitoring::webhook::check_url;
+use crate::monitoring::windows::Window;
+use crate::monitoring::{QualityQuery, ScoreSpec, Task, parse_number, reference_from_inputs};
 use crate::store::now_ms;
 use crate::wire::{Req, from_value, lenient, query_to_json, require_json_content_type, required_str};
 
