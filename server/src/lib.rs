@@ -6,6 +6,7 @@ pub mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod monitoring;

@@ -175,8 +175,8 @@ impl AuthConfig {
                  MLflow's published default"
             )));
         }
-        if !(crate::store::sqlite::path_from_uri(&self.database_uri).is_some()
-            || crate::store::postgres::is_postgres_uri(&self.database_uri))
+        if !(crate::db::sqlite_path(&self.database_uri).is_some()
+            || crate::db::is_postgres_uri(&self.database_uri))
         {
             return Err(ConfigError(format!(
                 "database_uri must be sqlite:///PATH or postgresql://..., got {:?}",

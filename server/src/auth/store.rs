@@ -5,11 +5,8 @@
 //! (`mlkube_auth_migrations`) rather than sqlx's `_sqlx_migrations`, so `database_uri` may name the
 //! tracking database itself without the two migration sets tripping over each other.
 
-use std::path::Path;
-use std::time::Duration;
-
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 use tracing::instrument;
 
 use super::permissions::Permission;
@@ -110,27 +107,11 @@ impl Resource {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Sqlite,
-    Postgres,
-}
+use crate::db::{Engine, is_unique_violation};
 
 pub struct AuthStore {
     pool: AnyPool,
     engine: Engine,
-}
-
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
-                || db
-                    .code()
-                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
-        }
-        _ => false,
-    }
 }
 
 fn user_from_row(row: &AnyRow) -> AuthStoreResult<UserRecord> {
@@ -153,73 +134,14 @@ fn permission_from_row(row: &AnyRow, column: &str) -> AuthStoreResult<Permission
     })
 }
 
-/// SQLAlchemy-style driver suffixes (`postgresql+psycopg2://`) are accepted and dropped.
-fn normalise_postgres(uri: &str) -> String {
-    match uri
-        .strip_prefix("postgresql+")
-        .and_then(|rest| rest.split_once("://"))
-    {
-        Some((_, tail)) => format!("postgresql://{tail}"),
-        None => uri.to_owned(),
-    }
-}
-
 impl AuthStore {
     /// Connect to `database_uri` and bring its schema up to date.
     pub async fn open(uri: &str) -> AuthStoreResult<Self> {
-        sqlx::any::install_default_drivers();
-        let store = if let Some(path) = crate::store::sqlite::path_from_uri(uri) {
-            let memory = path == ":memory:";
-            let url = if memory {
-                "sqlite::memory:".to_owned()
-            } else {
-                if let Some(parent) = Path::new(&path).parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| AuthStoreError::Database(sqlx::Error::Io(e)))?;
-                }
-                format!("sqlite://{path}?mode=rwc")
-            };
-            // An in-memory database lives in its one connection, which must never be closed.
-            let options = if memory {
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-            } else {
-                AnyPoolOptions::new().max_connections(4)
-            };
-            let pool = options
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
-                            .await?;
-                        Ok(())
-                    })
-                })
-                .connect(&url)
-                .await?;
-            if !memory {
-                pool.execute("PRAGMA journal_mode = WAL;").await?;
-            }
-            Self {
-                pool,
-                engine: Engine::Sqlite,
-            }
-        } else if crate::store::postgres::is_postgres_uri(uri) {
-            let pool = AnyPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect(&normalise_postgres(uri))
-                .await?;
-            Self {
-                pool,
-                engine: Engine::Postgres,
-            }
-        } else {
+        let Some(connected) = crate::db::connect(uri).await else {
             return Err(AuthStoreError::UnsupportedUri(crate::store::redact_uri(uri)));
         };
+        let (pool, engine) = connected?;
+        let store = Self { pool, engine };
         store.migrate().await?;
         Ok(store)
     }
@@ -632,7 +554,7 @@ mod tests {
     #[tokio::test]
     #[ignore = "needs PostgreSQL: set MLKUBE_TEST_POSTGRES_URL (scripts/test-all starts one)"]
     async fn postgres_round_trip() {
-        use sqlx::Connection;
+        use sqlx::{Connection, Executor};
         let base = std::env::var("MLKUBE_TEST_POSTGRES_URL").unwrap();
         sqlx::any::install_default_drivers();
         let name = format!("mlkube_auth_{}", uuid::Uuid::new_v4().simple());

@@ -14,12 +14,7 @@ use super::query::{Arg, Sql};
 use super::search_sql;
 use super::*;
 
-/// Which engine a pool talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Sqlite,
-    Postgres,
-}
+pub use crate::db::{Engine, is_unique_violation};
 
 /// Rows bound per multi-row INSERT (keeps well under both engines' parameter limits).
 const INSERT_CHUNK: usize = 200;
@@ -46,18 +41,6 @@ fn parse_experiment_id(experiment_id: &str) -> StoreResult<i64> {
     experiment_id
         .parse::<i64>()
         .map_err(|_| not_found_experiment(experiment_id))
-}
-
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
-                || db
-                    .code()
-                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
-        }
-        _ => false,
-    }
 }
 
 /// Join an artifact root and a child path segment.

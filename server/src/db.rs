@@ -1,0 +1,173 @@
+//! Database connections for every store on a backend URI: the tracking store, the registry,
+//! model-quality monitoring and basic auth's users all open their pools here, so one database
+//! file gets one set of SQLite settings (docs/architecture.md, "Storage").
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::Executor;
+use sqlx::any::AnyPoolOptions;
+
+/// The SQL dialect behind a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Connections per SQLite file (one writer at a time; readers run concurrently under WAL).
+const SQLITE_CONNECTIONS: u32 = 8;
+/// Connections per PostgreSQL pool.
+const POSTGRES_CONNECTIONS: u32 = 16;
+/// How long a request waits for a free connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Settings of every SQLite connection: wait for the writer instead of failing, enforce foreign
+/// keys, fsync at WAL checkpoints, and make LIKE case-sensitive as MLflow's search expects.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+     PRAGMA synchronous = NORMAL; PRAGMA case_sensitive_like = ON;";
+
+/// The file path of an MLflow-style SQLite URI: `sqlite:///rel.db` is relative, `sqlite:////abs.db`
+/// absolute, `sqlite:///:memory:` (or `sqlite://`) in memory. `None` for other schemes.
+pub fn sqlite_path(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("sqlite://")?;
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or("");
+    Some(if path.is_empty() {
+        ":memory:".to_owned()
+    } else {
+        path.to_owned()
+    })
+}
+
+pub fn is_postgres_uri(uri: &str) -> bool {
+    uri.starts_with("postgresql://") || uri.starts_with("postgres://") || uri.starts_with("postgresql+")
+}
+
+/// SQLAlchemy-style driver suffixes (`postgresql+psycopg2://`) are accepted and dropped.
+pub fn normalise_postgres(uri: &str) -> String {
+    match uri
+        .strip_prefix("postgresql+")
+        .and_then(|rest| rest.split_once("://"))
+    {
+        Some((_, tail)) => format!("postgresql://{tail}"),
+        None => uri.to_owned(),
+    }
+}
+
+/// Open a pool on an MLflow-style backend URI; `None` when the scheme is neither SQLite nor
+/// PostgreSQL.
+pub async fn connect(uri: &str) -> Option<Result<(AnyPool, Engine), sqlx::Error>> {
+    if let Some(path) = sqlite_path(uri) {
+        Some(connect_sqlite(&path).await.map(|pool| (pool, Engine::Sqlite)))
+    } else if is_postgres_uri(uri) {
+        Some(connect_postgres(uri).await.map(|pool| (pool, Engine::Postgres)))
+    } else {
+        None
+    }
+}
+
+/// A SQLite file (created with its directory when missing) in WAL mode, or an in-memory database.
+pub async fn connect_sqlite(path: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let memory = path == ":memory:";
+    let url = if memory {
+        "sqlite::memory:".to_owned()
+    } else {
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+        }
+        format!("sqlite://{path}?mode=rwc")
+    };
+    // An in-memory database lives in its one connection, which must never be closed.
+    let options = if memory {
+        AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        AnyPoolOptions::new().max_connections(SQLITE_CONNECTIONS)
+    };
+    let pool = options
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(SQLITE_PRAGMAS).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    if !memory {
+        pool.execute("PRAGMA journal_mode = WAL;").await?;
+    }
+    Ok(pool)
+}
+
+pub async fn connect_postgres(uri: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(POSTGRES_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(&normalise_postgres(uri))
+        .await
+}
+
+/// A unique or primary-key constraint refused the row (PostgreSQL 23505, SQLite 2067/1555).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                || db
+                    .code()
+                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn uri_forms() {
+        assert_eq!(sqlite_path("sqlite:///mlflow.db").as_deref(), Some("mlflow.db"));
+        assert_eq!(sqlite_path("sqlite:////tmp/x.db").as_deref(), Some("/tmp/x.db"));
+        assert_eq!(sqlite_path("sqlite:///:memory:").as_deref(), Some(":memory:"));
+        assert_eq!(sqlite_path("sqlite://").as_deref(), Some(":memory:"));
+        assert_eq!(sqlite_path("postgresql://h/db"), None);
+        assert_eq!(
+            normalise_postgres("postgresql+psycopg2://u@h/db"),
+            "postgresql://u@h/db"
+        );
+        assert_eq!(normalise_postgres("postgresql://u@h/db"), "postgresql://u@h/db");
+        assert!(is_postgres_uri("postgres://x") && !is_postgres_uri("sqlite:///x"));
+    }
+
+    #[tokio::test]
+    async fn every_sqlite_pool_gets_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/one.db").display().to_string();
+        let pool = connect_sqlite(&path).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let row: (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(row.0, "wal");
+        for (pragma, want) in [
+            ("foreign_keys", 1_i64),
+            ("busy_timeout", 10000),
+            ("synchronous", 1),
+        ] {
+            let row: (i64,) = sqlx::query_as(&format!("PRAGMA {pragma}"))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(row.0, want, "{pragma}");
+        }
+    }
+}
