@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlkube_server::monitoring::quality::{Scored, classification_metrics, roc_auc};
-use mlkube_server::monitoring::store::{NewLabel, NewPrediction, Scope};
-use mlkube_server::monitoring::windows::Window;
-use mlkube_server::monitoring::{
-    Monitoring, MonitoringSettings, QualityQuery, ScoreSpec, Task, window_metrics,
+use mlkube_server::quality::scores::{Scored, classification_metrics, roc_auc};
+use mlkube_server::quality::store::{NewLabel, NewPrediction, Scope};
+use mlkube_server::quality::windows::Window;
+use mlkube_server::quality::{
+    MonitoringSettings, QualityMonitoring, QualityQuery, ScoreSpec, Task, window_metrics,
 };
 
 /// Knuth's MMIX LCG: deterministic, dependency-free.
@@ -94,7 +94,7 @@ async fn time_window(rows: usize) {
             .await
             .unwrap(),
     );
-    let monitoring = Monitoring::new(store, None, MonitoringSettings::default());
+    let monitoring = QualityMonitoring::new(store, None, MonitoringSettings::default());
     let end = 10_000_000_000i64;
     let data = samples(rows);
     let started = Instant::now();

@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, env = "MLKUBE_STATIC_PREFIX", value_name = "PREFIX")]
     pub static_prefix: Option<String>,
     #[command(flatten)]
-    pub monitoring: crate::monitoring::MonitoringArgs,
+    pub monitoring: crate::quality::MonitoringArgs,
 }
 
 /// Where the web UI comes from.
@@ -101,7 +101,7 @@ pub struct Settings {
     /// Basic auth (`--app-name basic-auth`); `None` when off.
     pub auth: Option<crate::auth::AuthConfig>,
     /// Model quality monitoring (`--monitoring-*`).
-    pub monitoring: crate::monitoring::MonitoringSettings,
+    pub monitoring: crate::quality::MonitoringSettings,
     /// The web UI build (`--ui-dir`, `--no-ui`).
     pub ui: UiSource,
     /// `--static-prefix`, validated (`/mlflow`), or `None`.

@@ -8,9 +8,9 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod metrics;
-pub mod monitoring;
 pub mod names;
+pub mod prometheus;
+pub mod quality;
 pub mod search;
 pub mod state;
 pub mod store;
@@ -66,8 +66,8 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
     let store: Arc<dyn store::Store> = sql_store.clone();
     let metrics = settings
         .expose_prometheus
-        .then(|| Arc::new(metrics::ServerMetrics::new()));
-    let monitoring = monitoring::Monitoring::new(
+        .then(|| Arc::new(prometheus::ServerMetrics::new()));
+    let monitoring = quality::QualityMonitoring::new(
         sql_store,
         metrics.as_ref().map(|m| m.quality.clone()),
         settings.monitoring.clone(),
@@ -78,7 +78,7 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         None => None,
     };
     if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
-        metrics::spawn_statistics(store.clone(), auth.clone(), metrics.clone(), interval);
+        prometheus::spawn_statistics(store.clone(), auth.clone(), metrics.clone(), interval);
     }
     let ui = crate::ui::resolve(&settings.ui).await;
     Ok(AppState {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::artifacts::ArtifactRoot;
-use crate::metrics::ServerMetrics;
+use crate::prometheus::ServerMetrics;
 use crate::store::Store;
 
 /// What every handler shares.
@@ -19,7 +19,7 @@ pub struct AppState {
     /// `Some` with `--app-name basic-auth`: every route then sits behind `auth::middleware`.
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// Model quality monitoring: its tables, settings, webhook notifier and exported series.
-    pub monitoring: Arc<crate::monitoring::Monitoring>,
+    pub monitoring: Arc<crate::quality::QualityMonitoring>,
     /// The web UI on `/` (`None`: `--no-ui`).
     pub ui: Option<crate::ui::Ui>,
 }

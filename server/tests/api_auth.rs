@@ -1330,7 +1330,7 @@ async fn route_table_covers_every_registered_route() {
     let state = mlkube_server::AppState {
         store,
         artifacts: None,
-        metrics: Some(Arc::new(mlkube_server::metrics::ServerMetrics::new())),
+        metrics: Some(Arc::new(mlkube_server::prometheus::ServerMetrics::new())),
         auth: Some(Arc::new(auth)),
         monitoring: common::monitoring_for(sql_store, None),
         ui: Some(common::fake_ui(dir.path())),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use common::test_app;
-use mlkube_server::metrics::{ServerMetrics, spawn_statistics};
+use mlkube_server::prometheus::{ServerMetrics, spawn_statistics};
 use serde_json::json;
 
 async fn scrape(app: &common::TestApp) -> String {

@@ -18,8 +18,8 @@ use axum::extract::State;
 use axum::http::{Method, Request, StatusCode};
 use axum::routing::post;
 use common::{TestApp, assert_error};
-use mlkube_server::metrics::ServerMetrics;
-use mlkube_server::monitoring::{Monitoring, MonitoringSettings};
+use mlkube_server::prometheus::ServerMetrics;
+use mlkube_server::quality::{MonitoringSettings, QualityMonitoring};
 use mlkube_server::store::now_ms;
 use mlkube_server::{AppState, app};
 use serde_json::{Value, json};
@@ -28,7 +28,7 @@ const MINUTE: i64 = 60_000;
 
 struct MonApp {
     app: TestApp,
-    monitoring: Arc<Monitoring>,
+    monitoring: Arc<QualityMonitoring>,
 }
 
 async fn mon_app_on(uri: &str, dir: tempfile::TempDir, settings: MonitoringSettings) -> MonApp {
@@ -38,7 +38,7 @@ async fn mon_app_on(uri: &str, dir: tempfile::TempDir, settings: MonitoringSetti
             .unwrap(),
     );
     let metrics = Arc::new(ServerMetrics::new());
-    let monitoring = Monitoring::new(store.clone(), Some(metrics.quality.clone()), settings);
+    let monitoring = QualityMonitoring::new(store.clone(), Some(metrics.quality.clone()), settings);
     let state = AppState {
         store,
         artifacts: None,

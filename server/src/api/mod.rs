@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{serve as serve_metrics, track as track_metrics};
+use crate::prometheus::{serve as serve_metrics, track as track_metrics};
 pub use crate::state::AppState;
 
 /// The MLflow RPC routes, mounted under each API prefix.

@@ -31,13 +31,13 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::monitoring::monitors::{AlertState, Direction, Monitor, MonitorMetric, evaluation_time};
-use crate::monitoring::payload::{first_number, is_json_pointer};
-use crate::monitoring::quality::Bins;
-use crate::monitoring::store::{NewLabel, NewPrediction, StoredReference};
-use crate::monitoring::webhook::check_url;
-use crate::monitoring::windows::Window;
-use crate::monitoring::{QualityQuery, ScoreSpec, Task, parse_number, reference_from_inputs};
+use crate::quality::monitors::{AlertState, Direction, Monitor, MonitorMetric, evaluation_time};
+use crate::quality::payload::{first_number, is_json_pointer};
+use crate::quality::scores::Bins;
+use crate::quality::store::{NewLabel, NewPrediction, StoredReference};
+use crate::quality::webhook::check_url;
+use crate::quality::windows::Window;
+use crate::quality::{QualityQuery, ScoreSpec, Task, parse_number, reference_from_inputs};
 use crate::store::now_ms;
 use crate::wire::{Req, from_value, lenient, query_to_json, require_json_content_type, required_str};
 

@@ -48,7 +48,7 @@ pub async fn test_app_ui(with_ui: bool) -> TestApp {
         .unwrap();
     let artifacts = ArtifactRoot::open(&dir.path().join("artifacts")).unwrap();
     let store = Arc::new(store);
-    let metrics = Arc::new(mlkube_server::metrics::ServerMetrics::new());
+    let metrics = Arc::new(mlkube_server::prometheus::ServerMetrics::new());
     let state = AppState {
         store: store.clone(),
         artifacts: Some(Arc::new(artifacts)),
@@ -66,9 +66,13 @@ pub async fn test_app_ui(with_ui: bool) -> TestApp {
 /// Monitoring with default settings over `store`, exporting into `metrics` when given.
 pub fn monitoring_for(
     store: Arc<mlkube_server::store::sql::SqlStore>,
-    metrics: Option<&mlkube_server::metrics::ServerMetrics>,
-) -> Arc<mlkube_server::monitoring::Monitoring> {
-    mlkube_server::monitoring::Monitoring::new(store, metrics.map(|m| m.quality.clone()), Default::default())
+    metrics: Option<&mlkube_server::prometheus::ServerMetrics>,
+) -> Arc<mlkube_server::quality::QualityMonitoring> {
+    mlkube_server::quality::QualityMonitoring::new(
+        store,
+        metrics.map(|m| m.quality.clone()),
+        Default::default(),
+    )
 }
 
 /// The admin of [`test_app_with_auth`].

@@ -96,7 +96,7 @@ pub struct ServerMetrics {
     datasets: Family<VersionLabel, Gauge>,
     statistics_updated: Gauge,
     /// The model-quality series (`mlflow_model_quality*`), set by monitor evaluations.
-    pub quality: crate::monitoring::exporter::QualityMetrics,
+    pub quality: crate::quality::exporter::QualityMetrics,
 }
 
 impl Default for ServerMetrics {
@@ -165,7 +165,7 @@ impl ServerMetrics {
             "Unix time of the last successful statistics refresh",
             statistics_updated.clone(),
         );
-        let quality = crate::monitoring::exporter::QualityMetrics::register(&mut registry);
+        let quality = crate::quality::exporter::QualityMetrics::register(&mut registry);
         Self {
             registry,
             durations,

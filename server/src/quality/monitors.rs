@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 use tracing::instrument;
 
-use super::quality::{CLASSIFICATION_METRICS, PSI, REGRESSION_METRICS};
+use super::scores::{CLASSIFICATION_METRICS, PSI, REGRESSION_METRICS};
 use super::windows::Window;
-use super::{Monitoring, QualityQuery, QualityReport, ScoreSpec, Task};
+use super::{QualityMonitoring, QualityQuery, QualityReport, ScoreSpec, Task};
 use crate::store::ser_f64;
 use crate::store::{StoreResult, now_ms};
 
@@ -306,7 +306,7 @@ pub struct EvaluationCache {
 
 // === impl Monitoring (evaluation) ===
 
-impl Monitoring {
+impl QualityMonitoring {
     /// Evaluate every monitor (oldest first) at `now`. Errors of one monitor are logged and do not
     /// stop the others. Returns the monitors as they are afterwards.
     #[instrument(skip_all)]

@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Row};
 use tracing::instrument;
 
 use super::monitors::{AlertState, Direction, Monitor};
-use super::quality::Bins;
+use super::scores::Bins;
 use crate::store::query::{Arg, Sql};
 use crate::store::sql::{SqlStore, is_unique_violation};
 use crate::store::{StoreError, StoreResult};

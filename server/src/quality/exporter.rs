@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::QualityReport;
 use super::monitors::{AlertState, Monitor, MonitorMetric};
-use super::quality::PSI;
+use super::scores::PSI;
 use super::webhook::Outcome;
 
 /// Metric names (a public interface: dashboards and alert rules use them).

@@ -5,7 +5,7 @@
 //! The HTTP endpoints under `/api/2.0/mlkube/` (and `/ajax-api/2.0/mlkube/`) are `crate::api::quality`.
 //!
 //! - [`store`]: the tables and their SQL (both engines);
-//! - [`quality`], [`payload`], [`windows`]: pure metric math, payload parsing, window arithmetic;
+//! - [`scores`], [`payload`], [`windows`]: pure metric math, payload parsing, window arithmetic;
 //! - [`monitors`]: monitors, their state machine and their evaluation;
 //! - [`webhook`]: the notifier (bounded queue, timeouts, retries, no private targets by default);
 //! - [`exporter`]: the `mlflow_model_quality*` series;
@@ -17,7 +17,7 @@
 pub mod exporter;
 pub mod monitors;
 pub mod payload;
-pub mod quality;
+pub mod scores;
 pub mod settings;
 pub mod store;
 pub mod webhook;
@@ -33,7 +33,7 @@ use tracing::instrument;
 use self::exporter::{Exporter, QualityMetrics};
 use self::monitors::{Monitor, evaluation_time};
 use self::payload::{number_at, numeric_features};
-use self::quality::{Bins, PSI, Regressed, Scored, classification_metrics, regression_metrics};
+use self::scores::{Bins, PSI, Regressed, Scored, classification_metrics, regression_metrics};
 pub use self::settings::{MonitoringArgs, MonitoringSettings};
 use self::store::{MonitoringStore, PruneStats, Scope, StoredReference, WindowRow};
 use self::webhook::Notifier;
@@ -254,7 +254,7 @@ pub fn reference_from_inputs<'a>(inputs: impl Iterator<Item = &'a Value>) -> (BT
 }
 
 /// Monitoring's shared state: its tables, settings, notifier and exported series.
-pub struct Monitoring {
+pub struct QualityMonitoring {
     store: MonitoringStore,
     settings: MonitoringSettings,
     notifier: Notifier,
@@ -264,7 +264,7 @@ pub struct Monitoring {
     evaluation_lock: tokio::sync::Mutex<()>,
 }
 
-impl Monitoring {
+impl QualityMonitoring {
     /// Monitoring over the tracking store's database, exporting into `quality` (the series
     /// `ServerMetrics` registered) when given. Starts the webhook worker (needs a Tokio runtime);
     /// the evaluation schedule starts with [`Monitoring::spawn_scheduler`].
