@@ -1,0 +1,300 @@
+//! TrackingServer: backend and artifact stores, auth, metrics, node sampler and UI, with every
+//! default resolved.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+
+use super::owner::owner_of;
+use super::{Defaults, Owner, ValidationError, duration_secs};
+use crate::crd::tracking_server::{AdminSecretRef, CredentialsSecretRef, Permission, VolumeSpec};
+use crate::crd::{SecretKeyRef, ServiceMonitorSettings, TrackingServer};
+
+/// A PersistentVolumeClaim to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Volume {
+    pub size: String,
+    pub storage_class_name: Option<String>,
+    pub access_modes: Vec<String>,
+}
+
+impl Volume {
+    fn from_spec(spec: &VolumeSpec, default_size: &str) -> Self {
+        let mut access_modes: Vec<String> = spec.access_modes.iter().map(|m| m.as_str().to_owned()).collect();
+        if access_modes.is_empty() {
+            access_modes.push("ReadWriteOnce".to_owned());
+        }
+        access_modes.sort();
+        access_modes.dedup();
+        Self {
+            size: spec.size.clone().unwrap_or_else(|| default_size.to_owned()),
+            storage_class_name: spec.storage_class_name.clone(),
+            access_modes,
+        }
+    }
+
+    pub fn read_write_many(&self) -> bool {
+        self.access_modes.iter().any(|m| m == "ReadWriteMany")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    Sqlite(Volume),
+    Postgres { uri: SecretKeyRef },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Artifacts {
+    Pvc(Volume),
+    S3 {
+        bucket: String,
+        prefix: Option<String>,
+        endpoint: Option<String>,
+        credentials: CredentialsSecretRef,
+    },
+}
+
+impl Artifacts {
+    /// `--default-artifact-root` of the server.
+    pub fn default_artifact_root(&self) -> String {
+        match self {
+            Self::Pvc(_) => "mlflow-artifacts:/".to_owned(),
+            Self::S3 { bucket, prefix, .. } => match prefix {
+                Some(prefix) => format!("s3://{bucket}/{prefix}"),
+                None => format!("s3://{bucket}"),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Auth {
+    pub admin: AdminSecretRef,
+    pub default_permission: Permission,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSampler {
+    pub image: String,
+    pub interval_secs: u64,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub runtime_class_name: Option<String>,
+    pub priority_class_name: Option<String>,
+    pub resources: Option<ResourceRequirements>,
+    pub pod_resources_path: String,
+    /// Settings of the sampler's ServiceMonitor (`honorLabels: true`), when one is wanted.
+    pub service_monitor: Option<ServiceMonitorSettings>,
+}
+
+/// A TrackingServer with every default resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedTrackingServer {
+    pub owner: Owner,
+    pub image: String,
+    pub replicas: i32,
+    pub resources: Option<ResourceRequirements>,
+    pub backend: Backend,
+    pub artifacts: Artifacts,
+    pub auth: Option<Auth>,
+    pub metrics_enabled: bool,
+    /// `Some(seconds)` when statistics are on.
+    pub statistics_interval_secs: Option<u64>,
+    /// Whether the cluster serves `monitoring.coreos.com/v1`.
+    pub monitoring_api: bool,
+    /// Settings of the server's ServiceMonitor, when one is wanted (whatever the API says).
+    pub service_monitor: Option<ServiceMonitorSettings>,
+    pub node_sampler: Option<NodeSampler>,
+    /// Serve the web UI (`spec.ui.enabled`).
+    pub ui_enabled: bool,
+    /// `spec.ui.staticPrefix`, checked.
+    pub static_prefix: Option<String>,
+    /// In-cluster URL, `http://<name>.<namespace>.svc:5000`.
+    pub url: String,
+}
+
+impl ValidatedTrackingServer {
+    /// Whether the server must be replaced rather than rolled (a pod holds an RWO volume).
+    pub fn recreate(&self) -> bool {
+        matches!(self.backend, Backend::Sqlite(_))
+            || matches!(&self.artifacts, Artifacts::Pvc(v) if !v.read_write_many())
+    }
+}
+
+/// The server's own rule for `--static-prefix` (it refuses to start otherwise).
+fn static_prefix_ok(prefix: &str) -> bool {
+    prefix.len() > 1
+        && prefix.len() <= 128
+        && prefix.starts_with('/')
+        && prefix[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
+        })
+}
+
+/// In-cluster URL of a tracking server.
+pub fn tracking_server_url(name: &str, namespace: &str) -> String {
+    format!("http://{name}.{namespace}.svc:{}", crate::build::ports::SERVER)
+}
+
+pub fn validate_tracking_server(
+    ts: &TrackingServer,
+    monitoring_api: bool,
+    defaults: &Defaults,
+) -> Result<ValidatedTrackingServer, ValidationError> {
+    let owner = owner_of(ts)?;
+    let spec = &ts.spec;
+    let backend = match (&spec.backend_store.sqlite, &spec.backend_store.postgres) {
+        (Some(sqlite), None) => Backend::Sqlite(Volume::from_spec(&sqlite.storage, "1Gi")),
+        (None, Some(pg)) => Backend::Postgres {
+            uri: pg.uri_secret_ref.clone(),
+        },
+        _ => {
+            return Err(ValidationError::field(
+                "spec.backendStore",
+                "set exactly one of sqlite and postgres",
+            ));
+        }
+    };
+    let artifacts = match (&spec.artifact_store.pvc, &spec.artifact_store.s3) {
+        (Some(pvc), None) => Artifacts::Pvc(Volume::from_spec(pvc, "10Gi")),
+        (None, Some(s3)) => Artifacts::S3 {
+            bucket: s3.bucket.clone(),
+            prefix: s3.prefix.clone(),
+            endpoint: s3.endpoint.clone(),
+            credentials: s3.credentials_secret_ref.clone(),
+        },
+        _ => {
+            return Err(ValidationError::field(
+                "spec.artifactStore",
+                "set exactly one of pvc and s3",
+            ));
+        }
+    };
+    if spec.replicas < 0 {
+        return Err(ValidationError::field("spec.replicas", "must not be negative"));
+    }
+    if matches!(backend, Backend::Sqlite(_)) && spec.replicas > 1 {
+        return Err(ValidationError::field(
+            "spec.replicas",
+            "a sqlite backendStore supports exactly one replica; use postgres to run more",
+        ));
+    }
+    if let Artifacts::Pvc(v) = &artifacts
+        && spec.replicas > 1
+        && !v.read_write_many()
+    {
+        return Err(ValidationError::field(
+            "spec.artifactStore.pvc.accessModes",
+            "more than one replica sharing an artifact PVC needs ReadWriteMany",
+        ));
+    }
+    if let Some(prefix) = &spec.ui.static_prefix
+        && !static_prefix_ok(prefix)
+    {
+        return Err(ValidationError::field(
+            "spec.ui.staticPrefix",
+            "must start with '/', not end with '/', and consist of path segments of letters, digits and -_.~ (no '.' or '..' segments)",
+        ));
+    }
+    let statistics_interval_secs = if spec.metrics.enabled && spec.metrics.statistics.enabled {
+        Some(duration_secs(
+            "spec.metrics.statistics.updateInterval",
+            &spec.metrics.statistics.update_interval,
+            60,
+        )?)
+    } else {
+        None
+    };
+    let service_monitor =
+        (spec.metrics.enabled && spec.service_monitor.enabled).then(|| spec.service_monitor.clone());
+    let node_sampler = if spec.node_sampler.enabled {
+        let ns = &spec.node_sampler;
+        Some(NodeSampler {
+            image: ns
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.node_sampler_image.clone()),
+            interval_secs: duration_secs("spec.nodeSampler.interval", &ns.interval, 1)?,
+            node_selector: ns.node_selector.clone(),
+            tolerations: ns.tolerations.clone(),
+            runtime_class_name: ns.runtime_class_name.clone(),
+            priority_class_name: ns.priority_class_name.clone(),
+            resources: ns.resources.clone(),
+            pod_resources_path: ns.pod_resources_path.clone(),
+            service_monitor: spec.service_monitor.enabled.then(|| spec.service_monitor.clone()),
+        })
+    } else {
+        None
+    };
+    let auth = spec.auth.as_ref().filter(|a| a.enabled).map(|a| Auth {
+        admin: a.admin_secret_ref.clone(),
+        default_permission: a.default_permission,
+    });
+    let url = tracking_server_url(&owner.name, &owner.namespace);
+    Ok(ValidatedTrackingServer {
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| defaults.server_image.clone()),
+        replicas: spec.replicas,
+        resources: spec.resources.clone(),
+        backend,
+        artifacts,
+        auth,
+        metrics_enabled: spec.metrics.enabled,
+        statistics_interval_secs,
+        monitoring_api,
+        service_monitor,
+        node_sampler,
+        ui_enabled: spec.ui.enabled,
+        static_prefix: spec.ui.static_prefix.clone(),
+        url,
+        owner,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tests::ts;
+    use serde_json::json;
+
+    fn defaults() -> Defaults {
+        Defaults::for_version("9.9.9")
+    }
+
+    #[test]
+    fn defaults_are_resolved() {
+        let v = validate_tracking_server(&ts(json!({})), true, &defaults()).unwrap();
+        assert_eq!(v.image, "ghcr.io/mlkube/mlkube-server:v9.9.9");
+        assert_eq!(v.replicas, 1);
+        assert!(
+            matches!(&v.backend, Backend::Sqlite(vol) if vol.size == "1Gi" && vol.access_modes == ["ReadWriteOnce"])
+        );
+        assert!(matches!(&v.artifacts, Artifacts::Pvc(vol) if vol.size == "10Gi"));
+        assert!(v.metrics_enabled && v.statistics_interval_secs.is_none());
+        assert_eq!(v.service_monitor.as_ref().unwrap().interval, "30s");
+        assert!(v.node_sampler.is_none());
+        assert_eq!(v.owner.reference.kind, "TrackingServer");
+        assert_eq!(v.url, "http://mlflow.ml.svc:5000");
+    }
+
+    #[test]
+    fn rules_the_schema_also_enforces_hold_without_it() {
+        let err = validate_tracking_server(&ts(json!({"replicas": 2})), true, &defaults()).unwrap_err();
+        assert_eq!(err.reason(), "InvalidSpec");
+        let err = validate_tracking_server(
+            &ts(json!({"metrics": {"statistics": {"enabled": true, "updateInterval": "10s"}}})),
+            true,
+            &defaults(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 60s"), "{err}");
+    }
+}
