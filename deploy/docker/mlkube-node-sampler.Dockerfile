@@ -16,7 +16,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p mlkube-sidecar --bin mlkube-node-sampler \
+    cargo build --release --locked -p mlkube-node-sampler --bin mlkube-node-sampler \
     && install -D -m 0755 target/release/mlkube-node-sampler /out/mlkube-node-sampler
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -3,7 +3,7 @@
 //! aggregation, the real binary, and promtool on the exposition.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers may fail loudly
 
-mod node_fixtures;
+mod fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -11,14 +11,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fixtures::*;
 use http::StatusCode;
-use mlkube_sidecar::node::cgroup::Cgroups;
-use mlkube_sidecar::node::metrics::EXPOSED_NAMES;
-use mlkube_sidecar::node::runs::{self, Outcome, PodResources, RunSettings, TrackingClient};
-use mlkube_sidecar::node::{
+use mlkube_node_sampler::cgroup::Cgroups;
+use mlkube_node_sampler::metrics::EXPOSED_NAMES;
+use mlkube_node_sampler::runs::{self, Outcome, PodResources, RunSettings, TrackingClient};
+use mlkube_node_sampler::{
     FakeGpuSource, GpuProcess, GpuReading, GpuSource, NodeSampler, PodIndex, PodInfo, RunTarget,
 };
-use node_fixtures::*;
 use tokio_util::sync::CancellationToken;
 
 const POD_A: &str = "1b2c3d4e-5f6a-7b8c-9d0e-f1a2b3c4d5e6";

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlkube_sidecar::node::gpu::{GpuSource, NvmlGpuSource};
-use mlkube_sidecar::node::{Args, NodeSampler, PodIndex};
+use mlkube_node_sampler::gpu::{GpuSource, NvmlGpuSource};
+use mlkube_node_sampler::{Args, NodeSampler, PodIndex};
 
 use clap::Parser;
 

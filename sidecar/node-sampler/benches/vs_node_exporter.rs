@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! apt-get install -y --no-install-recommends prometheus-node-exporter
-//! cargo bench -p mlkube-sidecar --bench node_sampler [-- --rounds 3 --seconds 5 --idle 30]
+//! cargo bench -p mlkube-node-sampler --bench vs_node_exporter [-- --rounds 3 --seconds 5 --idle 30]
 //! ```
 //!
 //! Targets: `mlkube-node-sampler --interval 1` (the release-profile build next to this bench;
@@ -27,10 +27,10 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use mlkube_sidecar::node::PodIndex;
-use mlkube_sidecar::node::host::HostSampler;
-use mlkube_sidecar::node::metrics::NodeMetrics;
-use mlkube_sidecar::node::sampler::Sampler;
+use mlkube_node_sampler::PodIndex;
+use mlkube_node_sampler::host::HostSampler;
+use mlkube_node_sampler::metrics::NodeMetrics;
+use mlkube_node_sampler::sampler::Sampler;
 use tokio::net::TcpStream;
 
 struct Options {

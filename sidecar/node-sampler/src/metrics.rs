@@ -297,7 +297,7 @@ pub fn ratio_percent(part: Option<u64>, whole: Option<u64>) -> Option<f64> {
     }
 }
 
-pub use crate::exposition::to_prometheus_text;
+pub use mlkube_sidecar::exposition::to_prometheus_text;
 
 #[cfg(test)]
 mod tests {

@@ -125,7 +125,7 @@ impl Sampler {
                 Err(err) => {
                     if !self.gpu_failing {
                         tracing::warn!(
-                            error = %crate::telemetry::error_chain(&err),
+                            error = %mlkube_sidecar::telemetry::error_chain(&err),
                             "cannot read the GPUs; GPU series are absent until it works again"
                         );
                         self.gpu_failing = true;

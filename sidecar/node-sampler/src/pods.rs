@@ -320,7 +320,7 @@ pub async fn watch_pods(client: Client, node: String, index: PodIndex, shutdown:
             Err(err) => {
                 // Logged once per outage at warn, then at debug while the backoff retries.
                 if healthy {
-                    tracing::warn!(%node, error = %crate::telemetry::error_chain(&err), "pod watch failed; retrying");
+                    tracing::warn!(%node, error = %mlkube_sidecar::telemetry::error_chain(&err), "pod watch failed; retrying");
                     healthy = false;
                 } else {
                     tracing::debug!(%node, error = %err, "pod watch still failing");

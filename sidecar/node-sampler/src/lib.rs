@@ -40,7 +40,7 @@ use self::metrics::NodeMetrics;
 use self::runs::{PodResources, RunSettings, TrackingClient};
 use self::sampler::Sampler;
 use self::serve::Exposition;
-use crate::telemetry::error_chain;
+use mlkube_sidecar::telemetry::error_chain;
 
 /// The first sample waits this long (or one interval if shorter), so that its CPU share covers a
 /// measurable period.
@@ -157,7 +157,7 @@ impl NodeSampler {
         let served = Arc::clone(&exposition);
         let server_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let report = crate::serve::serve(
+            let report = mlkube_sidecar::serve::serve(
                 listener,
                 move |_peer| serve::service(Arc::clone(&served)),
                 server_shutdown,

@@ -52,7 +52,7 @@ use super::host::{self, NetworkTotals};
 use super::metrics::{MEGABYTE, ratio_percent};
 use super::pods::{PodIndex, PodInfo, RunTarget};
 use super::sampler::gpus_of_pod;
-use crate::telemetry::error_chain;
+use mlkube_sidecar::telemetry::error_chain;
 
 /// Longest wait for one tracking server call.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

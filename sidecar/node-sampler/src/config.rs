@@ -12,7 +12,7 @@ use http::HeaderValue;
 use http::uri::{Scheme, Uri};
 
 use super::gpu::GpuConfig;
-use crate::telemetry::LogFormat;
+use mlkube_sidecar::telemetry::LogFormat;
 
 /// Where the DaemonSet mounts the host's `/sys` and `/` (operator/src/build/daemonset.rs).
 pub const HOST_SYS_MOUNT: &str = "/host/sys";

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use mlkube_sidecar::node::{self, Args};
+use mlkube_node_sampler::{self as node, Args};
 use mlkube_sidecar::telemetry::{self, LogFormat};
 
 /// `EX_USAGE` from sysexits.h: the command line or environment was wrong.
