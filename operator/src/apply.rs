@@ -50,6 +50,18 @@ pub struct Kinds {
     pub prometheus_rules: bool,
 }
 
+impl Kinds {
+    /// These kinds, less ServiceMonitors and PrometheusRules when the cluster does not serve
+    /// `monitoring.coreos.com/v1`.
+    pub const fn served(self, monitoring_api: bool) -> Self {
+        Self {
+            service_monitors: self.service_monitors && monitoring_api,
+            prometheus_rules: self.prometheus_rules && monitoring_api,
+            ..self
+        }
+    }
+}
+
 /// Whether `live` already holds every field of `desired` (objects: a superset of keys; arrays:
 /// the same length, element by element). Fields the API server defaults or other managers set
 /// do not count as drift; a changed or removed field of ours does.

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::build::{PrometheusRule, ServiceMonitor, labels};
 use crate::config::Args;
+use crate::controller::pipeline::Pipeline;
 use crate::controller::{self, Context};
 use crate::crd::{ModelDeployment, TrackingServer};
 use crate::registry::HttpRegistry;
@@ -60,6 +61,43 @@ fn served(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result
         Ok(inner) => inner.map_err(RunError::Serve),
         Err(join) => Err(RunError::Serve(std::io::Error::other(join))),
     }
+}
+
+/// Watch every child kind `K` may own (its [`Pipeline::KINDS`], as served), by the label the
+/// operator puts on its children.
+fn owning_children<K: Pipeline>(
+    mut controller: Controller<K>,
+    client: &Client,
+    ns: Option<&str>,
+    monitoring_api: bool,
+) -> Controller<K> {
+    let children = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let kinds = K::KINDS.served(monitoring_api);
+    if kinds.deployments {
+        controller = controller.owns(api::<Deployment>(client, ns), children.clone());
+    }
+    if kinds.services {
+        controller = controller.owns(api::<Service>(client, ns), children.clone());
+    }
+    if kinds.daemon_sets {
+        controller = controller.owns(api::<DaemonSet>(client, ns), children.clone());
+    }
+    if kinds.service_accounts {
+        controller = controller.owns(api::<ServiceAccount>(client, ns), children.clone());
+    }
+    if kinds.persistent_volume_claims {
+        controller = controller.owns(api::<PersistentVolumeClaim>(client, ns), children.clone());
+    }
+    if kinds.config_maps {
+        controller = controller.owns(api::<ConfigMap>(client, ns), children.clone());
+    }
+    if kinds.service_monitors {
+        controller = controller.owns(api::<ServiceMonitor>(client, ns), children.clone());
+    }
+    if kinds.prometheus_rules {
+        controller = controller.owns(api::<PrometheusRule>(client, ns), children);
+    }
+    controller
 }
 
 /// Run until SIGTERM/SIGINT.
@@ -181,23 +219,18 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     context.resolve_interval = Duration::from_secs(resolve_interval);
     let ctx = Arc::new(context);
 
-    let children = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let mut ts_controller = Controller::new(ts_api.clone(), watcher::Config::default().any_semantic())
-        .owns(api::<Deployment>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone())
-        .owns(api::<DaemonSet>(&client, ns), children.clone())
-        .owns(api::<ServiceAccount>(&client, ns), children.clone())
-        .owns(api::<PersistentVolumeClaim>(&client, ns), children.clone())
-        .owns(api::<ConfigMap>(&client, ns), children.clone());
-    let mut md_controller = Controller::new(md_api, watcher::Config::default().any_semantic())
-        .owns(api::<Deployment>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone());
-    if monitoring_api {
-        ts_controller = ts_controller.owns(api::<ServiceMonitor>(&client, ns), children.clone());
-        md_controller = md_controller
-            .owns(api::<ServiceMonitor>(&client, ns), children.clone())
-            .owns(api::<PrometheusRule>(&client, ns), children.clone());
-    }
+    let ts_controller = owning_children(
+        Controller::new(ts_api.clone(), watcher::Config::default().any_semantic()),
+        &client,
+        ns,
+        monitoring_api,
+    );
+    let md_controller = owning_children(
+        Controller::new(md_api, watcher::Config::default().any_semantic()),
+        &client,
+        ns,
+        monitoring_api,
+    );
     // A TrackingServer change (created, URL, auth, artifact store) re-reconciles the
     // ModelDeployments that reference it.
     let md_store = md_controller.store();

@@ -2,6 +2,7 @@
 //! and build are pure (see [`crate::validate`], [`crate::build`]); this module does the I/O.
 
 pub mod model_deployment;
+pub mod pipeline;
 pub mod tracking_server;
 
 use std::collections::HashMap;
@@ -11,7 +12,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::apply::ApplyError;
@@ -142,12 +142,6 @@ impl Error {
             Self::Status(_) => "StatusFailed",
         }
     }
-}
-
-fn error_policy_for(controller: &'static str, key: String, error: &Error, ctx: &Context) -> Action {
-    ctx.metrics.failed(controller, error.reason());
-    tracing::warn!(controller, object = %key, reason = error.reason(), error = ?error, "reconcile failed");
-    Action::requeue(ctx.backoff(key))
 }
 
 /// Readiness of a workload Deployment, as conditions.

@@ -1,6 +1,6 @@
-//! ModelDeployment reconcile: fetch the TrackingServer (and its admin Secret when auth is on),
-//! resolve the model against the registry, discover the monitoring API → validate → build →
-//! apply → status.
+//! ModelDeployment: fetch the TrackingServer (and its admin Secret when auth is on), resolve the
+//! model against the registry, discover the monitoring API → validate → build → apply → status,
+//! on the shared [`pipeline`](super::pipeline).
 //!
 //! When the registry cannot be reached the deployment keeps serving the last resolved version:
 //! nothing is torn down, the conditions say why, and the reconcile is retried with backoff.
@@ -9,28 +9,32 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
-use super::{Context, Error, error_policy_for, rollout};
-use crate::apply::{self, FIELD_MANAGER, Kinds};
-use crate::build::{self, labels};
+use super::pipeline::{self, Halt, Pipeline};
+use super::{Context, Error, rollout};
+use crate::apply::{self, Applied, Kinds};
+use crate::build::{self, ChildObjects, labels};
 use crate::crd::conditions::{self, Desired};
 use crate::crd::model_deployment::ResolvedModel;
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, TrackingServer};
 use crate::registry::{Credentials, ModelReference, RegistryError};
-use crate::validate::{TrackingAccess, ValidatedModelDeployment, validate_model_deployment};
+use crate::validate::{
+    Defaults, Owner, TrackingAccess, ValidatedModelDeployment, ValidationError, validate_model_deployment,
+};
 
 pub const CONTROLLER: &str = "modeldeployment";
 
-fn key(md: &ModelDeployment) -> String {
-    format!(
-        "{CONTROLLER}/{}/{}",
-        md.namespace().unwrap_or_default(),
-        md.name_any()
-    )
+/// What the ModelDeployment's fetch stage finds.
+pub struct Fetched {
+    pub access: TrackingAccess,
+    /// The model to serve: just resolved, or the last resolved one while the registry fails.
+    pub resolved: ResolvedModel,
+    /// Why resolution failed, when the last resolved model is kept.
+    pub registry_error: Option<RegistryError>,
+    pub monitoring_api: bool,
 }
 
 /// What fetching the tracking server found.
@@ -88,167 +92,212 @@ async fn fetch_tracking(ctx: &Context, md: &ModelDeployment, namespace: &str) ->
     Ok(Tracking::Found(Box::new((access, credentials))))
 }
 
-#[tracing::instrument(skip_all, fields(namespace = md.namespace().unwrap_or_default(), name = md.name_any()))]
-pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    if md.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let namespace = md.namespace().unwrap_or_default();
-    let previous = md.status.clone().unwrap_or_default();
-    let reference = ModelReference::from_spec(&md.spec.model);
-
-    // fetch: tracking server, model version, monitoring API
-    let (access, credentials) = match fetch_tracking(&ctx, &md, &namespace).await? {
-        Tracking::Found(found) => *found,
-        Tracking::Missing(message) => {
-            let desired = vec![
-                Desired::new(
-                    conditions::READY,
-                    false,
-                    conditions::TRACKING_SERVER_NOT_FOUND,
-                    message.clone(),
-                ),
-                Desired::new(
-                    conditions::DEGRADED,
-                    true,
-                    conditions::TRACKING_SERVER_NOT_FOUND,
-                    message.clone(),
-                ),
-                Desired::new(
-                    conditions::MODEL_RESOLVED,
-                    false,
-                    conditions::TRACKING_SERVER_NOT_FOUND,
-                    message,
-                ),
-            ];
-            let status = with_conditions(&md, previous.clone(), &desired, &ctx);
-            patch_status(&ctx, &md, status).await?;
-            // The TrackingServer watch brings us back when it appears.
-            return Ok(Action::requeue(ctx.resolve_interval));
-        }
-    };
-    let resolution = ctx
-        .registry
-        .resolve(&access.uri, credentials.as_ref(), &reference)
-        .await
-        .map(|mut r| {
-            if r.name.is_empty() {
-                r.name = md.spec.model.name.clone();
-            }
-            r
-        });
-    let (resolved, registry_error): (Option<ResolvedModel>, Option<RegistryError>) = match resolution {
-        Ok(r) => (Some(r), None),
-        Err(err) => {
-            let stale = previous
-                .resolved_model
-                .clone()
-                .filter(|p| p.reference == reference.to_string());
-            (stale, Some(err))
-        }
-    };
-    let Some(resolved) = resolved else {
-        let err = registry_error.unwrap_or(RegistryError::NotFound(reference.to_string()));
-        let reason = resolution_reason(&err);
-        let desired = vec![
-            Desired::new(conditions::READY, false, reason, err.to_string()),
-            Desired::new(conditions::DEGRADED, true, reason, err.to_string()),
-            Desired::new(conditions::MODEL_RESOLVED, false, reason, err.to_string()),
-        ];
-        announce_registry_problem(&ctx, &md, &previous, reason, &err).await;
-        let status = ModelDeploymentStatus {
-            tracking_uri: Some(access.uri.clone()),
-            ..with_conditions(&md, previous, &desired, &ctx)
-        };
-        patch_status(&ctx, &md, status).await?;
-        return Err(Error::Registry(err));
-    };
-    let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
-        .await
-        .map_err(Error::Fetch)?;
-
-    // validate
-    let validated = match validate_model_deployment(&md, &resolved, access, monitoring_api, &ctx.defaults) {
-        Ok(v) => v,
-        Err(err) => {
-            let desired = vec![
-                Desired::new(
-                    conditions::READY,
-                    false,
-                    conditions::INVALID_SPEC,
-                    err.to_string(),
-                ),
-                Desired::new(
-                    conditions::DEGRADED,
-                    true,
-                    conditions::INVALID_SPEC,
-                    err.to_string(),
-                ),
-            ];
-            let status = with_conditions(&md, previous, &desired, &ctx);
-            patch_status(&ctx, &md, status).await?;
-            return Err(Error::Validate(err));
-        }
-    };
-    // build
-    let children = build::model_deployment(&validated);
-    // apply
-    let kinds = Kinds {
+#[async_trait::async_trait]
+impl Pipeline for ModelDeployment {
+    const CONTROLLER: &'static str = CONTROLLER;
+    const KINDS: Kinds = Kinds {
         persistent_volume_claims: false,
         config_maps: false,
         deployments: true,
         service_accounts: false,
         daemon_sets: false,
         services: true,
-        service_monitors: monitoring_api,
-        prometheus_rules: monitoring_api,
+        service_monitors: true,
+        prometheus_rules: true,
     };
-    let applied = apply::apply_children(&ctx.client, &validated.owner, kinds, &children)
-        .await
-        .map_err(Error::Apply)?;
-    // events: a new model version, or the registry going away
-    if previous.resolved_model.as_ref().map(|r| &r.version) != Some(&validated.model.version) {
-        let note = match &previous.resolved_model {
-            Some(old) => format!(
-                "{} moved from version {} to {}; rolling out",
-                validated.model.reference, old.version, validated.model.version
-            ),
-            None => format!(
-                "{} is version {}",
-                validated.model.reference, validated.model.version
-            ),
+    type Status = ModelDeploymentStatus;
+    type Fetched = Fetched;
+    type Validated = ValidatedModelDeployment;
+
+    fn current_status(&self) -> Option<&ModelDeploymentStatus> {
+        self.status.as_ref()
+    }
+
+    fn status_conditions(status: &ModelDeploymentStatus) -> &[Condition] {
+        &status.conditions
+    }
+
+    fn with_conditions(
+        status: ModelDeploymentStatus,
+        generation: Option<i64>,
+        conditions: Vec<Condition>,
+    ) -> ModelDeploymentStatus {
+        ModelDeploymentStatus {
+            observed_generation: generation,
+            conditions,
+            ..status
+        }
+    }
+
+    async fn fetch(&self, ctx: &Context) -> Result<Fetched, Result<Halt<ModelDeploymentStatus>, Error>> {
+        let md = self;
+        let namespace = md.namespace().unwrap_or_default();
+        let previous = md.status.clone().unwrap_or_default();
+        let reference = ModelReference::from_spec(&md.spec.model);
+
+        let (access, credentials) = match fetch_tracking(ctx, md, &namespace).await.map_err(Err)? {
+            Tracking::Found(found) => *found,
+            Tracking::Missing(message) => {
+                let desired = [
+                    Desired::new(
+                        conditions::READY,
+                        false,
+                        conditions::TRACKING_SERVER_NOT_FOUND,
+                        message.clone(),
+                    ),
+                    Desired::new(
+                        conditions::DEGRADED,
+                        true,
+                        conditions::TRACKING_SERVER_NOT_FOUND,
+                        message.clone(),
+                    ),
+                    Desired::new(
+                        conditions::MODEL_RESOLVED,
+                        false,
+                        conditions::TRACKING_SERVER_NOT_FOUND,
+                        message,
+                    ),
+                ];
+                // The TrackingServer watch brings us back when it appears.
+                return Err(Ok(Halt {
+                    status: md.status_with(&desired, ctx),
+                    outcome: Ok(Action::requeue(ctx.resolve_interval)),
+                }));
+            }
         };
-        ctx.publish(
-            &md.object_ref(&()),
-            false,
-            "ModelVersionResolved",
-            "Resolve",
-            note,
+        let resolution = ctx
+            .registry
+            .resolve(&access.uri, credentials.as_ref(), &reference)
+            .await
+            .map(|mut r| {
+                if r.name.is_empty() {
+                    r.name = md.spec.model.name.clone();
+                }
+                r
+            });
+        let (resolved, registry_error) = match resolution {
+            Ok(r) => (Some(r), None),
+            Err(err) => {
+                let stale = previous
+                    .resolved_model
+                    .clone()
+                    .filter(|p| p.reference == reference.to_string());
+                (stale, Some(err))
+            }
+        };
+        let Some(resolved) = resolved else {
+            let err = registry_error.unwrap_or(RegistryError::NotFound(reference.to_string()));
+            let reason = resolution_reason(&err);
+            let desired = [
+                Desired::new(conditions::READY, false, reason, err.to_string()),
+                Desired::new(conditions::DEGRADED, true, reason, err.to_string()),
+                Desired::new(conditions::MODEL_RESOLVED, false, reason, err.to_string()),
+            ];
+            announce_registry_problem(ctx, md, &previous, reason, &err).await;
+            let status = ModelDeploymentStatus {
+                tracking_uri: Some(access.uri.clone()),
+                ..md.status_with(&desired, ctx)
+            };
+            return Err(Ok(Halt {
+                status,
+                outcome: Err(Error::Registry(err)),
+            }));
+        };
+        let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
+            .await
+            .map_err(|e| Err(Error::Fetch(e)))?;
+        Ok(Fetched {
+            access,
+            resolved,
+            registry_error,
+            monitoring_api,
+        })
+    }
+
+    fn monitoring_api(fetched: &Fetched) -> bool {
+        fetched.monitoring_api
+    }
+
+    fn validate(
+        &self,
+        fetched: &Fetched,
+        defaults: &Defaults,
+    ) -> Result<ValidatedModelDeployment, ValidationError> {
+        validate_model_deployment(
+            self,
+            &fetched.resolved,
+            fetched.access.clone(),
+            fetched.monitoring_api,
+            defaults,
         )
-        .await;
     }
-    if let Some(err) = &registry_error {
-        announce_registry_problem(&ctx, &md, &previous, resolution_reason(err), err).await;
+
+    fn owner(validated: &ValidatedModelDeployment) -> &Owner {
+        &validated.owner
     }
-    // status
-    let status = compute_status(
-        &md,
-        &validated,
-        applied.deployments.first(),
-        registry_error.as_ref(),
-        &ctx,
-    );
-    patch_status(&ctx, &md, status).await?;
-    if let Some(err) = registry_error {
-        return Err(Error::Registry(err));
+
+    fn build(validated: &ValidatedModelDeployment) -> ChildObjects {
+        build::model_deployment(validated)
     }
-    ctx.succeeded(&key(&md));
-    Ok(Action::requeue(ctx.resolve_interval))
+
+    /// Events: a new model version, or the registry going away.
+    async fn applied(&self, ctx: &Context, fetched: &Fetched, validated: &ValidatedModelDeployment) {
+        let previous = self.status.clone().unwrap_or_default();
+        if previous.resolved_model.as_ref().map(|r| &r.version) != Some(&validated.model.version) {
+            let note = match &previous.resolved_model {
+                Some(old) => format!(
+                    "{} moved from version {} to {}; rolling out",
+                    validated.model.reference, old.version, validated.model.version
+                ),
+                None => format!(
+                    "{} is version {}",
+                    validated.model.reference, validated.model.version
+                ),
+            };
+            ctx.publish(
+                &self.object_ref(&()),
+                false,
+                "ModelVersionResolved",
+                "Resolve",
+                note,
+            )
+            .await;
+        }
+        if let Some(err) = &fetched.registry_error {
+            announce_registry_problem(ctx, self, &previous, resolution_reason(err), err).await;
+        }
+    }
+
+    fn status(
+        &self,
+        fetched: &Fetched,
+        validated: &ValidatedModelDeployment,
+        applied: &Applied,
+        ctx: &Context,
+    ) -> ModelDeploymentStatus {
+        compute_status(
+            self,
+            validated,
+            applied.deployments.first(),
+            fetched.registry_error.as_ref(),
+            ctx,
+        )
+    }
+
+    fn finish(fetched: Fetched, ctx: &Context) -> Result<Action, Error> {
+        match fetched.registry_error {
+            Some(err) => Err(Error::Registry(err)),
+            None => Ok(Action::requeue(ctx.resolve_interval)),
+        }
+    }
+}
+
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    pipeline::reconcile(md, ctx).await
 }
 
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    error_policy_for(CONTROLLER, key(&md), error, &ctx)
+    pipeline::error_policy(md, error, ctx)
 }
 
 /// A Warning Event when model resolution starts failing (not on every retry).
@@ -274,20 +323,6 @@ fn resolution_reason(err: &RegistryError) -> &'static str {
         conditions::MODEL_NOT_FOUND
     } else {
         conditions::REGISTRY_UNAVAILABLE
-    }
-}
-
-fn with_conditions(
-    md: &ModelDeployment,
-    previous: ModelDeploymentStatus,
-    desired: &[Desired],
-    ctx: &Context,
-) -> ModelDeploymentStatus {
-    let conditions = conditions::merge(&previous.conditions, desired, md.meta().generation, &ctx.now());
-    ModelDeploymentStatus {
-        observed_generation: md.meta().generation,
-        conditions,
-        ..previous
     }
 }
 
@@ -385,28 +420,4 @@ fn compute_status(
         ))),
         conditions: conditions::merge(&previous.conditions, &desired, md.meta().generation, &ctx.now()),
     }
-}
-
-async fn patch_status(
-    ctx: &Context,
-    md: &ModelDeployment,
-    status: ModelDeploymentStatus,
-) -> Result<(), Error> {
-    if md.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &md.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": ModelDeployment::api_version(&()),
-        "kind": ModelDeployment::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &md.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(Error::Status)?;
-    Ok(())
 }

@@ -1,104 +1,116 @@
-//! TrackingServer reconcile: monitoring API discovery → validate → build → apply → status.
+//! TrackingServer: monitoring API discovery → validate → build → apply → status, on the shared
+//! [`pipeline`](super::pipeline).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
-use super::{Context, Error, error_policy_for, rollout};
-use crate::apply::{self, FIELD_MANAGER, Kinds};
-use crate::build;
+use super::pipeline::{self, Halt, Pipeline};
+use super::{Context, Error, rollout};
+use crate::apply::{self, Applied, Kinds};
+use crate::build::{self, ChildObjects};
 use crate::crd::conditions::{self, Desired};
 use crate::crd::{TrackingServer, TrackingServerStatus};
-use crate::validate::{ValidatedTrackingServer, validate_tracking_server};
+use crate::validate::{Defaults, Owner, ValidatedTrackingServer, ValidationError, validate_tracking_server};
 
 pub const CONTROLLER: &str = "trackingserver";
 
 /// Requeue interval of a healthy TrackingServer (children changes trigger sooner).
 pub const RESYNC: Duration = Duration::from_secs(300);
 
-fn key(ts: &TrackingServer) -> String {
-    format!(
-        "{CONTROLLER}/{}/{}",
-        ts.namespace().unwrap_or_default(),
-        ts.name_any()
-    )
+/// What the TrackingServer's fetch stage finds.
+pub struct Fetched {
+    pub monitoring_api: bool,
 }
 
-#[tracing::instrument(skip_all, fields(namespace = ts.namespace().unwrap_or_default(), name = ts.name_any()))]
-pub async fn reconcile(ts: Arc<TrackingServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    if ts.meta().deletion_timestamp.is_some() {
-        // Children go with the ownerReferences; nothing to clean up by hand.
-        return Ok(Action::await_change());
-    }
-    // fetch
-    let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
-        .await
-        .map_err(Error::Fetch)?;
-    // validate
-    let validated = match validate_tracking_server(&ts, monitoring_api, &ctx.defaults) {
-        Ok(v) => v,
-        Err(err) => {
-            let desired = vec![
-                Desired::new(
-                    conditions::READY,
-                    false,
-                    conditions::INVALID_SPEC,
-                    err.to_string(),
-                ),
-                Desired::new(
-                    conditions::DEGRADED,
-                    true,
-                    conditions::INVALID_SPEC,
-                    err.to_string(),
-                ),
-            ];
-            let status = TrackingServerStatus {
-                observed_generation: ts.meta().generation,
-                conditions: conditions::merge(
-                    ts.status
-                        .as_ref()
-                        .map(|s| s.conditions.as_slice())
-                        .unwrap_or_default(),
-                    &desired,
-                    ts.meta().generation,
-                    &ctx.now(),
-                ),
-                ..ts.status.clone().unwrap_or_default()
-            };
-            patch_status(&ctx, &ts, status).await?;
-            return Err(Error::Validate(err));
-        }
-    };
-    // build
-    let children = build::tracking_server(&validated);
-    // apply
-    let kinds = Kinds {
+#[async_trait::async_trait]
+impl Pipeline for TrackingServer {
+    const CONTROLLER: &'static str = CONTROLLER;
+    const KINDS: Kinds = Kinds {
         persistent_volume_claims: true,
         config_maps: true,
         deployments: true,
         service_accounts: true,
         daemon_sets: true,
         services: true,
-        service_monitors: monitoring_api,
+        service_monitors: true,
         prometheus_rules: false,
     };
-    let applied = apply::apply_children(&ctx.client, &validated.owner, kinds, &children)
-        .await
-        .map_err(Error::Apply)?;
-    // status
-    let status = compute_status(&ts, &validated, applied.deployments.first(), &ctx);
-    patch_status(&ctx, &ts, status).await?;
-    ctx.succeeded(&key(&ts));
-    Ok(Action::requeue(RESYNC))
+    type Status = TrackingServerStatus;
+    type Fetched = Fetched;
+    type Validated = ValidatedTrackingServer;
+
+    fn current_status(&self) -> Option<&TrackingServerStatus> {
+        self.status.as_ref()
+    }
+
+    fn status_conditions(status: &TrackingServerStatus) -> &[Condition] {
+        &status.conditions
+    }
+
+    fn with_conditions(
+        status: TrackingServerStatus,
+        generation: Option<i64>,
+        conditions: Vec<Condition>,
+    ) -> TrackingServerStatus {
+        TrackingServerStatus {
+            observed_generation: generation,
+            conditions,
+            ..status
+        }
+    }
+
+    async fn fetch(&self, ctx: &Context) -> Result<Fetched, Result<Halt<TrackingServerStatus>, Error>> {
+        let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
+            .await
+            .map_err(|e| Err(Error::Fetch(e)))?;
+        Ok(Fetched { monitoring_api })
+    }
+
+    fn monitoring_api(fetched: &Fetched) -> bool {
+        fetched.monitoring_api
+    }
+
+    fn validate(
+        &self,
+        fetched: &Fetched,
+        defaults: &Defaults,
+    ) -> Result<ValidatedTrackingServer, ValidationError> {
+        validate_tracking_server(self, fetched.monitoring_api, defaults)
+    }
+
+    fn owner(validated: &ValidatedTrackingServer) -> &Owner {
+        &validated.owner
+    }
+
+    fn build(validated: &ValidatedTrackingServer) -> ChildObjects {
+        build::tracking_server(validated)
+    }
+
+    fn status(
+        &self,
+        _fetched: &Fetched,
+        validated: &ValidatedTrackingServer,
+        applied: &Applied,
+        ctx: &Context,
+    ) -> TrackingServerStatus {
+        compute_status(self, validated, applied.deployments.first(), ctx)
+    }
+
+    fn finish(_fetched: Fetched, _ctx: &Context) -> Result<Action, Error> {
+        Ok(Action::requeue(RESYNC))
+    }
+}
+
+pub async fn reconcile(ts: Arc<TrackingServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    pipeline::reconcile(ts, ctx).await
 }
 
 pub fn error_policy(ts: Arc<TrackingServer>, error: &Error, ctx: Arc<Context>) -> Action {
-    error_policy_for(CONTROLLER, key(&ts), error, &ctx)
+    pipeline::error_policy(ts, error, ctx)
 }
 
 fn monitoring_condition(v: &ValidatedTrackingServer) -> Desired {
@@ -170,25 +182,4 @@ fn compute_status(
             &ctx.now(),
         ),
     }
-}
-
-/// Write the status with server-side apply, unless it is unchanged.
-async fn patch_status(ctx: &Context, ts: &TrackingServer, status: TrackingServerStatus) -> Result<(), Error> {
-    if ts.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<TrackingServer> = Api::namespaced(ctx.client.clone(), &ts.namespace().unwrap_or_default());
-    let body = json!({
-        "apiVersion": TrackingServer::api_version(&()),
-        "kind": TrackingServer::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &ts.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(Error::Status)?;
-    Ok(())
 }
