@@ -2,7 +2,7 @@
 //! so it only builds with `--features nvml-hardware`:
 //!
 //! ```text
-//! cargo test -p mlkube-sidecar --features nvml-hardware --test node_nvml -- --nocapture
+//! cargo test -p mlkube-node-sampler --features nvml-hardware --test nvml -- --nocapture
 //! ```
 //!
 //! Keep a GPU busy meanwhile (e.g. a matrix-multiply loop) to see utilisation, power and per-process
