@@ -8,6 +8,8 @@
 #       SERVER_ARTIFACT_ROOT, SERVER_LOG and registers a cleanup that stops the server.
 #   stop_tracking_server   stops it (whole process group: upstream forks workers).
 #
+# For KIND mlkube, a set MLKUBE_UI_DIR is passed on as `--ui-dir` (the MLflow web UI build to serve).
+#
 # With MLKUBE_COMPAT_AUTH=1 the server runs with basic auth (`--app-name basic-auth`, MLflow's INI file
 # written to WORKDIR/basic_auth.ini, default_permission READ, a random admin password) and the admin's
 # credentials are exported as MLKUBE_COMPAT_ADMIN_USERNAME / MLKUBE_COMPAT_ADMIN_PASSWORD.
@@ -32,6 +34,10 @@ start_tracking_server() {
             [[ -x "${MLKUBE_SERVER_BIN:-}" ]] || die "MLKUBE_SERVER_BIN (${MLKUBE_SERVER_BIN:-unset}) is not an executable"
             cmd=("$MLKUBE_SERVER_BIN" --host 127.0.0.1 --port "$port"
                 --backend-store-uri "$backend" --artifacts-destination "$SERVER_ARTIFACT_ROOT")
+            # MLflow's web UI build to serve (tests/ui sets it to the client venv's mlflow/server/js/build).
+            if [[ -n "${MLKUBE_UI_DIR:-}" ]]; then
+                cmd+=(--ui-dir "$MLKUBE_UI_DIR")
+            fi
             ;;
         upstream)
             [[ -x "${venv}/bin/mlflow" ]] || die "no mlflow in ${venv}"

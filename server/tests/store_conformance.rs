@@ -54,12 +54,7 @@ async fn postgres_store() -> Fixture {
 }
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
-    Metric {
-        key: key.into(),
-        value,
-        timestamp,
-        step,
-    }
+    Metric::new(key, value, timestamp, step)
 }
 
 async fn new_run(store: &dyn Store, experiment_id: &str, name: &str, start_time: i64) -> String {
@@ -514,7 +509,7 @@ mod cases {
         store.delete_model_version("renamed", "2").await.unwrap();
         assert!(matches!(
             store.get_version_by_alias("renamed", "champion").await,
-            Err(StoreError::NotFound(_))
+            Err(StoreError::Invalid(message)) if message == "Registered model alias champion not found."
         ));
         let search = |filter: &str| RegistrySearch {
             filter: parse_model_version_filter(filter).unwrap(),
@@ -601,6 +596,42 @@ mod cases {
                 .status,
             "LOGGED_MODEL_READY"
         );
+        // Metrics logged for the model (MLflow 3's log_model re-logs the run's metrics with
+        // model_id) are kept with it; a batch naming an unknown model writes nothing.
+        let mut linked = metric("rmse", 0.25, 10, 0);
+        linked.model = Some(mlkube_server::store::ModelLink {
+            model_id: id.clone(),
+            dataset_name: Some("eval".into()),
+            dataset_digest: Some("d1".into()),
+        });
+        let mut plain_nan = metric("loss", f64::NAN, 11, 0);
+        plain_nan.model = Some(mlkube_server::store::ModelLink {
+            model_id: id.clone(),
+            ..Default::default()
+        });
+        store
+            .log_batch(&run, &[linked, plain_nan], &[], &[])
+            .await
+            .unwrap();
+        let got = store.get_logged_model(&id).await.unwrap().data.metrics;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!((got[0].key.as_str(), got[0].value), ("rmse", 0.25));
+        assert_eq!(got[0].dataset_name.as_deref(), Some("eval"));
+        assert_eq!(got[0].dataset_digest.as_deref(), Some("d1"));
+        assert_eq!((got[0].model_id.as_str(), got[0].run_id.as_str()), (id.as_str(), run.as_str()));
+        assert!(got[1].value.is_nan() && got[1].dataset_name.is_none());
+        let mut orphan = metric("never", 1.0, 12, 0);
+        orphan.model = Some(mlkube_server::store::ModelLink {
+            model_id: "m-unknown".into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            store.log_batch(&run, &[metric("also_never", 1.0, 12, 0), orphan], &[], &[]).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let run_metrics = store.get_run(&run).await.unwrap().data.metrics;
+        assert!(run_metrics.iter().all(|m| m.key != "also_never" && m.key != "never"));
+        assert!(run_metrics.iter().any(|m| m.key == "rmse"), "the run keeps its own copy");
         store
             .set_logged_model_tags(&id, &[Tag::new("k", "v")])
             .await

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::names::random_run_name;
 use crate::search;
 use crate::store::{
-    Dataset, DatasetInput, LifecycleStage, Metric, ModelInput, ModelOutput, NewRun, Param, RunSearch,
+    ModelLink,     Dataset, DatasetInput, LifecycleStage, Metric, ModelInput, ModelOutput, NewRun, Param, RunSearch,
     RunStatus, RunUpdate, Tag, ViewType, now_ms,
 };
 use crate::validation::{self, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
@@ -228,16 +228,28 @@ struct WireMetric {
     timestamp: Option<i64>,
     #[serde(default, deserialize_with = "lenient::opt_i64")]
     step: Option<i64>,
+    /// MLflow 3: the logged model this metric is for, and the dataset it was computed on.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    model_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    dataset_digest: Option<String>,
 }
 
 impl WireMetric {
     fn into_metric(self, prefix: &str) -> ApiResult<Metric> {
-        let metric = Metric {
-            key: required_str(self.key, &format!("{prefix}key"))?,
-            value: required(self.value, &format!("{prefix}value"))?,
-            timestamp: required(self.timestamp, &format!("{prefix}timestamp"))?,
-            step: self.step.unwrap_or(0),
-        };
+        let mut metric = Metric::new(
+            required_str(self.key, &format!("{prefix}key"))?,
+            required(self.value, &format!("{prefix}value"))?,
+            required(self.timestamp, &format!("{prefix}timestamp"))?,
+            self.step.unwrap_or(0),
+        );
+        metric.model = self.model_id.filter(|id| !id.is_empty()).map(|model_id| ModelLink {
+            model_id,
+            dataset_name: self.dataset_name.filter(|s| !s.is_empty()),
+            dataset_digest: self.dataset_digest.filter(|s| !s.is_empty()),
+        });
         validation::validate_metric(&metric)?;
         Ok(metric)
     }

@@ -197,6 +197,46 @@ pub struct Metric {
     pub value: f64,
     pub timestamp: i64,
     pub step: i64,
+    /// MLflow 3: the logged model (and dataset) a logged metric belongs to; kept with the model
+    /// (`LoggedModel.data.metrics`), never part of a run's metric history.
+    #[serde(skip)]
+    pub model: Option<ModelLink>,
+}
+
+impl Metric {
+    pub fn new(key: impl Into<String>, value: f64, timestamp: i64, step: i64) -> Self {
+        Self {
+            key: key.into(),
+            value,
+            timestamp,
+            step,
+            model: None,
+        }
+    }
+}
+
+/// Which logged model a metric was logged for, and on which dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelLink {
+    pub model_id: String,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+}
+
+/// A metric of a logged model, as MLflow returns it in `LoggedModel.data.metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoggedModelMetric {
+    pub key: String,
+    #[serde(serialize_with = "ser_f64")]
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+    pub model_id: String,
+    pub run_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -355,7 +395,7 @@ pub struct LoggedModelData {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<LoggedModelParam>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub metrics: Vec<Metric>,
+    pub metrics: Vec<LoggedModelMetric>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

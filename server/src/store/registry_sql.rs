@@ -834,7 +834,9 @@ impl Registry for SqlStore {
             .query(self.engine)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("Registered model alias {alias} not found.")))?;
+            // MLflow answers an unknown alias of an existing model with 400 INVALID_PARAMETER_VALUE,
+            // not 404 (its SQL and file stores alike); clients and the operator rely on that answer.
+            .ok_or_else(|| StoreError::Invalid(format!("Registered model alias {alias} not found.")))?;
         let version: i64 = row.try_get("version")?;
         self.get_model_version(name, &version.to_string()).await
     }

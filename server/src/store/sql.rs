@@ -2,7 +2,7 @@
 //! SQL here is portable (`$N` placeholders, `ON CONFLICT`, `RETURNING`, row values); what differs
 //! lives in `sqlite.rs` / `postgres.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -55,12 +55,12 @@ fn stored_value(value: f64) -> (f64, i64) {
 fn metric_from_row(row: &AnyRow) -> StoreResult<Metric> {
     let is_nan: i64 = row.try_get("is_nan")?;
     let value: f64 = row.try_get("value")?;
-    Ok(Metric {
-        key: row.try_get("key")?,
-        value: if is_nan != 0 { f64::NAN } else { value },
-        timestamp: row.try_get("timestamp")?,
-        step: row.try_get("step")?,
-    })
+    Ok(Metric::new(
+        row.try_get::<String, _>("key")?,
+        if is_nan != 0 { f64::NAN } else { value },
+        row.try_get("timestamp")?,
+        row.try_get("step")?,
+    ))
 }
 
 const RUN_COLUMNS: &str = "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, \
@@ -380,11 +380,100 @@ impl SqlStore {
                     });
             }
         }
+        let mut metrics: HashMap<String, Vec<LoggedModelMetric>> = HashMap::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut sql = Sql::new(
+                "SELECT model_id, key, value, is_nan, timestamp, step, run_uuid, dataset_name, dataset_digest \
+                 FROM logged_model_metrics WHERE model_id IN ",
+            );
+            sql.bind_list(chunk.iter().copied())
+                .push(" ORDER BY timestamp, key, step");
+            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
+                let point = metric_from_row(&row)?;
+                let dataset = |column: &str| -> StoreResult<Option<String>> {
+                    Ok(Some(row.try_get::<String, _>(column)?).filter(|s| !s.is_empty()))
+                };
+                let model_id: String = row.try_get("model_id")?;
+                metrics.entry(model_id.clone()).or_default().push(LoggedModelMetric {
+                    key: point.key,
+                    value: point.value,
+                    timestamp: point.timestamp,
+                    step: point.step,
+                    dataset_name: dataset("dataset_name")?,
+                    dataset_digest: dataset("dataset_digest")?,
+                    model_id,
+                    run_id: row.try_get("run_uuid")?,
+                });
+            }
+        }
         for m in &mut models {
             m.info.tags = tags.remove(&m.info.model_id).unwrap_or_default();
             m.data.params = params.remove(&m.info.model_id).unwrap_or_default();
+            m.data.metrics = metrics.remove(&m.info.model_id).unwrap_or_default();
         }
         Ok(models)
+    }
+
+    /// The metrics of a batch that name a logged model, also kept with that model (MLflow 3). Every
+    /// model named must exist, or the whole batch fails.
+    async fn insert_logged_model_metrics<'c>(
+        &self,
+        tx: &mut sqlx::Transaction<'c, sqlx::Any>,
+        run_id: &str,
+        metrics: &[Metric],
+    ) -> StoreResult<()> {
+        let linked: Vec<(&Metric, &ModelLink)> =
+            metrics.iter().filter_map(|m| m.model.as_ref().map(|l| (m, l))).collect();
+        if linked.is_empty() {
+            return Ok(());
+        }
+        let wanted: BTreeSet<&str> = linked.iter().map(|(_, l)| l.model_id.as_str()).collect();
+        let mut sql = Sql::new("SELECT model_id FROM logged_models WHERE model_id IN ");
+        sql.bind_list(wanted.iter().copied());
+        let found: BTreeSet<String> = sql
+            .query(self.engine)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("model_id"))
+            .collect::<Result<_, _>>()?;
+        if let Some(missing) = wanted.iter().find(|id| !found.contains(**id)) {
+            return Err(StoreError::NotFound(format!("Logged model with ID '{missing}' not found.")));
+        }
+        for chunk in linked.chunks(INSERT_CHUNK) {
+            let mut sql = Sql::new(
+                "INSERT INTO logged_model_metrics (model_id, key, step, timestamp, value, is_nan, run_uuid, \
+                 dataset_name, dataset_digest) VALUES ",
+            );
+            for (i, (m, link)) in chunk.iter().enumerate() {
+                let (value, is_nan) = stored_value(m.value);
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind_str(&link.model_id)
+                    .push(", ")
+                    .bind_str(&m.key)
+                    .push(", ")
+                    .bind_i64(m.step)
+                    .push(", ")
+                    .bind_i64(m.timestamp)
+                    .push(", ")
+                    .bind(Arg::F64(value))
+                    .push(", ")
+                    .bind_i64(is_nan)
+                    .push(", ")
+                    .bind_str(run_id)
+                    .push(", ")
+                    .bind_str(link.dataset_name.as_deref().unwrap_or(""))
+                    .push(", ")
+                    .bind_str(link.dataset_digest.as_deref().unwrap_or(""))
+                    .push(")");
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
+            sql.query(self.engine).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     async fn upsert_kv<'c>(
@@ -805,6 +894,7 @@ impl Store for SqlStore {
                 sql.push(" ON CONFLICT DO NOTHING");
                 sql.query(self.engine).execute(&mut *tx).await?;
             }
+            self.insert_logged_model_metrics(&mut tx, run_id, metrics).await?;
             // The latest value per key is the max by (step, timestamp, value).
             let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
             for m in metrics {
