@@ -140,9 +140,16 @@ pub fn parse_model_version_order_by(order_by: &str) -> Result<OrderBy, SearchErr
     parse_order_by(order_by, &MODEL_VERSIONS)
 }
 
-/// Parses a `logged-models/search` filter (attributes, including `model_id IN (…)`).
+/// Parses a `logged-models/search` filter: attributes (including `model_id IN (…)`), metrics,
+/// params and tags.
 pub fn parse_logged_model_filter(filter: &str) -> Result<Vec<Clause>, SearchError> {
     parse_filter(filter, &LOGGED_MODELS)
+}
+
+/// Parses the `field_name` of one `logged-models/search` `order_by` entry (an attribute or
+/// `metrics.<key>`; the direction travels separately in that API).
+pub fn parse_logged_model_order_field(field: &str) -> Result<OrderBy, SearchError> {
+    parse_order_by(field, &LOGGED_MODELS)
 }
 
 // === schemas ===
@@ -295,9 +302,21 @@ static MODEL_VERSIONS: Schema = Schema {
     tag_null_tests: false,
 };
 
+const LOGGED_MODEL_ENTITIES: &[(&str, Entity)] = &[
+    ("metric", Entity::Metric),
+    ("metrics", Entity::Metric),
+    ("param", Entity::Param),
+    ("params", Entity::Param),
+    TAG_ALIASES[0],
+    TAG_ALIASES[1],
+    ATTRIBUTE_ALIASES[0],
+    ATTRIBUTE_ALIASES[1],
+    ATTRIBUTE_ALIASES[2],
+];
+
 static LOGGED_MODELS: Schema = Schema {
-    entities: &[ATTRIBUTE_ALIASES[0], ATTRIBUTE_ALIASES[1], ATTRIBUTE_ALIASES[2]],
-    entity_names: "attributes",
+    entities: LOGGED_MODEL_ENTITIES,
+    entity_names: "metrics, params, tags, attributes",
     filter_attrs: &[
         ("name", KeyKind::Str),
         ("model_id", KeyKind::StrOrList),
@@ -308,8 +327,8 @@ static LOGGED_MODELS: Schema = Schema {
         ("last_updated_timestamp", KeyKind::Num),
     ],
     filter_aliases: &[],
-    order_entities: &[Entity::Attribute],
-    order_entity_names: "attributes",
+    order_entities: &[Entity::Metric, Entity::Attribute],
+    order_entity_names: "metrics, attributes",
     order_attrs: &["name", "model_id", "creation_timestamp", "last_updated_timestamp"],
     order_aliases: &[],
     tag_null_tests: false,

@@ -198,7 +198,9 @@ async fn versions_stages_aliases() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = app.get("registered-models/alias?name=m&alias=champion").await;
-    assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST");
+    // Upstream's answer for an unknown alias: 400 INVALID_PARAMETER_VALUE, not 404.
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE");
+    assert_eq!(b["message"], "Registered model alias champion not found.");
     let (_, b) = app
         .post(
             "model-versions/create",

@@ -618,7 +618,10 @@ mod cases {
         assert_eq!((got[0].key.as_str(), got[0].value), ("rmse", 0.25));
         assert_eq!(got[0].dataset_name.as_deref(), Some("eval"));
         assert_eq!(got[0].dataset_digest.as_deref(), Some("d1"));
-        assert_eq!((got[0].model_id.as_str(), got[0].run_id.as_str()), (id.as_str(), run.as_str()));
+        assert_eq!(
+            (got[0].model_id.as_str(), got[0].run_id.as_str()),
+            (id.as_str(), run.as_str())
+        );
         assert!(got[1].value.is_nan() && got[1].dataset_name.is_none());
         let mut orphan = metric("never", 1.0, 12, 0);
         orphan.model = Some(mlkube_server::store::ModelLink {
@@ -626,12 +629,21 @@ mod cases {
             ..Default::default()
         });
         assert!(matches!(
-            store.log_batch(&run, &[metric("also_never", 1.0, 12, 0), orphan], &[], &[]).await,
+            store
+                .log_batch(&run, &[metric("also_never", 1.0, 12, 0), orphan], &[], &[])
+                .await,
             Err(StoreError::NotFound(_))
         ));
         let run_metrics = store.get_run(&run).await.unwrap().data.metrics;
-        assert!(run_metrics.iter().all(|m| m.key != "also_never" && m.key != "never"));
-        assert!(run_metrics.iter().any(|m| m.key == "rmse"), "the run keeps its own copy");
+        assert!(
+            run_metrics
+                .iter()
+                .all(|m| m.key != "also_never" && m.key != "never")
+        );
+        assert!(
+            run_metrics.iter().any(|m| m.key == "rmse"),
+            "the run keeps its own copy"
+        );
         store
             .set_logged_model_tags(&id, &[Tag::new("k", "v")])
             .await
@@ -643,6 +655,8 @@ mod cases {
                     "source_run_id = '{run}' AND name = 'model'"
                 ))
                 .unwrap(),
+                datasets: vec![],
+                order_by: vec![],
                 max_results: 10,
                 offset: 0,
             })
@@ -654,6 +668,181 @@ mod cases {
         assert!(matches!(
             store.get_logged_model(&id).await,
             Err(StoreError::NotFound(_))
+        ));
+    }
+    /// Logged-model search as MLflow 3 offers it: metric/param/tag/attribute filters, metric filters
+    /// and orderings restricted to datasets, metric ordering with models lacking it last, and
+    /// invalid experiment ids refused.
+    pub async fn logged_model_search(store: &dyn Store) {
+        use mlkube_server::search::{parse_logged_model_filter, parse_logged_model_order_field};
+        use mlkube_server::store::{DatasetRef, LoggedModelOrder, ModelLink};
+        let exp = store.create_experiment("lm-search", None, &[]).await.unwrap();
+        let run = new_run(store, &exp, "r", 1).await;
+        let mut ids = Vec::new();
+        for (i, (rmse_eval, rmse_test, c)) in [(0.3, 0.9, "1"), (0.1, 0.2, "2"), (0.2, 0.05, "1")]
+            .into_iter()
+            .enumerate()
+        {
+            let model = store
+                .create_logged_model(NewLoggedModel {
+                    experiment_id: exp.clone(),
+                    name: format!("m{i}"),
+                    model_type: None,
+                    source_run_id: Some(run.clone()),
+                    params: vec![Tag::new("C", c)],
+                    tags: vec![Tag::new("team", if i == 1 { "b" } else { "a" })],
+                })
+                .await
+                .unwrap();
+            let id = model.info.model_id;
+            let on = |dataset: &str, value: f64, ts: i64| {
+                let mut m = metric("rmse", value, ts, 0);
+                m.model = Some(ModelLink {
+                    model_id: id.clone(),
+                    dataset_name: Some(dataset.into()),
+                    dataset_digest: Some(format!("{dataset}-d")),
+                });
+                m
+            };
+            store
+                .log_batch(
+                    &run,
+                    &[
+                        on("eval", rmse_eval, 10 + i as i64),
+                        on("test", rmse_test, 20 + i as i64),
+                    ],
+                    &[],
+                    &[],
+                )
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        // A fourth model without the metric.
+        let bare = store
+            .create_logged_model(NewLoggedModel {
+                experiment_id: exp.clone(),
+                name: "bare".into(),
+                model_type: None,
+                source_run_id: None,
+                params: vec![],
+                tags: vec![],
+            })
+            .await
+            .unwrap()
+            .info
+            .model_id;
+        let search =
+            |filter: &str, datasets: Vec<DatasetRef>, order_by: Vec<LoggedModelOrder>| LoggedModelSearch {
+                experiment_ids: vec![exp.clone()],
+                filter: parse_logged_model_filter(filter).unwrap(),
+                datasets,
+                order_by,
+                max_results: 10,
+                offset: 0,
+            };
+        let names = |page: mlkube_server::store::Page<mlkube_server::store::LoggedModel>| -> Vec<String> {
+            page.items.into_iter().map(|m| m.info.name).collect()
+        };
+        // Models created within one millisecond tie on the default order: compare those as sets.
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let eval = || {
+            vec![DatasetRef {
+                name: "eval".into(),
+                digest: Some("eval-d".into()),
+            }]
+        };
+        // rmse < 0.25 on any dataset: m1 (0.1 / 0.2) and m2 (0.05 on test).
+        let got = names(
+            store
+                .search_logged_models(&search("metrics.rmse < 0.25", vec![], vec![]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(sorted(got), vec!["m1", "m2"]);
+        // Only on eval: m1 (0.1) and m2 (0.2).
+        let got = names(
+            store
+                .search_logged_models(&search("metrics.rmse < 0.25", eval(), vec![]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(sorted(got), vec!["m1", "m2"]);
+        let got = names(
+            store
+                .search_logged_models(&search("metrics.rmse < 0.15", eval(), vec![]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, vec!["m1"]);
+        // Params, tags and attributes.
+        let got = names(
+            store
+                .search_logged_models(&search("params.C = '1' AND tags.team = 'a'", vec![], vec![]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(sorted(got), vec!["m0", "m2"]);
+        let got = names(
+            store
+                .search_logged_models(&search("name LIKE 'm%' AND name != 'm0'", vec![], vec![]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(sorted(got), vec!["m1", "m2"]);
+        // Ordered by rmse on eval, ascending; the model without it comes last.
+        let order = |field: &str, ascending: bool, dataset: Option<DatasetRef>| LoggedModelOrder {
+            field: parse_logged_model_order_field(field).unwrap(),
+            ascending,
+            dataset,
+        };
+        let by_eval = vec![order(
+            "metrics.rmse",
+            true,
+            Some(DatasetRef {
+                name: "eval".into(),
+                digest: None,
+            }),
+        )];
+        let got = names(
+            store
+                .search_logged_models(&search("", vec![], by_eval))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, vec!["m1", "m2", "m0", "bare"]);
+        let by_test_desc = vec![order(
+            "metrics.rmse",
+            false,
+            Some(DatasetRef {
+                name: "test".into(),
+                digest: Some("test-d".into()),
+            }),
+        )];
+        let got = names(
+            store
+                .search_logged_models(&search("", vec![], by_test_desc))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, vec!["m0", "m1", "m2", "bare"]);
+        let got = names(
+            store
+                .search_logged_models(&search("", vec![], vec![order("name", false, None)]))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, vec!["m2", "m1", "m0", "bare"]);
+        assert!(!bare.is_empty() && ids.len() == 3);
+        // Invalid experiment ids are an error, not "every experiment".
+        let mut bad = search("", vec![], vec![]);
+        bad.experiment_ids = vec!["not-a-number".into()];
+        assert!(matches!(
+            store.search_logged_models(&bad).await,
+            Err(StoreError::Invalid(_))
         ));
     }
 }
@@ -691,5 +880,6 @@ conformance!(
     metric_history_paging_and_bulk_interval,
     concurrent_writers,
     inputs_and_logged_models,
+    logged_model_search,
     registry,
 );

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::experiments::KeyValue;
 use super::{AppState, paging};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{LoggedModelSearch, NewLoggedModel, Tag};
+use crate::store::{DatasetRef, LoggedModelOrder, LoggedModelSearch, NewLoggedModel, Tag};
 use crate::wire::{Req, lenient, required_str};
 
 pub fn router() -> Router<AppState> {
@@ -203,11 +203,72 @@ struct SearchLoggedModels {
     max_results: Option<i64>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
     page_token: Option<String>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    datasets: Vec<WireDataset>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    order_by: Vec<WireOrder>,
+}
+
+/// `{dataset_name, dataset_digest}` of a logged-model search.
+#[derive(Debug, Deserialize)]
+struct WireDataset {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    dataset_digest: Option<String>,
+}
+
+impl WireDataset {
+    fn into_ref(self, field: &str) -> ApiResult<DatasetRef> {
+        Ok(DatasetRef {
+            name: required_str(self.dataset_name, field)?,
+            digest: self.dataset_digest.filter(|d| !d.is_empty()),
+        })
+    }
+}
+
+/// `{field_name, ascending, dataset_name, dataset_digest}`: one sort key of a logged-model search.
+#[derive(Debug, Deserialize)]
+struct WireOrder {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    field_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    ascending: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    dataset_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    dataset_digest: Option<String>,
 }
 
 async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>) -> ApiResult<Json<Value>> {
     let filter = crate::search::parse_logged_model_filter(req.filter.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let datasets = req
+        .datasets
+        .into_iter()
+        .map(|d| d.into_ref("datasets.dataset_name"))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let order_by = req
+        .order_by
+        .into_iter()
+        .map(|o| {
+            let field = required_str(o.field_name, "order_by.field_name")?;
+            let field = crate::search::parse_logged_model_order_field(&field)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            let dataset = match o.dataset_name.filter(|n| !n.is_empty()) {
+                Some(name) => Some(DatasetRef {
+                    name,
+                    digest: o.dataset_digest.filter(|d| !d.is_empty()),
+                }),
+                None => None,
+            };
+            Ok(LoggedModelOrder {
+                field,
+                ascending: o.ascending.unwrap_or(true),
+                dataset,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     let max_results = paging::max_results(req.max_results, 100, 1000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
     let page = state
@@ -215,6 +276,8 @@ async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>
         .search_logged_models(&LoggedModelSearch {
             experiment_ids: req.experiment_ids,
             filter,
+            datasets,
+            order_by,
             max_results,
             offset,
         })
@@ -236,7 +299,10 @@ mod tests {
         let f = parse_logged_model_filter("attributes.model_id IN ('m-1','m-2')").unwrap();
         assert_eq!(f[0].comparator, Comparator::In);
         assert_eq!(f[0].value, Value::List(vec!["m-1".into(), "m-2".into()]));
-        assert!(parse_logged_model_filter("params.x = 'y'").is_err());
+        let f =
+            parse_logged_model_filter("metrics.rmse < 0.5 AND params.C = '1' AND tags.team = 'a'").unwrap();
+        assert_eq!(f.len(), 3);
+        assert!(parse_logged_model_filter("datasets.name = 'y'").is_err());
         assert!(parse_logged_model_filter("name = x").is_err());
         assert!(parse_logged_model_filter("nonsense = 'x'").is_err());
     }

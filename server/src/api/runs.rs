@@ -13,8 +13,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::names::random_run_name;
 use crate::search;
 use crate::store::{
-    ModelLink,     Dataset, DatasetInput, LifecycleStage, Metric, ModelInput, ModelOutput, NewRun, Param, RunSearch,
-    RunStatus, RunUpdate, Tag, ViewType, now_ms,
+    Dataset, DatasetInput, LifecycleStage, Metric, ModelInput, ModelLink, ModelOutput, NewRun, Param,
+    RunSearch, RunStatus, RunUpdate, Tag, ViewType, now_ms,
 };
 use crate::validation::{self, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use crate::wire::{Req, lenient, required, required_str};
@@ -245,11 +245,14 @@ impl WireMetric {
             required(self.timestamp, &format!("{prefix}timestamp"))?,
             self.step.unwrap_or(0),
         );
-        metric.model = self.model_id.filter(|id| !id.is_empty()).map(|model_id| ModelLink {
-            model_id,
-            dataset_name: self.dataset_name.filter(|s| !s.is_empty()),
-            dataset_digest: self.dataset_digest.filter(|s| !s.is_empty()),
-        });
+        metric.model = self
+            .model_id
+            .filter(|id| !id.is_empty())
+            .map(|model_id| ModelLink {
+                model_id,
+                dataset_name: self.dataset_name.filter(|s| !s.is_empty()),
+                dataset_digest: self.dataset_digest.filter(|s| !s.is_empty()),
+            });
         validation::validate_metric(&metric)?;
         Ok(metric)
     }

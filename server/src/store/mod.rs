@@ -414,12 +414,34 @@ pub struct NewLoggedModel {
     pub tags: Vec<Tag>,
 }
 
+/// A dataset by name, optionally pinned to one digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetRef {
+    pub name: String,
+    pub digest: Option<String>,
+}
+
+/// One `order_by` entry of a logged-model search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedModelOrder {
+    /// An attribute or `metrics.<key>` (parsed by `search::parse_logged_model_order_field`).
+    pub field: OrderBy,
+    pub ascending: bool,
+    /// For a metric: only its values on this dataset.
+    pub dataset: Option<DatasetRef>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LoggedModelSearch {
     pub experiment_ids: Vec<String>,
-    /// Parsed filter (attributes only: `name`, `model_id`, `source_run_id`, `status`,
-    /// `model_type`, timestamps).
+    /// Parsed filter: attributes (`name`, `model_id`, `source_run_id`, `status`, `model_type`,
+    /// timestamps), metrics, params and tags.
     pub filter: Vec<Clause>,
+    /// Metric clauses (filters and orderings) look only at metrics logged on these datasets; empty:
+    /// any dataset.
+    pub datasets: Vec<DatasetRef>,
+    /// Sort keys in order; the default (and tie-break) is newest first.
+    pub order_by: Vec<LoggedModelOrder>,
     pub max_results: u64,
     pub offset: u64,
 }

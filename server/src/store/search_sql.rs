@@ -2,6 +2,7 @@
 //! SQL fragments over the tracking schema. Keys and values are always bound, never spliced.
 
 use crate::search::{Clause, Comparator, Entity, OrderBy, Value};
+use crate::store::{DatasetRef, LoggedModelOrder};
 
 use super::query::{Arg, Sql};
 
@@ -198,22 +199,94 @@ fn experiment_attribute_column(key: &str) -> &'static str {
     }
 }
 
-/// Append ` AND (…)` for each logged-model filter clause (attributes of `logged_models`).
-pub fn push_logged_model_filter(sql: &mut Sql, clauses: &[Clause]) {
-    for clause in clauses {
-        let column = match clause.key.as_str() {
-            "name" => "name",
-            "source_run_id" => "source_run_id",
-            "status" => "status",
-            "model_type" => "model_type",
-            "creation_timestamp" => "creation_timestamp",
-            "last_updated_timestamp" => "last_updated_timestamp",
-            _ => "model_id",
-        };
-        sql.push(" AND (");
-        push_comparison(sql, column, clause.comparator, &clause.value);
+fn logged_model_column(key: &str) -> &'static str {
+    match key {
+        "name" => "m.name",
+        "source_run_id" => "m.source_run_id",
+        "status" => "m.status",
+        "model_type" => "m.model_type",
+        "creation_timestamp" => "m.creation_timestamp",
+        "last_updated_timestamp" => "m.last_updated_timestamp",
+        _ => "m.model_id",
+    }
+}
+
+/// ` AND (<dataset is one of these>)` on `logged_model_metrics f`; nothing when `datasets` is empty.
+fn push_dataset_restriction(sql: &mut Sql, datasets: &[DatasetRef]) {
+    if datasets.is_empty() {
+        return;
+    }
+    sql.push(" AND (");
+    for (i, d) in datasets.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(f.dataset_name = ").bind_str(&d.name);
+        if let Some(digest) = &d.digest {
+            sql.push(" AND f.dataset_digest = ").bind_str(digest);
+        }
         sql.push(")");
     }
+    sql.push(")");
+}
+
+/// Append ` AND (…)` for each logged-model filter clause over `logged_models m`: attributes, and
+/// metrics (any logged value, on `datasets` when given), params and tags of the model.
+pub fn push_logged_model_filter(sql: &mut Sql, clauses: &[Clause], datasets: &[DatasetRef]) {
+    for clause in clauses {
+        sql.push(" AND ");
+        match clause.entity {
+            Entity::Metric => {
+                sql.push(
+                    "EXISTS (SELECT 1 FROM logged_model_metrics f WHERE f.model_id = m.model_id AND f.key = ",
+                )
+                .bind_str(&clause.key)
+                .push(" AND f.is_nan = 0");
+                push_dataset_restriction(sql, datasets);
+                sql.push(" AND ");
+                push_comparison(sql, "f.value", clause.comparator, &clause.value);
+                sql.push(")");
+            }
+            Entity::Param => push_key_value(sql, "logged_model_params", "f.model_id = m.model_id", clause),
+            Entity::Tag => push_key_value(sql, "logged_model_tags", "f.model_id = m.model_id", clause),
+            Entity::Attribute | Entity::Dataset => {
+                sql.push("(");
+                push_comparison(
+                    sql,
+                    logged_model_column(&clause.key),
+                    clause.comparator,
+                    &clause.value,
+                );
+                sql.push(")");
+            }
+        }
+    }
+}
+
+/// ` ORDER BY …` for a logged-model search: each key in turn (a metric sorts by its latest value,
+/// models without it last), then newest first and the id as the tie-break.
+pub fn push_logged_model_order(sql: &mut Sql, order_by: &[LoggedModelOrder]) {
+    sql.push(" ORDER BY ");
+    for o in order_by {
+        let dir = if o.ascending { " ASC, " } else { " DESC, " };
+        if o.field.entity == Entity::Metric {
+            let datasets: Vec<DatasetRef> = o.dataset.iter().cloned().collect();
+            // Twice: once to put models without the metric last, once to sort by it.
+            for part in [" IS NULL ASC, ", dir] {
+                sql.push(
+                    "(SELECT f.value FROM logged_model_metrics f WHERE f.model_id = m.model_id AND f.key = ",
+                )
+                .bind_str(&o.field.key)
+                .push(" AND f.is_nan = 0");
+                push_dataset_restriction(sql, &datasets);
+                sql.push(" ORDER BY f.timestamp DESC, f.step DESC LIMIT 1)")
+                    .push(part);
+            }
+        } else {
+            sql.push(logged_model_column(&o.field.key)).push(dir);
+        }
+    }
+    sql.push("m.creation_timestamp DESC, m.model_id ASC");
 }
 
 /// Append ` AND (…)` for each experiment filter clause.

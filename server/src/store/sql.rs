@@ -394,16 +394,19 @@ impl SqlStore {
                     Ok(Some(row.try_get::<String, _>(column)?).filter(|s| !s.is_empty()))
                 };
                 let model_id: String = row.try_get("model_id")?;
-                metrics.entry(model_id.clone()).or_default().push(LoggedModelMetric {
-                    key: point.key,
-                    value: point.value,
-                    timestamp: point.timestamp,
-                    step: point.step,
-                    dataset_name: dataset("dataset_name")?,
-                    dataset_digest: dataset("dataset_digest")?,
-                    model_id,
-                    run_id: row.try_get("run_uuid")?,
-                });
+                metrics
+                    .entry(model_id.clone())
+                    .or_default()
+                    .push(LoggedModelMetric {
+                        key: point.key,
+                        value: point.value,
+                        timestamp: point.timestamp,
+                        step: point.step,
+                        dataset_name: dataset("dataset_name")?,
+                        dataset_digest: dataset("dataset_digest")?,
+                        model_id,
+                        run_id: row.try_get("run_uuid")?,
+                    });
             }
         }
         for m in &mut models {
@@ -422,8 +425,10 @@ impl SqlStore {
         run_id: &str,
         metrics: &[Metric],
     ) -> StoreResult<()> {
-        let linked: Vec<(&Metric, &ModelLink)> =
-            metrics.iter().filter_map(|m| m.model.as_ref().map(|l| (m, l))).collect();
+        let linked: Vec<(&Metric, &ModelLink)> = metrics
+            .iter()
+            .filter_map(|m| m.model.as_ref().map(|l| (m, l)))
+            .collect();
         if linked.is_empty() {
             return Ok(());
         }
@@ -438,7 +443,9 @@ impl SqlStore {
             .map(|r| r.try_get::<String, _>("model_id"))
             .collect::<Result<_, _>>()?;
         if let Some(missing) = wanted.iter().find(|id| !found.contains(**id)) {
-            return Err(StoreError::NotFound(format!("Logged model with ID '{missing}' not found.")));
+            return Err(StoreError::NotFound(format!(
+                "Logged model with ID '{missing}' not found."
+            )));
         }
         for chunk in linked.chunks(INSERT_CHUNK) {
             let mut sql = Sql::new(
@@ -1340,14 +1347,17 @@ impl Store for SqlStore {
     }
 
     async fn search_logged_models(&self, search: &LoggedModelSearch) -> StoreResult<Page<LoggedModel>> {
-        let ids: Vec<i64> = search
+        let ids = search
             .experiment_ids
             .iter()
-            .filter_map(|id| id.parse().ok())
-            .collect();
-        let mut sql = Sql::new("SELECT * FROM logged_models WHERE lifecycle_stage = 'active'");
+            .map(|id| {
+                id.parse::<i64>()
+                    .map_err(|_| StoreError::Invalid(format!("Invalid experiment ID: '{id}'")))
+            })
+            .collect::<StoreResult<Vec<i64>>>()?;
+        let mut sql = Sql::new("SELECT m.* FROM logged_models m WHERE m.lifecycle_stage = 'active'");
         if !ids.is_empty() {
-            sql.push(" AND experiment_id IN (");
+            sql.push(" AND m.experiment_id IN (");
             for (i, id) in ids.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
@@ -1356,8 +1366,8 @@ impl Store for SqlStore {
             }
             sql.push(")");
         }
-        search_sql::push_logged_model_filter(&mut sql, &search.filter);
-        sql.push(" ORDER BY creation_timestamp DESC, model_id ASC");
+        search_sql::push_logged_model_filter(&mut sql, &search.filter, &search.datasets);
+        search_sql::push_logged_model_order(&mut sql, &search.order_by);
         limit_offset(&mut sql, search.max_results, search.offset);
         let models = self.fetch_logged_models(sql).await?;
         Ok(page_of(models, search.max_results, search.offset))
