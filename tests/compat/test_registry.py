@@ -22,10 +22,9 @@ from mlflow import MlflowClient
 from compat_helpers import api_url, expect_mlflow_error
 from conftest import MLFLOW_MAJOR, UPSTREAM, unique_name
 
-# An unknown alias: mlkube answers 404 RESOURCE_DOES_NOT_EXIST, like every other unknown registry entity
-# (and the operator's registry client relies on it); MLflow's SQL store answers 400
-# INVALID_PARAMETER_VALUE "Registered model alias ... not found".
-UNKNOWN_ALIAS = "INVALID_PARAMETER_VALUE" if UPSTREAM else "RESOURCE_DOES_NOT_EXIST"
+# An unknown alias of an existing model: 400 INVALID_PARAMETER_VALUE "Registered model alias … not found.",
+# as MLflow's SQL and file stores answer (not 404 like other unknown registry entities).
+UNKNOWN_ALIAS = "INVALID_PARAMETER_VALUE"
 
 # Features of the small array every prediction is checked on.
 X = np.random.default_rng(7).normal(size=(40, 3))
@@ -371,6 +370,16 @@ def test_registry_aliases(client, model_runs):
     client.delete_registered_model_alias(name, "challenger")
     with expect_mlflow_error(UNKNOWN_ALIAS):
         client.get_model_version_by_alias(name, "challenger")
+    # The wire answer itself: status, code and message (the operator's registry client reads them).
+    resp = requests.get(
+        api_url("/mlflow/registered-models/alias"), params={"name": name, "alias": "challenger"}, timeout=10
+    )
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert (body["error_code"], body["message"]) == (
+        "INVALID_PARAMETER_VALUE",
+        "Registered model alias challenger not found.",
+    ), body
     assert client.get_registered_model(name).aliases == {"champion": "3"}
     # Deleting an absent alias is a no-op, as in MLflow's SQL store.
     client.delete_registered_model_alias(name, "challenger")
