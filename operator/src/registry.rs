@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
+use crate::crd::conditions;
 use crate::crd::model_deployment::{ModelRef, ResolvedModel};
 
 /// What a spec asks for, normalised.
@@ -115,11 +116,21 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// The condition reason: `ModelNotFound` (the registry answered, the model, version or alias
+    /// is not there), `RegistryUnavailable` (unreachable, timed out, 5xx, 408, 429, or an answer
+    /// that is not MLflow's), `RegistryRejected` (another 4xx: credentials, permissions, a name
+    /// the registry refuses), `InvalidTrackingUri`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Unreachable { .. } | Self::Status { .. } | Self::Decode { .. } => "RegistryUnavailable",
-            Self::NotFound(_) => "ModelNotFound",
-            Self::InvalidUri(_) => "InvalidTrackingUri",
+            Self::Unreachable { .. } | Self::Decode { .. } => conditions::REGISTRY_UNAVAILABLE,
+            Self::Status { status, .. }
+                if (400..500).contains(status) && *status != 408 && *status != 429 =>
+            {
+                conditions::REGISTRY_REJECTED
+            }
+            Self::Status { .. } => conditions::REGISTRY_UNAVAILABLE,
+            Self::NotFound(_) => conditions::MODEL_NOT_FOUND,
+            Self::InvalidUri(_) => conditions::INVALID_TRACKING_URI,
         }
     }
 
@@ -187,7 +198,7 @@ struct ManyVersions {
     model_versions: Vec<ModelVersionWire>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     error_code: String,
@@ -219,6 +230,7 @@ impl HttpRegistry {
         credentials: Option<&Credentials>,
         path_and_query: String,
         what: &str,
+        alias: bool,
     ) -> Result<T, RegistryError> {
         let url = format!("{}{}", base.trim_end_matches('/'), path_and_query);
         let mut request = http::Request::get(&url).header(http::header::ACCEPT, "application/json");
@@ -252,18 +264,27 @@ impl HttpRegistry {
             });
         }
         let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-        if status == http::StatusCode::NOT_FOUND
-            || error
-                .as_ref()
-                .is_some_and(|e| e.error_code == "RESOURCE_DOES_NOT_EXIST")
-        {
-            return Err(RegistryError::NotFound(what.to_owned()));
-        }
-        Err(RegistryError::Status {
-            what: what.to_owned(),
-            status: status.as_u16(),
-            message: error.map(|e| e.message).unwrap_or_default(),
-        })
+        Err(classify(status, error, what, alias))
+    }
+}
+
+/// Turn an MLflow error answer into a [`RegistryError`]. "Not found" is any 404, any
+/// `RESOURCE_DOES_NOT_EXIST`, and, for an alias lookup, upstream MLflow's answer for an unknown
+/// alias: 400 `INVALID_PARAMETER_VALUE` "Registered model alias … not found." (MLflow 2.x also
+/// answers so when the model itself is missing).
+fn classify(status: http::StatusCode, error: Option<ErrorBody>, what: &str, alias: bool) -> RegistryError {
+    let (code, message) = error.map(|e| (e.error_code, e.message)).unwrap_or_default();
+    let unknown_alias = alias
+        && status == http::StatusCode::BAD_REQUEST
+        && code == "INVALID_PARAMETER_VALUE"
+        && message.to_ascii_lowercase().contains("not found");
+    if status == http::StatusCode::NOT_FOUND || code == "RESOURCE_DOES_NOT_EXIST" || unknown_alias {
+        return RegistryError::NotFound(what.to_owned());
+    }
+    RegistryError::Status {
+        what: what.to_owned(),
+        status: status.as_u16(),
+        message,
     }
 }
 
@@ -302,7 +323,7 @@ impl ModelRegistry for HttpRegistry {
                     enc(name),
                     enc(version)
                 );
-                let one: OneVersion = self.get(tracking_uri, credentials, path, &what).await?;
+                let one: OneVersion = self.get(tracking_uri, credentials, path, &what, false).await?;
                 Ok(resolved(reference, one.model_version))
             }
             ModelReference::Alias { name, alias } => {
@@ -311,7 +332,7 @@ impl ModelRegistry for HttpRegistry {
                     enc(name),
                     enc(alias)
                 );
-                let one: OneVersion = self.get(tracking_uri, credentials, path, &what).await?;
+                let one: OneVersion = self.get(tracking_uri, credentials, path, &what, true).await?;
                 Ok(resolved(reference, one.model_version))
             }
             ModelReference::Latest { name } => {
@@ -319,7 +340,7 @@ impl ModelRegistry for HttpRegistry {
                     "/api/2.0/mlflow/registered-models/get-latest-versions?name={}",
                     enc(name)
                 );
-                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what).await?;
+                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what, false).await?;
                 let v = highest(many.model_versions).ok_or(RegistryError::NotFound(what))?;
                 Ok(resolved(reference, v))
             }
@@ -329,7 +350,7 @@ impl ModelRegistry for HttpRegistry {
                     enc(name),
                     enc(stage)
                 );
-                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what).await?;
+                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what, false).await?;
                 let v = highest(many.model_versions).ok_or(RegistryError::NotFound(what))?;
                 Ok(resolved(reference, v))
             }
@@ -387,6 +408,43 @@ mod tests {
                 stage: "Production".into()
             }
         );
+    }
+
+    fn error(code: &str, message: &str) -> Option<ErrorBody> {
+        Some(ErrorBody {
+            error_code: code.into(),
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn not_found_is_told_from_unavailable_and_rejected() {
+        use http::StatusCode as S;
+        let reason = |status, body, alias| classify(status, body, "models:/churn@champion", alias).reason();
+        // Upstream MLflow's unknown alias, and mlkube-server's before it matched upstream.
+        let upstream = error(
+            "INVALID_PARAMETER_VALUE",
+            "Registered model alias champion not found.",
+        );
+        assert_eq!(reason(S::BAD_REQUEST, upstream.clone(), true), "ModelNotFound");
+        assert_eq!(
+            reason(S::NOT_FOUND, error("RESOURCE_DOES_NOT_EXIST", "no"), true),
+            "ModelNotFound"
+        );
+        assert_eq!(reason(S::NOT_FOUND, None, false), "ModelNotFound");
+        // The same 400 on another endpoint, or another 400, is not "not found".
+        assert_eq!(reason(S::BAD_REQUEST, upstream, false), "RegistryRejected");
+        assert_eq!(
+            reason(
+                S::BAD_REQUEST,
+                error("INVALID_PARAMETER_VALUE", "Invalid alias name: 'a.b'."),
+                true
+            ),
+            "RegistryRejected"
+        );
+        assert_eq!(reason(S::UNAUTHORIZED, None, true), "RegistryRejected");
+        assert_eq!(reason(S::TOO_MANY_REQUESTS, None, true), "RegistryUnavailable");
+        assert_eq!(reason(S::SERVICE_UNAVAILABLE, None, true), "RegistryUnavailable");
     }
 
     #[test]

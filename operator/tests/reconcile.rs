@@ -578,6 +578,57 @@ async fn md_never_resolved_and_registry_down_writes_only_status() {
 }
 
 #[tokio::test]
+async fn md_unknown_alias_is_model_not_found_not_an_unavailable_registry() {
+    // The registry answered (upstream MLflow: 400 "Registered model alias … not found."): the
+    // spec names a model that is not there, which is not the registry being down.
+    let md = model_deployment(Some(json!({"resolvedModel": {
+        "reference": "models:/churn@champion", "name": "churn", "version": "3", "runId": "run3"}})));
+    let current = md_children(&md, "3");
+    let (ctx, handle) = context(FakeRegistry::not_found());
+    let server = serve(
+        handle,
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+            ),
+            get(DISCOVERY, monitoring_api()),
+            get(
+                list_uri(APPS, "deployments", SELECTOR_MD),
+                list(vec![rolled_out(current.deployments[0].clone(), 2)]),
+            ),
+            get(
+                list_uri(CORE, "services", SELECTOR_MD),
+                list(values(&current.services)),
+            ),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
+                list(values(&current.service_monitors)),
+            ),
+            get(
+                list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
+                list(values(&current.prometheus_rules)),
+            ),
+            post_event(),
+            md_status(),
+        ],
+    );
+    let err = guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "ModelNotFound");
+    let seen = server.await.unwrap();
+    assert_eq!(seen[6].body["type"], "Warning");
+    assert_eq!(seen[6].body["reason"], "ModelNotFound");
+    let status = &seen[7].body["status"];
+    assert_eq!(condition(status, "ModelResolved")["reason"], "ModelNotFound");
+    assert_eq!(condition(status, "Degraded")["reason"], "ModelNotFound");
+    // The last resolved version keeps serving.
+    assert_eq!(status["resolvedModel"]["version"], "3");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+}
+
+#[tokio::test]
 async fn md_with_missing_tracking_server_says_so() {
     let registry = FakeRegistry::resolving("3");
     let (ctx, handle) = context(registry.clone());

@@ -1,5 +1,6 @@
 //! The registry client (`HttpRegistry`) against MLflow's REST API: a scripted fake on 127.0.0.1
-//! for every path and error, and (ignored by default) a real mlkube-server process.
+//! for every path and error, and (ignored by default) the same lookups against a real
+//! mlkube-server process and a real upstream `mlflow server`.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -39,11 +40,29 @@ async fn serve_fake() -> (String, Log) {
                 |State(log): State<Log>, RawQuery(q): RawQuery, h: HeaderMap| async move {
                     record(&log, "alias", q.clone(), &h).await;
                     if q.as_deref().is_some_and(|q| q.contains("alias=ghost")) {
+                        // Upstream MLflow's answer for an unknown alias (its SQL and file stores).
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"error_code": "INVALID_PARAMETER_VALUE",
+                                              "message": "Registered model alias ghost not found.",
+                                              "sqlstate": "KAM00", "error_class": "INVALID_PARAMETER_VALUE"})),
+                        )
+                            .into_response();
+                    }
+                    if q.as_deref().is_some_and(|q| q.contains("alias=phantom")) {
                         return (
                             StatusCode::NOT_FOUND,
                             axum::Json(
                                 json!({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no alias"}),
                             ),
+                        )
+                            .into_response();
+                    }
+                    if q.as_deref().is_some_and(|q| q.contains("alias=a%2Eb")) {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"error_code": "INVALID_PARAMETER_VALUE",
+                                              "message": "Invalid alias name: 'a.b'."})),
                         )
                             .into_response();
                     }
@@ -135,11 +154,21 @@ async fn resolves_every_kind_of_reference() {
         .unwrap();
     assert_eq!(r.version, "11");
 
-    let missing = registry
-        .resolve(&base, None, &reference(None, Some("ghost"), None))
+    // An unknown alias: upstream's 400 and any 404 both mean "not found", and neither is an
+    // unavailable registry; a 400 that is not about a missing alias is a refusal.
+    for alias in ["ghost", "phantom"] {
+        let missing = registry
+            .resolve(&base, None, &reference(None, Some(alias), None))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.reason(), "ModelNotFound", "{alias}: {missing}");
+    }
+    let refused = registry
+        .resolve(&base, None, &reference(None, Some("a.b"), None))
         .await
         .unwrap_err();
-    assert_eq!(missing.reason(), "ModelNotFound");
+    assert_eq!(refused.reason(), "RegistryRejected");
+    assert!(refused.to_string().contains("Invalid alias name"), "{refused}");
     let broken = ModelReference::Latest {
         name: "broken".into(),
     };
@@ -156,6 +185,8 @@ async fn resolves_every_kind_of_reference() {
             "latest?name=churn",
             "latest?name=churn&stages=Production",
             "alias?name=churn&alias=ghost",
+            "alias?name=churn&alias=phantom",
+            "alias?name=churn&alias=a%2Eb",
             "latest?name=broken",
         ]
     );
@@ -203,13 +234,96 @@ async fn run_uris_need_no_registry() {
     assert_eq!(r.run_id.as_deref(), Some("0123456789abcdef0123"));
 }
 
-/// Kills the server when the test ends, however it ends.
-struct Child(std::process::Child);
+/// A tracking server process on a free 127.0.0.1 port, in its own process group (upstream's
+/// `mlflow server` forks uvicorn workers), stopped with the whole group when the test ends,
+/// however it ends. Its log is `<dir>/server.log`.
+struct Server {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    base: String,
+}
 
-impl Drop for Child {
+impl Server {
+    /// Start `program args… --host 127.0.0.1 --port P --backend-store-uri sqlite:///… \
+    /// --artifacts-destination …` with `envs`, and wait until `/health` answers.
+    async fn start(name: &str, program: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        use std::os::unix::process::CommandExt;
+        let dir =
+            std::env::temp_dir().join(format!("mlkube-operator-registry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let child = std::process::Command::new(program)
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("artifacts"))
+            .envs(envs.iter().copied())
+            .current_dir(&dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", program.display()));
+        let server = Server {
+            child,
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !server.healthy().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not answer /health on {}; see {}",
+                server.base,
+                server.dir.join("server.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        server
+    }
+
+    async fn healthy(&self) -> bool {
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let Ok(uri) = format!("{}/health", self.base).parse::<http::Uri>() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await,
+            Ok(Ok(response)) if response.status().is_success()
+        )
+    }
+}
+
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // The whole process group: `mlflow server` leaves its workers behind otherwise.
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -235,6 +349,68 @@ async fn call(method: &str, url: String, body: serde_json::Value) -> serde_json:
     serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
 }
 
+/// The same registry, and the same lookups, on any MLflow-compatible server: a run, model
+/// `churn` with three versions from it, alias `champion` on version 2. Every lookup the operator
+/// makes, and the answers it must tell apart: an unknown alias (upstream: 400
+/// INVALID_PARAMETER_VALUE), an unknown model and version (404) are `ModelNotFound`.
+async fn resolves_against(base: &str) {
+    let api = |path: &str| format!("{base}/api/2.0/mlflow/{path}");
+    let run = call("POST", api("runs/create"), json!({"experiment_id": "0"})).await;
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_owned();
+    let source = format!("runs:/{run_id}/model");
+    call("POST", api("registered-models/create"), json!({"name": "churn"})).await;
+    for _ in 0..3 {
+        call(
+            "POST",
+            api("model-versions/create"),
+            json!({"name": "churn", "source": source, "run_id": run_id}),
+        )
+        .await;
+    }
+    call(
+        "POST",
+        api("registered-models/alias"),
+        json!({"name": "churn", "alias": "champion", "version": "2"}),
+    )
+    .await;
+
+    let registry = HttpRegistry::new(Duration::from_secs(10)).unwrap();
+    let r = registry
+        .resolve(base, None, &reference(None, Some("champion"), None))
+        .await
+        .unwrap();
+    assert_eq!((r.name.as_str(), r.version.as_str()), ("churn", "2"));
+    assert_eq!(r.run_id.as_deref(), Some(run_id.as_str()));
+    let r = registry
+        .resolve(base, None, &reference(Some("3"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(r.source.as_deref(), Some(source.as_str()));
+    let r = registry
+        .resolve(base, None, &reference(Some("latest"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(r.version, "3");
+    for (what, missing) in [
+        ("unknown alias", reference(None, Some("nobody"), None)),
+        ("unknown version", reference(Some("9"), None, None)),
+        (
+            "unknown model",
+            ModelReference::Alias {
+                name: "ghost".into(),
+                alias: "champion".into(),
+            },
+        ),
+        (
+            "unknown model, latest",
+            ModelReference::Latest { name: "ghost".into() },
+        ),
+    ] {
+        let err = registry.resolve(base, None, &missing).await.unwrap_err();
+        assert_eq!(err.reason(), "ModelNotFound", "{what}: {err}");
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the mlkube-server binary (MLKUBE_SERVER_BIN or target/debug/mlkube-server); scripts/test-all builds it and runs ignored tests"]
 async fn resolves_against_a_real_mlkube_server() {
@@ -248,75 +424,32 @@ async fn resolves_against_a_real_mlkube_server() {
         "{} does not exist: build it with `cargo build -p mlkube-server` or set MLKUBE_SERVER_BIN",
         bin.display()
     );
-    let dir = std::env::temp_dir().join(format!("mlkube-operator-registry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _child = Child(
-        std::process::Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
-            .arg("--artifacts-destination")
-            .arg(dir.join("artifacts"))
-            .current_dir(&dir)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "mlkube-server did not start listening on {base}");
+    let server = Server::start("mlkube", &bin, &[], &[]).await;
+    resolves_against(&server.base).await;
+}
 
-    let api = |path: &str| format!("{base}/api/2.0/mlflow/{path}");
-    call("POST", api("registered-models/create"), json!({"name": "churn"})).await;
-    for _ in 0..3 {
-        call(
-            "POST",
-            api("model-versions/create"),
-            json!({"name": "churn", "source": "mlflow-artifacts:/1/abc/artifacts/model"}),
-        )
-        .await;
-    }
-    call(
-        "POST",
-        api("registered-models/alias"),
-        json!({"name": "churn", "alias": "champion", "version": "2"}),
+#[tokio::test]
+#[ignore = "needs upstream MLflow (a virtualenv in MLKUBE_MLFLOW_VENV, default .cache/venvs/mlflow-3.17.2); scripts/test-all provides it and runs ignored tests"]
+async fn resolves_against_upstream_mlflow_server() {
+    // A relative venv path is relative to the repository root, not to the test's directory.
+    let venv =
+        std::env::var("MLKUBE_MLFLOW_VENV").unwrap_or_else(|_| ".cache/venvs/mlflow-3.17.2".to_owned());
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(venv);
+    let mlflow = venv.join("bin/mlflow");
+    assert!(
+        mlflow.is_file(),
+        "{} does not exist: set MLKUBE_MLFLOW_VENV to a virtualenv with mlflow installed (scripts/test-all does)",
+        mlflow.display()
+    );
+    // As scripts/lib/server.sh starts it for the compatibility suite.
+    let server = Server::start(
+        "upstream",
+        &mlflow,
+        &["server", "--workers", "1"],
+        &[("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"), ("NO_COLOR", "1")],
     )
     .await;
-
-    let registry = HttpRegistry::new(Duration::from_secs(5)).unwrap();
-    let r = registry
-        .resolve(&base, None, &reference(None, Some("champion"), None))
-        .await
-        .unwrap();
-    assert_eq!((r.name.as_str(), r.version.as_str()), ("churn", "2"));
-    let r = registry
-        .resolve(&base, None, &reference(Some("3"), None, None))
-        .await
-        .unwrap();
-    assert_eq!(
-        r.source.as_deref(),
-        Some("mlflow-artifacts:/1/abc/artifacts/model")
-    );
-    let r = registry
-        .resolve(&base, None, &reference(Some("latest"), None, None))
-        .await
-        .unwrap();
-    assert_eq!(r.version, "3");
-    let err = registry
-        .resolve(&base, None, &reference(None, Some("nobody"), None))
-        .await
-        .unwrap_err();
-    assert_eq!(err.reason(), "ModelNotFound");
-    let _ = std::fs::remove_dir_all(&dir);
+    resolves_against(&server.base).await;
 }

@@ -319,11 +319,7 @@ async fn announce_registry_problem(
 }
 
 fn resolution_reason(err: &RegistryError) -> &'static str {
-    if err.is_not_found() {
-        conditions::MODEL_NOT_FOUND
-    } else {
-        conditions::REGISTRY_UNAVAILABLE
-    }
+    err.reason()
 }
 
 fn monitoring_condition(v: &ValidatedModelDeployment) -> Desired {

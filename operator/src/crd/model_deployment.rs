@@ -137,10 +137,10 @@ pub struct ModelRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^([1-9][0-9]*|latest)$"))]
     pub version: Option<String>,
-    /// A registry alias such as `champion`. When the alias moves, the deployment rolls to the new
-    /// version.
+    /// A registry alias such as `champion` (letters, digits, `_` and `-`, as MLflow allows). When
+    /// the alias moves, the deployment rolls to the new version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    #[schemars(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9_-]+$"))]
     pub alias: Option<String>,
     /// A model URI: `models:/<name>/<version>`, `models:/<name>/<stage>`, `models:/<name>@<alias>`
     /// or `runs:/<run-id>/<path>`.

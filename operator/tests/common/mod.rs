@@ -150,25 +150,38 @@ pub fn serve(mut handle: Handle, steps: Vec<Step>) -> tokio::task::JoinHandle<Ve
     })
 }
 
+/// What the fake registry answers.
+pub enum Answer {
+    Resolve(ResolvedModel),
+    Unreachable(String),
+    /// The registry answered: no such model, version or alias.
+    NotFound,
+}
+
 /// A registry with one scripted answer, recording what it was asked.
 pub struct FakeRegistry {
-    pub answer: Mutex<Result<ResolvedModel, String>>,
+    pub answer: Mutex<Answer>,
     pub asked: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeRegistry {
-    pub fn resolving(version: &str) -> Arc<Self> {
+    fn answering(answer: Answer) -> Arc<Self> {
         Arc::new(Self {
-            answer: Mutex::new(Ok(resolved("models:/churn@champion", version))),
+            answer: Mutex::new(answer),
             asked: Mutex::new(Vec::new()),
         })
     }
 
+    pub fn resolving(version: &str) -> Arc<Self> {
+        Self::answering(Answer::Resolve(resolved("models:/churn@champion", version)))
+    }
+
     pub fn unreachable() -> Arc<Self> {
-        Arc::new(Self {
-            answer: Mutex::new(Err("connection refused".into())),
-            asked: Mutex::new(Vec::new()),
-        })
+        Self::answering(Answer::Unreachable("connection refused".into()))
+    }
+
+    pub fn not_found() -> Arc<Self> {
+        Self::answering(Answer::NotFound)
     }
 }
 
@@ -198,11 +211,12 @@ impl ModelRegistry for FakeRegistry {
             .unwrap()
             .push((format!("{who}{tracking_uri}"), reference.to_string()));
         match &*self.answer.lock().unwrap() {
-            Ok(r) => Ok(r.clone()),
-            Err(msg) => Err(RegistryError::Unreachable {
+            Answer::Resolve(r) => Ok(r.clone()),
+            Answer::Unreachable(msg) => Err(RegistryError::Unreachable {
                 uri: tracking_uri.to_owned(),
                 source: msg.clone().into(),
             }),
+            Answer::NotFound => Err(RegistryError::NotFound(reference.to_string())),
         }
     }
 }
