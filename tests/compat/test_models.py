@@ -91,3 +91,45 @@ def test_log_input_pandas_dataset(client, experiment_id):
     with mlflow.start_run(run_id=run.info.run_id):
         mlflow.log_input(dataset, context="training", tags={"split": "train"})
     assert len(client.get_run(run.info.run_id).inputs.dataset_inputs) == 1
+
+
+@pytest.mark.skipif(MLFLOW_MAJOR < 3, reason="logged models are MLflow 3")
+def test_logged_model_metrics_and_search(client, experiment_id, tiny_model):
+    model, X, y = tiny_model
+    eval_ds = mlflow.data.from_pandas(X.assign(label=y), name="eval-set", targets="label")
+    models = {}
+    for name, score in [("good", 0.93), ("fair", 0.71)]:
+        with mlflow.start_run():
+            # log_model copies the run's step-0 metrics onto the model; later metrics name it.
+            mlflow.log_metric("rmse", 1.0 - score)
+            info = log_sklearn_model(model, name)
+            mlflow.log_metric("accuracy", score, model_id=info.model_id, dataset=eval_ds)
+        models[name] = info.model_id
+
+    good = mlflow.get_logged_model(models["good"])
+    by_key = {m.key: m for m in good.metrics}
+    assert by_key["accuracy"].value == pytest.approx(0.93)
+    assert by_key["accuracy"].model_id == models["good"]
+    assert by_key["accuracy"].dataset_name == "eval-set"
+    assert by_key["accuracy"].dataset_digest == eval_ds.digest
+    assert by_key["rmse"].value == pytest.approx(0.07)
+    assert by_key["rmse"].run_id == good.source_run_id
+
+    def names(**kwargs):
+        found = mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list", **kwargs)
+        return [m.name for m in found]
+
+    assert names(filter_string="metrics.accuracy > 0.9") == ["good"]
+    assert sorted(names(filter_string="metrics.accuracy > 0.5")) == ["fair", "good"]
+    assert names(filter_string="metrics.accuracy > 0.5", datasets=[{"dataset_name": "other"}]) == []
+    assert sorted(names(datasets=[{"dataset_name": "eval-set", "dataset_digest": eval_ds.digest}])) == [
+        "fair",
+        "good",
+    ]
+    assert names(filter_string="name = 'fair'") == ["fair"]
+    ordered = names(order_by=[{"field_name": "metrics.accuracy", "ascending": True, "dataset_name": "eval-set"}])
+    assert ordered == ["fair", "good"]
+    ordered = names(order_by=[{"field_name": "metrics.accuracy", "ascending": False}])
+    assert ordered == ["good", "fair"]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string="metrics.accuracy >>> 1")
