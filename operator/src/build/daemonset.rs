@@ -48,7 +48,7 @@ fn read_only_mount(name: &str, path: &str, propagation: Option<&str>) -> VolumeM
     }
 }
 
-/// The mlkube-node-sampler command line (DESIGN "Command lines").
+/// The mlkube-node-sampler command line (docs/architecture.md, "Command lines").
 pub fn node_sampler_args(ts: &ValidatedTrackingServer, sampler: &NodeSampler) -> Vec<String> {
     vec![
         "--listen".into(),

@@ -130,7 +130,7 @@ fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
     ])
 }
 
-/// The mlkube-server command line for a tracking server (DESIGN "Command lines"). Secrets never
+/// The mlkube-server command line for a tracking server (docs/architecture.md, "Command lines"). Secrets never
 /// appear here: the PostgreSQL URI arrives as `MLKUBE_BACKEND_STORE_URI`.
 pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
     let mut args: Vec<String> = vec![
@@ -337,7 +337,7 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
     }
 }
 
-/// The mlkube-sidecar command line (DESIGN "Command lines").
+/// The mlkube-sidecar command line (docs/architecture.md, "Command lines").
 pub fn sidecar_args(md: &ValidatedModelDeployment) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--listen".into(),

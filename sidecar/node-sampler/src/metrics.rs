@@ -1,4 +1,4 @@
-//! The node sampler's `/metrics`: MLflow's system metric names (DESIGN.md "Metrics"), set from one
+//! The node sampler's `/metrics`: MLflow's system metric names (docs/architecture.md "Metric names"), set from one
 //! [`Snapshot`] and encoded once per sample in Prometheus' classic text format. A scrape only copies
 //! the last encoding.
 //!

@@ -740,7 +740,7 @@ async fn promtool_accepts_the_exposition_with_gpus_and_pods() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    // The names are MLflow's and fixed by DESIGN.md, so the base-unit lint ("megabytes" rather than
+    // The names are MLflow's and fixed by docs/architecture.md, so the base-unit lint ("megabytes" rather than
     // "bytes", exit code 3) is expected for the *_megabytes gauges and nothing else is: a parse
     // error exits 1, and any other lint finding fails here.
     let megabyte_gauges = [

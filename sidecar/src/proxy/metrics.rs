@@ -1,4 +1,4 @@
-//! The sidecar's Prometheus metrics. Names are a public interface (DESIGN.md, dashboards, alert rules):
+//! The sidecar's Prometheus metrics. Names are a public interface (docs/architecture.md, dashboards, alert rules):
 //! they live here as constants and nowhere else.
 //!
 //! The sidecar serves exactly one model version, so `model_name` and `model_version` are registry-wide
