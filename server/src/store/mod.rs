@@ -462,13 +462,25 @@ pub struct Statistics {
     pub datasets: i64,
 }
 
-/// Everything a tracking store does (the registry included). Implemented once in SQL for SQLite
-/// and PostgreSQL.
+/// Everything a tracking store does: experiments, runs, logged models and the registry, each its
+/// own trait (and its own file in the SQL implementation, `sql/`), plus statistics. Implemented once
+/// in SQL for SQLite and PostgreSQL. Callers holding `dyn Store` reach every method without
+/// importing the parts.
 #[async_trait]
-pub trait Store: registry::Registry + Send + Sync + 'static {
+pub trait Store:
+    registry::Registry + ExperimentStore + RunStore + LoggedModelStore + Send + Sync + 'static
+{
     /// The engine's name, for logs and metrics (`sqlite`, `postgresql`).
     fn engine(&self) -> &'static str;
 
+    /// Aggregate counts for the statistics gauges (a handful of COUNT queries, no row scans
+    /// beyond what the indexes cover).
+    async fn statistics(&self) -> StoreResult<Statistics>;
+}
+
+/// Experiments.
+#[async_trait]
+pub trait ExperimentStore: Send + Sync {
     async fn create_experiment(
         &self,
         name: &str,
@@ -484,12 +496,17 @@ pub trait Store: registry::Registry + Send + Sync + 'static {
     async fn set_experiment_lifecycle(&self, experiment_id: &str, stage: LifecycleStage) -> StoreResult<()>;
     async fn set_experiment_tag(&self, experiment_id: &str, tag: &Tag) -> StoreResult<()>;
     async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> StoreResult<()>;
+}
 
+/// Runs and what they log: metrics, params, tags, inputs and outputs.
+#[async_trait]
+pub trait RunStore: Send + Sync {
     async fn create_run(&self, run: NewRun) -> StoreResult<Run>;
     async fn get_run(&self, run_id: &str) -> StoreResult<Run>;
     async fn update_run(&self, run_id: &str, update: RunUpdate) -> StoreResult<RunInfo>;
     async fn set_run_lifecycle(&self, run_id: &str, stage: LifecycleStage) -> StoreResult<()>;
-    /// Metrics, params and tags in one transaction: all written or none.
+    /// Metrics, params and tags in one transaction: all written or none. Metrics that name a
+    /// logged model are also kept with it.
     async fn log_batch(
         &self,
         run_id: &str,
@@ -519,6 +536,18 @@ pub trait Store: registry::Registry + Send + Sync + 'static {
         query: &BulkIntervalQuery,
     ) -> StoreResult<Vec<MetricWithRunId>>;
 
+    /// The distinct datasets logged to runs of these experiments (MLflow's `search-datasets`,
+    /// which the web UI's dataset filter reads), at most `limit`.
+    async fn search_datasets(
+        &self,
+        experiment_ids: &[String],
+        limit: u64,
+    ) -> StoreResult<Vec<DatasetSummary>>;
+}
+
+/// MLflow 3's logged models.
+#[async_trait]
+pub trait LoggedModelStore: Send + Sync {
     async fn create_logged_model(&self, model: NewLoggedModel) -> StoreResult<LoggedModel>;
     async fn get_logged_model(&self, model_id: &str) -> StoreResult<LoggedModel>;
     async fn finalize_logged_model(&self, model_id: &str, status: &str) -> StoreResult<LoggedModel>;
@@ -527,18 +556,6 @@ pub trait Store: registry::Registry + Send + Sync + 'static {
     async fn log_logged_model_params(&self, model_id: &str, params: &[Tag]) -> StoreResult<()>;
     async fn delete_logged_model(&self, model_id: &str) -> StoreResult<()>;
     async fn search_logged_models(&self, search: &LoggedModelSearch) -> StoreResult<Page<LoggedModel>>;
-
-    /// Aggregate counts for the statistics gauges (a handful of COUNT queries, no row scans
-    /// beyond what the indexes cover).
-    async fn statistics(&self) -> StoreResult<Statistics>;
-
-    /// The distinct datasets logged to runs of these experiments (MLflow's `search-datasets`,
-    /// which the web UI's dataset filter reads), at most `limit`.
-    async fn search_datasets(
-        &self,
-        experiment_ids: &[String],
-        limit: u64,
-    ) -> StoreResult<Vec<DatasetSummary>>;
 }
 
 /// One dataset used by an experiment's runs, with the context it was logged in.

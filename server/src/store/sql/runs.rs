@@ -1,0 +1,520 @@
+//! Runs and what they log: lifecycle, metrics (history and bulk intervals), params, tags,
+//! inputs, outputs, search, and the datasets their inputs name.
+
+use super::*;
+
+#[async_trait]
+impl RunStore for SqlStore {
+    #[instrument(skip_all, fields(experiment_id = %run.experiment_id))]
+    async fn create_run(&self, run: NewRun) -> StoreResult<Run> {
+        let experiment = self.fetch_experiment_row(&run.experiment_id).await?;
+        if experiment.lifecycle_stage != "active" {
+            return Err(StoreError::Invalid(format!(
+                "The experiment {} must be in the 'active' state. Current state is deleted.",
+                run.experiment_id
+            )));
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let artifact_uri = join_uri(&join_uri(&experiment.artifact_location, &run_id), "artifacts");
+        {
+            let _guard = self.write_guard().await;
+            let mut tx = self.pool.begin().await?;
+            let mut sql = Sql::new(
+                "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, \
+                 lifecycle_stage) VALUES (",
+            );
+            sql.bind_str(&run_id)
+                .push(", ")
+                .bind_str(&run.run_name)
+                .push(", ")
+                .bind_i64(parse_experiment_id(&run.experiment_id)?)
+                .push(", ")
+                .bind_str(&run.user_id)
+                .push(", 'RUNNING', ")
+                .bind_i64(run.start_time)
+                .push(", ")
+                .bind_str(&artifact_uri)
+                .push(", 'active')");
+            sql.query(self.engine).execute(&mut *tx).await?;
+            self.upsert_kv(
+                &mut tx,
+                "run_tags",
+                "run_uuid",
+                &Arg::Str(run_id.clone()),
+                &last_per_key(&run.tags),
+                true,
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        self.get_run(&run_id).await
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Run> {
+        let info = self.fetch_run_info(&self.pool, run_id).await?;
+        self.assemble_runs(vec![info])
+            .await?
+            .pop()
+            .ok_or_else(|| not_found_run(run_id))
+    }
+
+    async fn update_run(&self, run_id: &str, update: RunUpdate) -> StoreResult<RunInfo> {
+        let info = self.fetch_run_info(&self.pool, run_id).await?;
+        Self::require_active_run(&info)?;
+        {
+            let _guard = self.write_guard().await;
+            let mut tx = self.pool.begin().await?;
+            let mut sql = Sql::new("UPDATE runs SET run_uuid = run_uuid");
+            if let Some(status) = update.status {
+                sql.push(", status = ").bind_str(status.as_str());
+            }
+            if let Some(end_time) = update.end_time {
+                sql.push(", end_time = ").bind_i64(end_time);
+            }
+            if let Some(name) = &update.run_name {
+                sql.push(", name = ").bind_str(name);
+            }
+            sql.push(" WHERE run_uuid = ").bind_str(run_id);
+            sql.query(self.engine).execute(&mut *tx).await?;
+            if let Some(name) = &update.run_name {
+                let tag = Tag::new("mlflow.runName", name.clone());
+                self.upsert_kv(
+                    &mut tx,
+                    "run_tags",
+                    "run_uuid",
+                    &Arg::Str(run_id.to_owned()),
+                    &[tag],
+                    true,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        self.fetch_run_info(&self.pool, run_id).await
+    }
+
+    async fn set_run_lifecycle(&self, run_id: &str, stage: LifecycleStage) -> StoreResult<()> {
+        self.fetch_run_info(&self.pool, run_id).await?;
+        let mut sql = Sql::new("UPDATE runs SET lifecycle_stage = ");
+        sql.bind_str(stage.as_str())
+            .push(" WHERE run_uuid = ")
+            .bind_str(run_id);
+        let _guard = self.write_guard().await;
+        sql.query(self.engine).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(run_id, metrics = metrics.len(), params = params.len(), tags = tags.len()))]
+    async fn log_batch(
+        &self,
+        run_id: &str,
+        metrics: &[Metric],
+        params: &[Param],
+        tags: &[Tag],
+    ) -> StoreResult<()> {
+        // Params within one batch must agree with each other.
+        let mut batch_params: BTreeMap<&str, &str> = BTreeMap::new();
+        for p in params {
+            if let Some(previous) = batch_params.insert(&p.key, &p.value)
+                && previous != p.value
+            {
+                return Err(StoreError::Invalid(format!(
+                    "Duplicate parameter keys with different values were found in the batch: key='{}', \
+                     values '{}' and '{}'.",
+                    p.key, previous, p.value
+                )));
+            }
+        }
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let info = self.fetch_run_info(&mut *tx, run_id).await?;
+        Self::require_active_run(&info)?;
+
+        if !batch_params.is_empty() {
+            let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
+            sql.bind_str(run_id)
+                .push(" AND key IN ")
+                .bind_list(batch_params.keys().copied());
+            for row in sql.query(self.engine).fetch_all(&mut *tx).await? {
+                let key: String = row.try_get("key")?;
+                let existing: String = row.try_get("value")?;
+                if let Some(new) = batch_params.get(key.as_str())
+                    && *new != existing
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "Changing param values is not allowed. Param with key='{key}' was already logged with \
+                         value='{existing}' for run ID='{run_id}'. Attempted logging new value '{new}'."
+                    )));
+                }
+            }
+            let params: Vec<Tag> = batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect();
+            self.upsert_kv(
+                &mut tx,
+                "params",
+                "run_uuid",
+                &Arg::Str(run_id.to_owned()),
+                &params,
+                false,
+            )
+            .await?;
+        }
+
+        if !metrics.is_empty() {
+            for chunk in metrics.chunks(INSERT_CHUNK) {
+                let mut sql =
+                    Sql::new("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+                for (i, m) in chunk.iter().enumerate() {
+                    let (value, is_nan) = stored_value(m.value);
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("(")
+                        .bind_str(run_id)
+                        .push(", ")
+                        .bind_str(&m.key)
+                        .push(", ")
+                        .bind_i64(m.step)
+                        .push(", ")
+                        .bind_i64(m.timestamp)
+                        .push(", ")
+                        .bind(Arg::F64(value))
+                        .push(", ")
+                        .bind_i64(is_nan)
+                        .push(")");
+                }
+                sql.push(" ON CONFLICT DO NOTHING");
+                sql.query(self.engine).execute(&mut *tx).await?;
+            }
+            self.insert_logged_model_metrics(&mut tx, run_id, metrics).await?;
+            // The latest value per key is the max by (step, timestamp, value).
+            let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
+            for m in metrics {
+                let (value, is_nan) = stored_value(m.value);
+                let candidate = (m.step, m.timestamp, value, is_nan);
+                latest
+                    .entry(&m.key)
+                    .and_modify(|cur| {
+                        if (candidate.0, candidate.1) > (cur.0, cur.1)
+                            || ((candidate.0, candidate.1) == (cur.0, cur.1) && candidate.2 > cur.2)
+                        {
+                            *cur = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+            let latest: Vec<_> = latest.into_iter().collect();
+            for chunk in latest.chunks(INSERT_CHUNK) {
+                let mut sql = Sql::new(
+                    "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+                );
+                for (i, (key, (step, timestamp, value, is_nan))) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("(")
+                        .bind_str(run_id)
+                        .push(", ")
+                        .bind_str(key)
+                        .push(", ")
+                        .bind_i64(*step)
+                        .push(", ")
+                        .bind_i64(*timestamp)
+                        .push(", ")
+                        .bind(Arg::F64(*value))
+                        .push(", ")
+                        .bind_i64(*is_nan)
+                        .push(")");
+                }
+                sql.push(
+                    " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+                     value = excluded.value, is_nan = excluded.is_nan \
+                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                     (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                );
+                sql.query(self.engine).execute(&mut *tx).await?;
+            }
+        }
+
+        if !tags.is_empty() {
+            let tags = last_per_key(tags);
+            self.upsert_kv(
+                &mut tx,
+                "run_tags",
+                "run_uuid",
+                &Arg::Str(run_id.to_owned()),
+                &tags,
+                true,
+            )
+            .await?;
+            if let Some(name) = tags.iter().find(|t| t.key == "mlflow.runName") {
+                let mut sql = Sql::new("UPDATE runs SET name = ");
+                sql.bind_str(&name.value)
+                    .push(" WHERE run_uuid = ")
+                    .bind_str(run_id);
+                sql.query(self.engine).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_run_tag(&self, run_id: &str, key: &str) -> StoreResult<()> {
+        let info = self.fetch_run_info(&self.pool, run_id).await?;
+        Self::require_active_run(&info)?;
+        let mut sql = Sql::new("DELETE FROM run_tags WHERE run_uuid = ");
+        sql.bind_str(run_id).push(" AND key = ").bind_str(key);
+        let _guard = self.write_guard().await;
+        let done = sql.query(self.engine).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "No tag with name: {key} in run with id {run_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn log_inputs(
+        &self,
+        run_id: &str,
+        datasets: &[DatasetInput],
+        models: &[ModelInput],
+    ) -> StoreResult<()> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let info = self.fetch_run_info(&mut *tx, run_id).await?;
+        Self::require_active_run(&info)?;
+        let now = now_ms();
+        for input in datasets {
+            let d = &input.dataset;
+            let context = input
+                .tags
+                .iter()
+                .find(|t| t.key == "mlflow.data.context")
+                .map(|t| t.value.clone());
+            let tags: Vec<(&str, &str)> = input
+                .tags
+                .iter()
+                .map(|t| (t.key.as_str(), t.value.as_str()))
+                .collect();
+            let tags_json = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".to_owned());
+            let mut sql = Sql::new(
+                "INSERT INTO run_dataset_inputs (run_uuid, name, digest, source_type, source, dataset_schema, \
+                 profile, context, tags_json, created_at) VALUES (",
+            );
+            sql.bind_str(run_id)
+                .push(", ")
+                .bind_str(&d.name)
+                .push(", ")
+                .bind_str(&d.digest)
+                .push(", ")
+                .bind_str(&d.source_type)
+                .push(", ")
+                .bind_str(&d.source)
+                .push(", ");
+            match &d.schema {
+                Some(s) => sql.bind_str(s),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ");
+            match &d.profile {
+                Some(s) => sql.bind_str(s),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ");
+            match &context {
+                Some(s) => sql.bind_str(s),
+                None => sql.push("NULL"),
+            };
+            sql.push(", ").bind_str(&tags_json).push(", ").bind_i64(now).push(
+                ") ON CONFLICT (run_uuid, name, digest) DO UPDATE SET tags_json = excluded.tags_json, \
+                 context = excluded.context",
+            );
+            sql.query(self.engine).execute(&mut *tx).await?;
+        }
+        for m in models {
+            let mut sql = Sql::new("INSERT INTO run_model_io (run_uuid, direction, model_id, step) VALUES (");
+            sql.bind_str(run_id)
+                .push(", 'input', ")
+                .bind_str(&m.model_id)
+                .push(", 0) ON CONFLICT DO NOTHING");
+            sql.query(self.engine).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn log_outputs(&self, run_id: &str, models: &[ModelOutput]) -> StoreResult<()> {
+        let _guard = self.write_guard().await;
+        let mut tx = self.pool.begin().await?;
+        let info = self.fetch_run_info(&mut *tx, run_id).await?;
+        Self::require_active_run(&info)?;
+        for m in models {
+            let mut sql = Sql::new("INSERT INTO run_model_io (run_uuid, direction, model_id, step) VALUES (");
+            sql.bind_str(run_id)
+                .push(", 'output', ")
+                .bind_str(&m.model_id)
+                .push(", ")
+                .bind_i64(m.step)
+                .push(") ON CONFLICT (run_uuid, direction, model_id) DO UPDATE SET step = excluded.step");
+            sql.query(self.engine).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(experiments = search.experiment_ids.len(), clauses = search.filter.len()))]
+    async fn search_runs(&self, search: &RunSearch) -> StoreResult<Page<Run>> {
+        let ids: Vec<i64> = search
+            .experiment_ids
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_offset: None,
+            });
+        }
+        let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM runs r"));
+        let order = search_sql::push_run_order(&mut sql, &search.order_by);
+        sql.push(" WHERE r.experiment_id IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_i64(*id);
+        }
+        sql.push(") AND r.lifecycle_stage IN ")
+            .bind_list(search.view.stages().iter().copied());
+        search_sql::push_run_filter(&mut sql, &search.filter);
+        sql.push(" ORDER BY ").push(&order);
+        limit_offset(&mut sql, search.max_results, search.offset);
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
+        let infos = rows
+            .iter()
+            .map(run_info_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let page = page_of(infos, search.max_results, search.offset);
+        Ok(Page {
+            items: self.assemble_runs(page.items).await?,
+            next_offset: page.next_offset,
+        })
+    }
+
+    async fn get_metric_history(
+        &self,
+        run_id: &str,
+        key: &str,
+        offset: u64,
+        max_results: u64,
+    ) -> StoreResult<Page<Metric>> {
+        self.fetch_run_info(&self.pool, run_id).await?;
+        let mut sql = Sql::new("SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ");
+        sql.bind_str(run_id)
+            .push(" AND key = ")
+            .bind_str(key)
+            .push(" ORDER BY step, timestamp, value");
+        limit_offset(&mut sql, max_results, offset);
+        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
+        let metrics = rows
+            .iter()
+            .map(metric_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(page_of(metrics, max_results, offset))
+    }
+
+    async fn get_metric_history_bulk_interval(
+        &self,
+        query: &BulkIntervalQuery,
+    ) -> StoreResult<Vec<MetricWithRunId>> {
+        let mut out = Vec::new();
+        for run_id in &query.run_ids {
+            self.fetch_run_info(&self.pool, run_id).await?;
+            // Pick up to max_results steps spread evenly over the step range, always keeping the
+            // first and last step, then return every point at those steps.
+            let mut sql = Sql::new("SELECT DISTINCT step FROM metrics WHERE run_uuid = ");
+            sql.bind_str(run_id).push(" AND key = ").bind_str(&query.key);
+            if let Some(start) = query.start_step {
+                sql.push(" AND step >= ").bind_i64(start);
+            }
+            if let Some(end) = query.end_step {
+                sql.push(" AND step <= ").bind_i64(end);
+            }
+            sql.push(" ORDER BY step");
+            let steps: Vec<i64> = sql
+                .query(self.engine)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("step"))
+                .collect::<Result<_, _>>()?;
+            let chosen = sample_steps(&steps, query.max_results as usize);
+            for chunk in chosen.chunks(ID_CHUNK) {
+                let mut sql =
+                    Sql::new("SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ");
+                sql.bind_str(run_id)
+                    .push(" AND key = ")
+                    .bind_str(&query.key)
+                    .push(" AND step IN (");
+                for (i, s) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_i64(*s);
+                }
+                sql.push(") ORDER BY step, timestamp, value");
+                for row in sql.query(self.engine).fetch_all(&self.pool).await? {
+                    let m = metric_from_row(&row)?;
+                    out.push(MetricWithRunId {
+                        key: m.key,
+                        value: m.value,
+                        timestamp: m.timestamp,
+                        step: m.step,
+                        run_id: run_id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn search_datasets(
+        &self,
+        experiment_ids: &[String],
+        limit: u64,
+    ) -> StoreResult<Vec<DatasetSummary>> {
+        let ids = experiment_ids
+            .iter()
+            .map(|id| parse_experiment_id(id))
+            .collect::<StoreResult<Vec<i64>>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(
+            "SELECT DISTINCT r.experiment_id AS experiment_id, d.name AS name, d.digest AS digest, \
+             d.context AS context FROM run_dataset_inputs d JOIN runs r ON r.run_uuid = d.run_uuid \
+             WHERE r.experiment_id IN (",
+        );
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_i64(*id);
+        }
+        sql.push(") ORDER BY experiment_id, name, digest LIMIT ")
+            .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX));
+        sql.query(self.engine)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DatasetSummary {
+                    experiment_id: row.try_get::<i64, _>("experiment_id")?.to_string(),
+                    name: row.try_get("name")?,
+                    digest: row.try_get("digest")?,
+                    context: row.try_get::<Option<String>, _>("context")?,
+                })
+            })
+            .collect()
+    }
+}
