@@ -94,7 +94,7 @@ async fn time_window(rows: usize) {
             .await
             .unwrap(),
     );
-    let monitoring = QualityMonitoring::new(store, None, MonitoringSettings::default());
+    let monitoring = QualityMonitoring::new(store.database(), None, MonitoringSettings::default());
     let end = 10_000_000_000i64;
     let data = samples(rows);
     let started = Instant::now();

@@ -3,7 +3,10 @@
 //! file gets one set of SQLite settings (docs/architecture.md, "Storage").
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
 
 use sqlx::AnyPool;
 use sqlx::Executor;
@@ -14,6 +17,43 @@ use sqlx::any::AnyPoolOptions;
 pub enum Engine {
     Sqlite,
     Postgres,
+}
+
+/// A pool with its dialect and, for SQLite, the one in-process writer lock that every store on
+/// the file shares (SQLite allows one writer: serialising writers in-process avoids SQLITE_BUSY on
+/// lock upgrades). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    engine: Engine,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl Database {
+    pub fn new(pool: AnyPool, engine: Engine) -> Self {
+        let write_lock = (engine == Engine::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Self {
+            pool,
+            engine,
+            write_lock,
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Held while writing; `None` (no waiting) on PostgreSQL.
+    pub async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
 }
 
 /// Connections per SQLite file (one writer at a time; readers run concurrently under WAL).

@@ -68,7 +68,7 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         .expose_prometheus
         .then(|| Arc::new(prometheus::ServerMetrics::new()));
     let monitoring = quality::QualityMonitoring::new(
-        sql_store,
+        sql_store.database(),
         metrics.as_ref().map(|m| m.quality.clone()),
         settings.monitoring.clone(),
     );

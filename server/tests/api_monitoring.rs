@@ -38,7 +38,7 @@ async fn mon_app_on(uri: &str, dir: tempfile::TempDir, settings: MonitoringSetti
             .unwrap(),
     );
     let metrics = Arc::new(ServerMetrics::new());
-    let monitoring = QualityMonitoring::new(store.clone(), Some(metrics.quality.clone()), settings);
+    let monitoring = QualityMonitoring::new(store.database(), Some(metrics.quality.clone()), settings);
     let state = AppState {
         store,
         artifacts: None,

@@ -38,7 +38,6 @@ pub use self::settings::{MonitoringArgs, MonitoringSettings};
 use self::store::{MonitoringStore, PruneStats, Scope, StoredReference, WindowRow};
 use self::webhook::Notifier;
 use self::windows::Window;
-use crate::store::sql::SqlStore;
 use crate::store::{StoreResult, now_ms};
 
 /// Drift compares at most this many of the window's newest predictions.
@@ -269,12 +268,12 @@ impl QualityMonitoring {
     /// `ServerMetrics` registered) when given. Starts the webhook worker (needs a Tokio runtime);
     /// the evaluation schedule starts with [`Monitoring::spawn_scheduler`].
     pub fn new(
-        tracking: Arc<SqlStore>,
+        database: crate::db::Database,
         quality: Option<QualityMetrics>,
         settings: MonitoringSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
-            store: MonitoringStore::new(tracking),
+            store: MonitoringStore::new(database),
             notifier: Notifier::start(settings.webhook.clone(), quality.clone()),
             exporter: quality.map(Exporter::new),
             settings,

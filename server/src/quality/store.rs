@@ -7,7 +7,6 @@
 //! evaluation reads its window, never the whole history.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -15,8 +14,8 @@ use tracing::instrument;
 
 use super::monitors::{AlertState, Direction, Monitor};
 use super::scores::Bins;
+use crate::db::{Database, is_unique_violation};
 use crate::store::query::{Arg, Sql};
-use crate::store::sql::{SqlStore, is_unique_violation};
 use crate::store::{StoreError, StoreResult};
 
 /// Rows per multi-row INSERT (8 parameters each; see store::query for why SQLite gets `?`).
@@ -135,21 +134,21 @@ fn monitor_not_found(what: &str) -> StoreError {
     StoreError::NotFound(format!("Monitor {what} not found"))
 }
 
-/// The monitoring tables. Shares the tracking store's pool (and, on SQLite, its writer lock).
+/// The monitoring tables, on the tracking database (its pool and, on SQLite, its writer lock).
 #[derive(Clone)]
 pub struct MonitoringStore {
-    tracking: Arc<SqlStore>,
+    db: Database,
 }
 
 // === impl MonitoringStore ===
 
 impl MonitoringStore {
-    pub fn new(tracking: Arc<SqlStore>) -> Self {
-        Self { tracking }
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     fn pool(&self) -> &AnyPool {
-        self.tracking.pool()
+        self.db.pool()
     }
 
     /// Store a batch of predictions in one transaction; a `request_id` already stored is kept as
@@ -159,7 +158,7 @@ impl MonitoringStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let _guard = self.tracking.write_guard().await;
+        let _guard = self.db.write_guard().await;
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
@@ -179,11 +178,7 @@ impl MonitoringStore {
                 q.bind_i64(now).push(")");
             }
             q.push(" ON CONFLICT (request_id) DO NOTHING");
-            inserted += q
-                .query(self.tracking.engine_kind())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            inserted += q.query(self.db.engine()).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
@@ -195,7 +190,7 @@ impl MonitoringStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let _guard = self.tracking.write_guard().await;
+        let _guard = self.db.write_guard().await;
         let mut tx = self.pool().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
@@ -211,11 +206,7 @@ impl MonitoringStore {
                 q.bind_i64(now).push(")");
             }
             q.push(" ON CONFLICT (request_id) DO NOTHING");
-            inserted += q
-                .query(self.tracking.engine_kind())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            inserted += q.query(self.db.engine()).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
@@ -241,10 +232,7 @@ impl MonitoringStore {
         scope.filter(&mut q);
         q.push(" AND p.timestamp > ").bind_i64(start);
         q.push(" AND p.timestamp <= ").bind_i64(end);
-        let rows = q
-            .query(self.tracking.engine_kind())
-            .fetch_all(self.pool())
-            .await?;
+        let rows = q.query(self.db.engine()).fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(WindowRow {
@@ -270,10 +258,7 @@ impl MonitoringStore {
         scope.filter(&mut q);
         q.push(" AND p.timestamp > ").bind_i64(start);
         q.push(" AND p.timestamp <= ").bind_i64(end);
-        let row = q
-            .query(self.tracking.engine_kind())
-            .fetch_one(self.pool())
-            .await?;
+        let row = q.query(self.db.engine()).fetch_one(self.pool()).await?;
         Ok((row.try_get("predictions")?, row.try_get("labelled")?))
     }
 
@@ -288,10 +273,7 @@ impl MonitoringStore {
         q.push(" AND g.timestamp > ").bind_i64(start);
         q.push(" AND g.timestamp <= ").bind_i64(end);
         q.push(" AND p.timestamp <= ").bind_i64(start);
-        let row = q
-            .query(self.tracking.engine_kind())
-            .fetch_one(self.pool())
-            .await?;
+        let row = q.query(self.db.engine()).fetch_one(self.pool()).await?;
         Ok(row.try_get("late")?)
     }
 
@@ -309,12 +291,7 @@ impl MonitoringStore {
         q.push(" AND p.timestamp <= ").bind_i64(end);
         q.push(" ORDER BY p.timestamp DESC, p.request_id DESC LIMIT ")
             .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX));
-        Self::strings(
-            q.query(self.tracking.engine_kind())
-                .fetch_all(self.pool())
-                .await?,
-            "inputs",
-        )
+        Self::strings(q.query(self.db.engine()).fetch_all(self.pool()).await?, "inputs")
     }
 
     /// The inputs of the first `limit` predictions of the scope (oldest first).
@@ -323,12 +300,7 @@ impl MonitoringStore {
         scope.filter(&mut q);
         q.push(" ORDER BY p.timestamp, p.request_id LIMIT ")
             .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX));
-        Self::strings(
-            q.query(self.tracking.engine_kind())
-                .fetch_all(self.pool())
-                .await?,
-            "inputs",
-        )
+        Self::strings(q.query(self.db.engine()).fetch_all(self.pool()).await?, "inputs")
     }
 
     fn strings(rows: Vec<AnyRow>, column: &str) -> StoreResult<Vec<String>> {
@@ -349,11 +321,7 @@ impl MonitoringStore {
         q.bind_str(model_name)
             .push(" AND model_version = ")
             .bind_str(version_key);
-        let Some(row) = q
-            .query(self.tracking.engine_kind())
-            .fetch_optional(self.pool())
-            .await?
-        else {
+        let Some(row) = q.query(self.db.engine()).fetch_optional(self.pool()).await? else {
             return Ok(None);
         };
         let features: String = row.try_get("features")?;
@@ -391,8 +359,8 @@ impl MonitoringStore {
         } else {
             "DO NOTHING"
         });
-        let _guard = self.tracking.write_guard().await;
-        q.query(self.tracking.engine_kind()).execute(self.pool()).await?;
+        let _guard = self.db.write_guard().await;
+        q.query(self.db.engine()).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -402,8 +370,8 @@ impl MonitoringStore {
         q.bind_str(model_name)
             .push(" AND model_version = ")
             .bind_str(version_key);
-        let _guard = self.tracking.write_guard().await;
-        Ok(q.query(self.tracking.engine_kind())
+        let _guard = self.db.write_guard().await;
+        Ok(q.query(self.db.engine())
             .execute(self.pool())
             .await?
             .rows_affected()
@@ -445,8 +413,8 @@ impl MonitoringStore {
         q.bind_i64(m.revision).push(", ");
         q.bind_i64(m.creation_timestamp).push(", ");
         q.bind_i64(m.last_updated_timestamp).push(")");
-        let _guard = self.tracking.write_guard().await;
-        q.query(self.tracking.engine_kind())
+        let _guard = self.db.write_guard().await;
+        q.query(self.db.engine())
             .execute(self.pool())
             .await
             .map_err(|e| Self::name_taken(e, &m.name))?;
@@ -458,11 +426,7 @@ impl MonitoringStore {
         q.push(MONITOR_COLUMNS)
             .push(" FROM mlkube_monitors WHERE monitor_id = ")
             .bind_str(monitor_id);
-        match q
-            .query(self.tracking.engine_kind())
-            .fetch_optional(self.pool())
-            .await?
-        {
+        match q.query(self.db.engine()).fetch_optional(self.pool()).await? {
             Some(row) => monitor_from_row(&row),
             None => Err(monitor_not_found(&format!("with id={monitor_id}"))),
         }
@@ -473,11 +437,7 @@ impl MonitoringStore {
         q.push(MONITOR_COLUMNS)
             .push(" FROM mlkube_monitors WHERE name = ")
             .bind_str(name);
-        match q
-            .query(self.tracking.engine_kind())
-            .fetch_optional(self.pool())
-            .await?
-        {
+        match q.query(self.db.engine()).fetch_optional(self.pool()).await? {
             Some(row) => monitor_from_row(&row),
             None => Err(monitor_not_found(&format!("with name={name}"))),
         }
@@ -491,10 +451,7 @@ impl MonitoringStore {
             q.push(" WHERE model_name = ").bind_str(name);
         }
         q.push(" ORDER BY creation_time, monitor_id");
-        let rows = q
-            .query(self.tracking.engine_kind())
-            .fetch_all(self.pool())
-            .await?;
+        let rows = q.query(self.db.engine()).fetch_all(self.pool()).await?;
         rows.iter().map(monitor_from_row).collect()
     }
 
@@ -510,9 +467,9 @@ impl MonitoringStore {
         q.bind_i64(m.last_updated_timestamp)
             .push(") WHERE monitor_id = ")
             .bind_str(&m.monitor_id);
-        let _guard = self.tracking.write_guard().await;
+        let _guard = self.db.write_guard().await;
         let done = q
-            .query(self.tracking.engine_kind())
+            .query(self.db.engine())
             .execute(self.pool())
             .await
             .map_err(|e| Self::name_taken(e, &m.name))?;
@@ -525,8 +482,8 @@ impl MonitoringStore {
     pub async fn delete_monitor(&self, monitor_id: &str) -> StoreResult<()> {
         let mut q = Sql::new("DELETE FROM mlkube_monitors WHERE monitor_id = ");
         q.bind_str(monitor_id);
-        let _guard = self.tracking.write_guard().await;
-        if q.query(self.tracking.engine_kind())
+        let _guard = self.db.write_guard().await;
+        if q.query(self.db.engine())
             .execute(self.pool())
             .await?
             .rows_affected()
@@ -556,8 +513,8 @@ impl MonitoringStore {
         q.push(", last_evaluated = ").bind_i64(evaluated);
         q.push(" WHERE monitor_id = ").bind_str(monitor_id);
         q.push(" AND revision = ").bind_i64(revision);
-        let _guard = self.tracking.write_guard().await;
-        Ok(q.query(self.tracking.engine_kind())
+        let _guard = self.db.write_guard().await;
+        Ok(q.query(self.db.engine())
             .execute(self.pool())
             .await?
             .rows_affected()
@@ -580,11 +537,7 @@ impl MonitoringStore {
                 let mut q = Sql::new("SELECT timestamp FROM ");
                 q.push(table).push(" ORDER BY timestamp DESC LIMIT 1 OFFSET ");
                 q.bind_i64(i64::try_from(max).unwrap_or(i64::MAX));
-                if let Some(row) = q
-                    .query(self.tracking.engine_kind())
-                    .fetch_optional(self.pool())
-                    .await?
-                {
+                if let Some(row) = q.query(self.db.engine()).fetch_optional(self.pool()).await? {
                     let newest_dropped: i64 = row.try_get("timestamp")?;
                     *count += self.delete_older(table, newest_dropped, true).await?;
                 }
@@ -612,8 +565,8 @@ impl MonitoringStore {
                 .bind_i64(PRUNE_CHUNK)
                 .push(")");
             let deleted = {
-                let _guard = self.tracking.write_guard().await;
-                q.query(self.tracking.engine_kind())
+                let _guard = self.db.write_guard().await;
+                q.query(self.db.engine())
                     .execute(self.pool())
                     .await?
                     .rows_affected()

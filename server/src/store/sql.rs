@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::MutexGuard;
 use tracing::instrument;
 
 use super::query::{Arg, Sql};
@@ -21,7 +21,7 @@ mod experiments;
 mod logged_models;
 mod runs;
 
-pub use crate::db::{Engine, is_unique_violation};
+pub use crate::db::{Database, Engine, is_unique_violation};
 
 /// Rows bound per multi-row INSERT (keeps well under both engines' parameter limits).
 const INSERT_CHUNK: usize = 200;
@@ -31,8 +31,8 @@ const ID_CHUNK: usize = 500;
 pub struct SqlStore {
     pub(super) pool: AnyPool,
     pub(super) engine: Engine,
-    /// SQLite allows one writer: serialising writers in-process avoids SQLITE_BUSY on upgrade.
-    write_lock: Option<Mutex<()>>,
+    /// The pool, dialect and SQLite writer lock, shared with the other stores on this database.
+    database: Database,
     default_artifact_root: String,
 }
 
@@ -129,13 +129,17 @@ pub(super) fn limit_offset(sql: &mut Sql, max_results: u64, offset: u64) {
 
 impl SqlStore {
     pub(super) fn new(pool: AnyPool, engine: Engine, default_artifact_root: &str) -> Self {
-        let write_lock = (engine == Engine::Sqlite).then(|| Mutex::new(()));
         Self {
+            database: Database::new(pool.clone(), engine),
             pool,
             engine,
-            write_lock,
             default_artifact_root: default_artifact_root.to_owned(),
         }
+    }
+
+    /// The database under this store, for the stores that share it (model-quality monitoring).
+    pub fn database(&self) -> Database {
+        self.database.clone()
     }
 
     pub fn engine_kind(&self) -> Engine {
@@ -147,10 +151,7 @@ impl SqlStore {
     }
 
     pub async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
-        match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        }
+        self.database.write_guard().await
     }
 
     /// Create the `Default` experiment (id 0) when it is missing.

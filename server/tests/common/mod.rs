@@ -69,7 +69,7 @@ pub fn monitoring_for(
     metrics: Option<&mlkube_server::prometheus::ServerMetrics>,
 ) -> Arc<mlkube_server::quality::QualityMonitoring> {
     mlkube_server::quality::QualityMonitoring::new(
-        store,
+        store.database(),
         metrics.map(|m| m.quality.clone()),
         Default::default(),
     )
