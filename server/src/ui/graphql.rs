@@ -426,6 +426,28 @@ fn soft<T>(ctx: &Context<'_>, result: async_graphql::Result<T>) -> Option<T> {
     }
 }
 
+/// A REST GET on the caller's behalf; a failure becomes `null` plus an error (see [`soft`]).
+async fn rest_get<T: for<'de> Deserialize<'de>>(
+    ctx: &Context<'_>,
+    path: &str,
+    params: &[(&str, String)],
+) -> Option<T> {
+    let result = match backend(ctx) {
+        Ok(api) => api.get(ctx, path, params).await,
+        Err(err) => Err(err),
+    };
+    soft(ctx, result)
+}
+
+/// A REST POST with a JSON body on the caller's behalf, like [`rest_get`].
+async fn rest_post<T: for<'de> Deserialize<'de>>(ctx: &Context<'_>, path: &str, body: Value) -> Option<T> {
+    let result = match backend(ctx) {
+        Ok(api) => api.post(ctx, path, body).await,
+        Err(err) => Err(err),
+    };
+    soft(ctx, result)
+}
+
 /// `[String]` arguments without their nulls.
 fn strings(list: &Option<Vec<Option<String>>>) -> Vec<String> {
     list.iter().flatten().flatten().cloned().collect()
@@ -755,15 +777,8 @@ pub struct MlflowRunExtension {
 impl MlflowRunExtension {
     async fn experiment(&self, ctx: &Context<'_>) -> Option<MlflowExperiment> {
         let id = self.info.as_ref().and_then(|i| i.experiment_id.clone())?;
-        let response: Option<MlflowGetExperimentResponse> = soft(
-            ctx,
-            async {
-                backend(ctx)?
-                    .get(ctx, "/experiments/get", &[("experiment_id", id)])
-                    .await
-            }
-            .await,
-        );
+        let response: Option<MlflowGetExperimentResponse> =
+            rest_get(ctx, "/experiments/get", &[("experiment_id", id)]).await;
         response?.experiment
     }
 
@@ -776,15 +791,8 @@ impl MlflowRunExtension {
             return list();
         };
         let filter = format!("run_id='{}'", run_id.replace('\'', "\\'"));
-        let response: Option<MlflowSearchModelVersionsResponse> = soft(
-            ctx,
-            async {
-                backend(ctx)?
-                    .get(ctx, "/model-versions/search", &[("filter", filter)])
-                    .await
-            }
-            .await,
-        );
+        let response: Option<MlflowSearchModelVersionsResponse> =
+            rest_get(ctx, "/model-versions/search", &[("filter", filter)]).await;
         response?.model_versions
     }
 }
@@ -1079,24 +1087,16 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowGetExperimentInput>,
-    ) -> async_graphql::Result<Option<MlflowGetExperimentResponse>> {
+    ) -> Option<MlflowGetExperimentResponse> {
         let id = input.and_then(|i| i.experiment_id).unwrap_or_default();
-        Ok(soft(
-            ctx,
-            async {
-                backend(ctx)?
-                    .get(ctx, "/experiments/get", &[("experiment_id", id)])
-                    .await
-            }
-            .await,
-        ))
+        rest_get(ctx, "/experiments/get", &[("experiment_id", id)]).await
     }
 
     async fn mlflow_get_metric_history_bulk_interval(
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowGetMetricHistoryBulkIntervalInput>,
-    ) -> async_graphql::Result<Option<MlflowGetMetricHistoryBulkIntervalResponse>> {
+    ) -> Option<MlflowGetMetricHistoryBulkIntervalResponse> {
         let mut params: Vec<(&str, String)> = Vec::new();
         if let Some(input) = input {
             for id in strings(&input.run_ids) {
@@ -1107,38 +1107,27 @@ impl Query {
             push_opt(&mut params, "end_step", input.end_step);
             push_opt(&mut params, "max_results", input.max_results);
         }
-        Ok(soft(
-            ctx,
-            async {
-                backend(ctx)?
-                    .get(ctx, "/metrics/get-history-bulk-interval", &params)
-                    .await
-            }
-            .await,
-        ))
+        rest_get(ctx, "/metrics/get-history-bulk-interval", &params).await
     }
 
     async fn mlflow_get_run(
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowGetRunInput>,
-    ) -> async_graphql::Result<Option<MlflowGetRunResponse>> {
+    ) -> Option<MlflowGetRunResponse> {
         let mut params = Vec::new();
         if let Some(input) = input {
             push_opt(&mut params, "run_id", input.run_id);
             push_opt(&mut params, "run_uuid", input.run_uuid);
         }
-        Ok(soft(
-            ctx,
-            async { backend(ctx)?.get(ctx, "/runs/get", &params).await }.await,
-        ))
+        rest_get(ctx, "/runs/get", &params).await
     }
 
     async fn mlflow_list_artifacts(
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowListArtifactsInput>,
-    ) -> async_graphql::Result<Option<MlflowListArtifactsResponse>> {
+    ) -> Option<MlflowListArtifactsResponse> {
         let mut params = Vec::new();
         if let Some(input) = input {
             push_opt(&mut params, "run_id", input.run_id);
@@ -1146,17 +1135,14 @@ impl Query {
             push_opt(&mut params, "path", input.path);
             push_opt(&mut params, "page_token", input.page_token);
         }
-        Ok(soft(
-            ctx,
-            async { backend(ctx)?.get(ctx, "/artifacts/list", &params).await }.await,
-        ))
+        rest_get(ctx, "/artifacts/list", &params).await
     }
 
     async fn mlflow_search_model_versions(
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowSearchModelVersionsInput>,
-    ) -> async_graphql::Result<Option<MlflowSearchModelVersionsResponse>> {
+    ) -> Option<MlflowSearchModelVersionsResponse> {
         let mut params = Vec::new();
         if let Some(input) = input {
             push_opt(&mut params, "filter", input.filter);
@@ -1166,10 +1152,7 @@ impl Query {
             }
             push_opt(&mut params, "page_token", input.page_token);
         }
-        Ok(soft(
-            ctx,
-            async { backend(ctx)?.get(ctx, "/model-versions/search", &params).await }.await,
-        ))
+        rest_get(ctx, "/model-versions/search", &params).await
     }
 
     /// Simple echoing field
@@ -1181,7 +1164,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowSearchRunsInput>,
-    ) -> async_graphql::Result<Option<MlflowSearchRunsResponse>> {
+    ) -> Option<MlflowSearchRunsResponse> {
         search_runs(ctx, input).await
     }
 }
@@ -1194,28 +1177,21 @@ impl Mutation {
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowSearchDatasetsInput>,
-    ) -> async_graphql::Result<Option<MlflowSearchDatasetsResponse>> {
+    ) -> Option<MlflowSearchDatasetsResponse> {
         let ids = input.map(|i| strings(&i.experiment_ids)).unwrap_or_default();
-        Ok(soft(
+        rest_post(
             ctx,
-            async {
-                backend(ctx)?
-                    .post(
-                        ctx,
-                        "/experiments/search-datasets",
-                        json!({ "experiment_ids": ids }),
-                    )
-                    .await
-            }
-            .await,
-        ))
+            "/experiments/search-datasets",
+            json!({ "experiment_ids": ids }),
+        )
+        .await
     }
 
     async fn mlflow_search_runs(
         &self,
         ctx: &Context<'_>,
         input: Option<MlflowSearchRunsInput>,
-    ) -> async_graphql::Result<Option<MlflowSearchRunsResponse>> {
+    ) -> Option<MlflowSearchRunsResponse> {
         search_runs(ctx, input).await
     }
 
@@ -1228,7 +1204,7 @@ impl Mutation {
 async fn search_runs(
     ctx: &Context<'_>,
     input: Option<MlflowSearchRunsInput>,
-) -> async_graphql::Result<Option<MlflowSearchRunsResponse>> {
+) -> Option<MlflowSearchRunsResponse> {
     let mut body = serde_json::Map::new();
     if let Some(input) = input {
         body.insert("experiment_ids".into(), json!(strings(&input.experiment_ids)));
@@ -1246,10 +1222,7 @@ async fn search_runs(
             body.insert("page_token".into(), json!(token));
         }
     }
-    Ok(soft(
-        ctx,
-        async { backend(ctx)?.post(ctx, "/runs/search", Value::Object(body)).await }.await,
-    ))
+    rest_post(ctx, "/runs/search", Value::Object(body)).await
 }
 
 #[cfg(test)]
