@@ -59,6 +59,20 @@ fn stored_value(value: f64) -> (f64, i64) {
     if value.is_nan() { (0.0, 1) } else { (value, 0) }
 }
 
+/// `key, step, timestamp, value, is_nan` of one metric point, bound in that column order.
+fn push_metric_point(sql: &mut Sql, m: &Metric) {
+    let (value, is_nan) = stored_value(m.value);
+    sql.bind_str(&m.key)
+        .push(", ")
+        .bind_i64(m.step)
+        .push(", ")
+        .bind_i64(m.timestamp)
+        .push(", ")
+        .bind(Arg::F64(value))
+        .push(", ")
+        .bind_i64(is_nan);
+}
+
 fn metric_from_row(row: &AnyRow) -> StoreResult<Metric> {
     let is_nan: i64 = row.try_get("is_nan")?;
     let value: f64 = row.try_get("value")?;
@@ -461,23 +475,12 @@ impl SqlStore {
                  dataset_name, dataset_digest) VALUES ",
             );
             for (i, (m, link)) in chunk.iter().enumerate() {
-                let (value, is_nan) = stored_value(m.value);
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.push("(")
-                    .bind_str(&link.model_id)
-                    .push(", ")
-                    .bind_str(&m.key)
-                    .push(", ")
-                    .bind_i64(m.step)
-                    .push(", ")
-                    .bind_i64(m.timestamp)
-                    .push(", ")
-                    .bind(Arg::F64(value))
-                    .push(", ")
-                    .bind_i64(is_nan)
-                    .push(", ")
+                sql.push("(").bind_str(&link.model_id).push(", ");
+                push_metric_point(&mut sql, m);
+                sql.push(", ")
                     .bind_str(run_id)
                     .push(", ")
                     .bind_str(link.dataset_name.as_deref().unwrap_or(""))

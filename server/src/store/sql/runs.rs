@@ -164,23 +164,12 @@ impl RunStore for SqlStore {
                 let mut sql =
                     Sql::new("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
                 for (i, m) in chunk.iter().enumerate() {
-                    let (value, is_nan) = stored_value(m.value);
                     if i > 0 {
                         sql.push(", ");
                     }
-                    sql.push("(")
-                        .bind_str(run_id)
-                        .push(", ")
-                        .bind_str(&m.key)
-                        .push(", ")
-                        .bind_i64(m.step)
-                        .push(", ")
-                        .bind_i64(m.timestamp)
-                        .push(", ")
-                        .bind(Arg::F64(value))
-                        .push(", ")
-                        .bind_i64(is_nan)
-                        .push(")");
+                    sql.push("(").bind_str(run_id).push(", ");
+                    push_metric_point(&mut sql, m);
+                    sql.push(")");
                 }
                 sql.push(" ON CONFLICT DO NOTHING");
                 sql.query(self.engine).execute(&mut *tx).await?;
