@@ -1,6 +1,10 @@
 //! The apply stage: server-side apply of the built children (field manager `mlkube-operator`),
-//! skipping objects whose live state already contains everything we want, and deleting the
-//! objects we own that are no longer wanted (found by label, confirmed by ownerReference).
+//! skipping objects that are up to date ([`drift`]: the applied intent and our managed fields,
+//! never a comparison of whole objects), refusing names taken by objects we do not own, and
+//! deleting the objects we own that are no longer wanted (found by label, confirmed by
+//! ownerReference).
+
+pub mod drift;
 
 use std::fmt::Debug;
 
@@ -13,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::build::{ChildObjects, PrometheusRule, ServiceMonitor, labels};
+use crate::crd::conditions;
 use crate::validate::Owner;
 
 /// The field manager of every write the operator makes.
@@ -20,18 +25,91 @@ pub const FIELD_MANAGER: &str = "mlkube-operator";
 
 /// Why applying children failed.
 #[derive(Debug, thiserror::Error)]
-#[error("could not {op} {kind} {name:?}")]
-pub struct ApplyError {
-    pub op: &'static str,
-    pub kind: &'static str,
-    pub name: String,
-    #[source]
-    pub source: kube::Error,
+pub enum ApplyError {
+    #[error("could not {op} {kind} {name:?}: {}", api_message(source))]
+    Api {
+        op: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "{kind} {name:?} already exists and is not owned by this resource ({holder}); rename or delete it, or annotate it with {annotation}=true to let the operator adopt it",
+        annotation = labels::ALLOW_ADOPTION
+    )]
+    NameConflict {
+        kind: &'static str,
+        name: String,
+        /// Who holds it: "controlled by Kind/name" or "not controlled by anything".
+        holder: String,
+    },
 }
 
 impl ApplyError {
     pub fn reason(&self) -> &'static str {
-        "ApplyFailed"
+        match self {
+            Self::Api { source, .. } => api_reason(source).unwrap_or("ApplyFailed"),
+            Self::NameConflict { .. } => conditions::NAME_CONFLICT,
+        }
+    }
+
+    /// The API server's own retry hint (429 `details.retryAfterSeconds`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Api { source, .. } => retry_after(source),
+            Self::NameConflict { .. } => None,
+        }
+    }
+}
+
+/// The condition reason of an API error, from its HTTP status: `Forbidden` (403, RBAC),
+/// `NotFound` (404), `Conflict` (409), `Expired` (410), `Invalid` (422, the object was refused),
+/// `Throttled` (429), `ApiServerError` (5xx); `None` for anything else (no answer, a decode error).
+pub fn api_reason(err: &kube::Error) -> Option<&'static str> {
+    match err {
+        kube::Error::Api(status) => match status.code {
+            403 => Some(conditions::FORBIDDEN),
+            404 => Some(conditions::NOT_FOUND),
+            409 => Some(conditions::CONFLICT),
+            410 => Some(conditions::EXPIRED),
+            422 => Some(conditions::INVALID),
+            429 => Some(conditions::THROTTLED),
+            500..=599 => Some(conditions::API_SERVER_ERROR),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// How long the API server asked us to wait (`details.retryAfterSeconds` of a 429 or 5xx).
+pub fn retry_after(err: &kube::Error) -> Option<std::time::Duration> {
+    match err {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| std::time::Duration::from_secs(u64::from(s))),
+        _ => None,
+    }
+}
+
+/// An API error in words for a condition message: the server's message, reason and status code
+/// (not kube's `Debug` dump); other errors with their source chain.
+pub fn api_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("{} ({}, HTTP {})", status.message, status.reason, status.code),
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                source = s.source();
+            }
+            message
+        }
     }
 }
 
@@ -62,23 +140,6 @@ impl Kinds {
     }
 }
 
-/// Whether `live` already holds every field of `desired` (objects: a superset of keys; arrays:
-/// the same length, element by element). Fields the API server defaults or other managers set
-/// do not count as drift; a changed or removed field of ours does.
-pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| {
-            l.get(k).is_some_and(|lv| contains(lv, dv)) || (dv.is_null() && !l.contains_key(k))
-        }),
-        (Value::Array(l), Value::Array(d)) => {
-            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
-        }
-        (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
-        _ => live == desired,
-    }
-}
-
 /// Applied (or already up-to-date) children, as the API server returned them.
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
@@ -93,6 +154,51 @@ struct Applier<'a> {
 }
 
 impl Applier<'_> {
+    /// Refuse to take over an object we do not own: one that another controller owns, or a
+    /// user's, unless it carries `mlkube.io/allow-adoption: "true"` (then our apply adds our
+    /// controller ownerReference and labels). An object we own that lost our labels is ours.
+    async fn check_name<K>(&self, api: &Api<K>, kind: &'static str, name: &str) -> Result<(), ApplyError>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    {
+        let existing = api.get_opt(name).await.map_err(|source| ApplyError::Api {
+            op: "get",
+            kind,
+            name: name.to_owned(),
+            source,
+        })?;
+        let Some(existing) = existing else {
+            return Ok(());
+        };
+        let controller = existing
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true));
+        match controller {
+            Some(c) if c.uid == self.owner.reference.uid => Ok(()),
+            None if existing
+                .meta()
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::ALLOW_ADOPTION))
+                .is_some_and(|v| v == "true") =>
+            {
+                tracing::info!(kind, name, "adopting (annotated {})", labels::ALLOW_ADOPTION);
+                Ok(())
+            }
+            _ => Err(ApplyError::NameConflict {
+                kind,
+                name: name.to_owned(),
+                holder: match controller {
+                    Some(c) => format!("controlled by {}/{}", c.kind, c.name),
+                    None => "not controlled by anything".to_owned(),
+                },
+            }),
+        }
+    }
+
     async fn reconcile_kind<K>(
         &mut self,
         kind: &'static str,
@@ -108,7 +214,7 @@ impl Applier<'_> {
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.owner.namespace);
         let params = ListParams::default().labels(&labels::children_selector(&self.owner.name));
-        let live = api.list(&params).await.map_err(|source| ApplyError {
+        let live = api.list(&params).await.map_err(|source| ApplyError::Api {
             op: "list",
             kind,
             name: String::new(),
@@ -128,29 +234,39 @@ impl Applier<'_> {
         let mut result = Vec::with_capacity(desired.len());
         for want in desired {
             let name = want.meta().name.clone().unwrap_or_default();
+            // The applied intent: a hash of the object as built, recorded on the object.
+            let mut want = want.clone();
+            let hash = drift::applied_hash(&serde_json::to_value(&want).unwrap_or_default());
+            want.meta_mut()
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(labels::APPLIED_HASH.to_owned(), hash.clone());
             let current = owned
                 .iter()
                 .find(|o| o.meta().name.as_deref() == Some(name.as_str()));
-            let up_to_date = match current {
+            match current {
                 Some(current) => {
                     let live = serde_json::to_value(current).unwrap_or_default();
-                    let want = serde_json::to_value(want).unwrap_or_default();
-                    contains(&live, &want)
+                    let desired = serde_json::to_value(&want).unwrap_or_default();
+                    match drift::drift(&live, &desired, &hash, FIELD_MANAGER) {
+                        None => {
+                            result.push(current.clone());
+                            continue;
+                        }
+                        Some(why) => tracing::debug!(kind, name, why, "drifted"),
+                    }
                 }
-                None => false,
-            };
-            if let (true, Some(current)) = (up_to_date, current) {
-                result.push(current.clone());
-                continue;
+                // Not among our children: the name may still be taken.
+                None => self.check_name(&api, kind, &name).await?,
             }
             let applied = api
                 .patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(want),
+                    &Patch::Apply(&want),
                 )
                 .await
-                .map_err(|source| ApplyError {
+                .map_err(|source| ApplyError::Api {
                     op: "apply",
                     kind,
                     name: name.clone(),
@@ -173,7 +289,7 @@ impl Applier<'_> {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(source) => {
-                        return Err(ApplyError {
+                        return Err(ApplyError::Api {
                             op: "delete",
                             kind,
                             name,
@@ -264,24 +380,5 @@ pub async fn fetch_monitoring_api(client: &Client) -> Result<bool, kube::Error> 
             .all(|plural| list.resources.iter().any(|r| r.name == *plural))),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(err) => Err(err),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn containment_ignores_server_defaults_but_not_our_changes() {
-        let desired = json!({"spec": {"replicas": 2, "ports": [{"name": "http", "port": 8000}]}});
-        let live = json!({"spec": {"replicas": 2, "revisionHistoryLimit": 10,
-            "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}]}, "status": {}});
-        assert!(contains(&live, &desired));
-        let scaled = json!({"spec": {"replicas": 5, "ports": [{"name": "http", "port": 8000}]}});
-        assert!(!contains(&scaled, &desired));
-        let extra_port = json!({"spec": {"replicas": 2, "ports": [{"name": "http", "port": 8000}, {"name": "x", "port": 1}]}});
-        assert!(!contains(&extra_port, &desired));
-        assert!(contains(&json!({"a": 1.0}), &json!({"a": 1})));
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::apiserver::{applied_values, as_applied, take_fields};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::controller::Action;
@@ -26,6 +27,24 @@ fn list_uri(prefix: &str, plural: &str, selector: &str) -> String {
 
 fn apply_uri(prefix: &str, plural: &str, name: &str) -> String {
     format!("{prefix}/namespaces/{NAMESPACE}/{plural}/{name}?&force=true&fieldManager=mlkube-operator")
+}
+
+fn object_uri(prefix: &str, plural: &str, name: &str) -> String {
+    format!("{prefix}/namespaces/{NAMESPACE}/{plural}/{name}")
+}
+
+/// The name check before a create: nothing by that name yet.
+fn absent(prefix: &str, plural: &str, name: &str) -> Step {
+    get(object_uri(prefix, plural, name), Reply::Status(404))
+}
+
+/// The body of the request `method uri` the server saw.
+fn sent<'a>(seen: &'a [Seen], method: &http::Method, uri: &str) -> &'a Value {
+    &seen
+        .iter()
+        .find(|s| s.method == *method && s.uri == uri)
+        .unwrap_or_else(|| panic!("no {method} {uri} in {seen:#?}"))
+        .body
 }
 
 const CORE: &str = "/api/v1";
@@ -91,16 +110,13 @@ fn md_children(md: &ModelDeployment, version: &str) -> build::ChildObjects {
     build::model_deployment(&v)
 }
 
-fn rolled_out(mut d: Deployment, replicas: i32) -> Value {
-    d.metadata.generation = Some(1);
-    let mut v = serde_json::to_value(&d).unwrap();
+/// A Deployment as the API server lists it after our apply, fully rolled out.
+fn rolled_out(d: Deployment, replicas: i32) -> Value {
+    let mut v = as_applied(&serde_json::to_value(&d).unwrap());
+    v["metadata"]["generation"] = json!(1);
     v["status"] = json!({"observedGeneration": 1, "replicas": replicas, "readyReplicas": replicas,
                          "updatedReplicas": replicas, "availableReplicas": replicas});
     v
-}
-
-fn values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
-    items.iter().map(|i| serde_json::to_value(i).unwrap()).collect()
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
@@ -144,16 +160,21 @@ async fn ts_create_path_applies_every_child_then_status() {
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(vec![]),
             ),
+            absent(CORE, "persistentvolumeclaims", "mlflow-artifacts"),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-artifacts")),
+            absent(CORE, "persistentvolumeclaims", "mlflow-backend"),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-backend")),
             get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
+            absent(APPS, "deployments", "mlflow"),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
             get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
+            absent(CORE, "services", "mlflow"),
             patch(apply_uri(CORE, "services", "mlflow")),
             get(list_uri(MONITORING, "servicemonitors", SELECTOR_TS), list(vec![])),
+            absent(MONITORING, "servicemonitors", "mlflow"),
             patch(apply_uri(MONITORING, "servicemonitors", "mlflow")),
             ts_status(),
         ],
@@ -164,14 +185,30 @@ async fn ts_create_path_applies_every_child_then_status() {
     assert_eq!(action, Action::requeue(tracking_server::RESYNC));
     let seen = server.await.unwrap();
 
-    let deployment = &seen[6].body;
+    let deployment = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow"),
+    );
+    // The applied intent is recorded on the object.
+    assert_eq!(
+        deployment["metadata"]["annotations"]["mlkube.io/applied-hash"]
+            .as_str()
+            .unwrap()
+            .len(),
+        16
+    );
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], UID);
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["controller"], true);
     assert!(deployment["spec"]["template"]["metadata"]["annotations"].is_null());
-    let monitor = &seen[12].body;
+    let monitor = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(MONITORING, "servicemonitors", "mlflow"),
+    );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
-    let status = &seen[13].body;
+    let status = &seen.last().unwrap().body;
     assert_eq!(status["apiVersion"], "mlkube.io/v1alpha1");
     assert_eq!(status["kind"], "TrackingServer");
     let status = &status["status"];
@@ -194,7 +231,7 @@ async fn ts_up_to_date_makes_no_writes() {
             get(DISCOVERY, monitoring_api()),
             get(
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
-                list(values(&children.persistent_volume_claims)),
+                list(applied_values(&children.persistent_volume_claims)),
             ),
             get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(
@@ -205,11 +242,11 @@ async fn ts_up_to_date_makes_no_writes() {
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
             get(
                 list_uri(CORE, "services", SELECTOR_TS),
-                list(values(&children.services)),
+                list(applied_values(&children.services)),
             ),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
-                list(values(&children.service_monitors)),
+                list(applied_values(&children.service_monitors)),
             ),
         ]
     };
@@ -245,10 +282,19 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
     let (ctx, handle) = context(FakeRegistry::resolving("3"));
     let ts = tracking_server(json!({}));
     let children = ts_children(&ts, true);
-    // Someone scaled the Deployment and changed its image.
+    // Someone scaled the Deployment and changed its image: the API server hands those fields to
+    // their field managers.
     let mut drifted = rolled_out(children.deployments[0].clone(), 1);
     drifted["spec"]["replicas"] = json!(3);
     drifted["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
+    take_fields(
+        &mut drifted,
+        "kubectl-edit",
+        &[
+            "/f:spec/f:replicas",
+            "/f:spec/f:template/f:spec/f:containers/k:{\"name\":\"mlkube-server\"}/f:image",
+        ],
+    );
     // A node sampler left over from when it was enabled.
     let mut with_sampler = ts.clone();
     with_sampler.spec.node_sampler.enabled = true;
@@ -257,9 +303,9 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
     let mut foreign = serde_json::to_value(&children.services[0]).unwrap();
     foreign["metadata"]["name"] = json!("mlflow-foreign");
     foreign["metadata"]["ownerReferences"][0]["uid"] = json!("99999999-0000-4000-8000-000000000000");
-    let mut services = values(&children.services);
+    let mut services = applied_values(&children.services);
     services.push(foreign);
-    services.extend(values(
+    services.extend(applied_values(
         &old.services
             .iter()
             .filter(|s| s.metadata.name.as_deref() == Some("mlflow-node-sampler"))
@@ -272,21 +318,21 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
             get(DISCOVERY, monitoring_api()),
             get(
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
-                list(values(&children.persistent_volume_claims)),
+                list(applied_values(&children.persistent_volume_claims)),
             ),
             get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![drifted])),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(
                 list_uri(CORE, "serviceaccounts", SELECTOR_TS),
-                list(values(&old.service_accounts)),
+                list(applied_values(&old.service_accounts)),
             ),
             delete(format!(
                 "{CORE}/namespaces/{NAMESPACE}/serviceaccounts/mlflow-node-sampler?"
             )),
             get(
                 list_uri(APPS, "daemonsets", SELECTOR_TS),
-                list(values(&old.daemon_sets)),
+                list(applied_values(&old.daemon_sets)),
             ),
             delete(format!(
                 "{APPS}/namespaces/{NAMESPACE}/daemonsets/mlflow-node-sampler?"
@@ -297,7 +343,7 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
             )),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
-                list(values(&old.service_monitors)),
+                list(applied_values(&old.service_monitors)),
             ),
             delete(format!(
                 "{MONITORING}/namespaces/{NAMESPACE}/servicemonitors/mlflow-node-sampler?"
@@ -330,14 +376,18 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(vec![]),
             ),
+            absent(CORE, "persistentvolumeclaims", "mlflow-artifacts"),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-artifacts")),
+            absent(CORE, "persistentvolumeclaims", "mlflow-backend"),
             patch(apply_uri(CORE, "persistentvolumeclaims", "mlflow-backend")),
             get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
+            absent(APPS, "deployments", "mlflow"),
             patch(apply_uri(APPS, "deployments", "mlflow")),
             get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
             get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
             get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
+            absent(CORE, "services", "mlflow"),
             patch(apply_uri(CORE, "services", "mlflow")),
             ts_status(),
         ],
@@ -346,11 +396,15 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let annotations = &seen[6].body["spec"]["template"]["metadata"]["annotations"];
+    let annotations = &sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow"),
+    )["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], "5000");
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
-    let status = &seen[11].body["status"];
+    let status = &seen.last().unwrap().body["status"];
     let monitoring = condition(status, "Monitoring");
     assert_eq!(monitoring["status"], "False");
     assert_eq!(monitoring["reason"], "PrometheusOperatorMissing");
@@ -381,34 +435,41 @@ async fn deleted_resources_are_left_to_garbage_collection() {
 
 // === ModelDeployment ===
 
-fn md_full_pass(deployments: Reply, services: Reply, monitors: Reply, rules: Reply) -> Vec<Step> {
-    vec![
+/// A ModelDeployment pass that writes all four children: created (`lists` empty, each name
+/// checked first) or updated (`lists` holding our previous children).
+fn md_full_pass(lists: Option<[Reply; 4]>) -> Vec<Step> {
+    let create = lists.is_none();
+    let [deployments, services, monitors, rules] =
+        lists.unwrap_or_else(|| [list(vec![]), list(vec![]), list(vec![]), list(vec![])]);
+    let mut steps = vec![
         get(
             format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
             Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
         ),
         get(DISCOVERY, monitoring_api()),
-        get(list_uri(APPS, "deployments", SELECTOR_MD), deployments),
-        patch(apply_uri(APPS, "deployments", "churn")),
-        get(list_uri(CORE, "services", SELECTOR_MD), services),
-        patch(apply_uri(CORE, "services", "churn")),
-        get(list_uri(MONITORING, "servicemonitors", SELECTOR_MD), monitors),
-        patch(apply_uri(MONITORING, "servicemonitors", "churn")),
-        get(list_uri(MONITORING, "prometheusrules", SELECTOR_MD), rules),
-        patch(apply_uri(MONITORING, "prometheusrules", "churn")),
-        post_event(),
-        md_status(),
-    ]
+    ];
+    for (prefix, plural, live) in [
+        (APPS, "deployments", deployments),
+        (CORE, "services", services),
+        (MONITORING, "servicemonitors", monitors),
+        (MONITORING, "prometheusrules", rules),
+    ] {
+        steps.push(get(list_uri(prefix, plural, SELECTOR_MD), live));
+        if create {
+            steps.push(absent(prefix, plural, "churn"));
+        }
+        steps.push(patch(apply_uri(prefix, plural, "churn")));
+    }
+    steps.push(post_event());
+    steps.push(md_status());
+    steps
 }
 
 #[tokio::test]
 async fn md_create_path_resolves_the_alias_and_records_it() {
     let registry = FakeRegistry::resolving("3");
     let (ctx, handle) = context(registry.clone());
-    let server = serve(
-        handle,
-        md_full_pass(list(vec![]), list(vec![]), list(vec![]), list(vec![])),
-    );
+    let server = serve(handle, md_full_pass(None));
     let action = guarded(model_deployment::reconcile(Arc::new(model_deployment(None)), ctx))
         .await
         .unwrap();
@@ -421,7 +482,11 @@ async fn md_create_path_resolves_the_alias_and_records_it() {
             "models:/churn@champion".to_owned()
         )]
     );
-    let deployment = &seen[3].body;
+    let deployment = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
     assert_eq!(deployment["metadata"]["labels"]["mlkube.io/model-version"], "3");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let containers = deployment["spec"]["template"]["spec"]["containers"]
@@ -430,17 +495,22 @@ async fn md_create_path_resolves_the_alias_and_records_it() {
     assert_eq!(containers[0]["command"][4], "models:/churn/3");
     assert_eq!(containers[1]["name"], "mlkube-sidecar");
     assert_eq!(containers[1]["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let service_ports = &seen[5].body["spec"]["ports"];
+    let service_ports =
+        &sent(&seen, &http::Method::PATCH, &apply_uri(CORE, "services", "churn"))["spec"]["ports"];
     assert_eq!(service_ports[0]["port"], 8000);
     assert_eq!(service_ports[1]["port"], 8001);
-    let rules = &seen[9].body["spec"]["groups"][0]["rules"];
+    let rules = &sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(MONITORING, "prometheusrules", "churn"),
+    )["spec"]["groups"][0]["rules"];
     assert_eq!(rules[0]["alert"], "MlkubeModelLatencyP99High");
-    let event = &seen[10].body;
+    let event = &seen[seen.len() - 2].body;
     assert_eq!(event["reason"], "ModelVersionResolved");
     assert_eq!(event["type"], "Normal");
     assert_eq!(event["note"], "models:/churn@champion is version 3");
     assert_eq!(event["regarding"]["kind"], "ModelDeployment");
-    let status = &seen[11].body["status"];
+    let status = &seen.last().unwrap().body["status"];
     assert_eq!(status["resolvedModel"]["version"], "3");
     assert_eq!(status["resolvedModel"]["runId"], "run3");
     assert_eq!(status["resolvedModel"]["reference"], "models:/churn@champion");
@@ -461,18 +531,22 @@ async fn md_alias_move_rolls_the_deployment() {
     let (ctx, handle) = context(FakeRegistry::resolving("4"));
     let server = serve(
         handle,
-        md_full_pass(
+        md_full_pass(Some([
             list(vec![rolled_out(old.deployments[0].clone(), 2)]),
-            list(values(&old.services)),
-            list(values(&old.service_monitors)),
-            list(values(&old.prometheus_rules)),
-        ),
+            list(applied_values(&old.services)),
+            list(applied_values(&old.service_monitors)),
+            list(applied_values(&old.prometheus_rules)),
+        ])),
     );
     guarded(model_deployment::reconcile(Arc::new(md), ctx))
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let deployment = &seen[3].body;
+    let deployment = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
     assert_eq!(
         deployment["spec"]["template"]["metadata"]["labels"]["mlkube.io/model-version"],
         "4"
@@ -510,15 +584,15 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
             ),
             get(
                 list_uri(CORE, "services", SELECTOR_MD),
-                list(values(&current.services)),
+                list(applied_values(&current.services)),
             ),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
-                list(values(&current.service_monitors)),
+                list(applied_values(&current.service_monitors)),
             ),
             get(
                 list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
-                list(values(&current.prometheus_rules)),
+                list(applied_values(&current.prometheus_rules)),
             ),
             post_event(),
             md_status(),
@@ -529,6 +603,15 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "RegistryUnavailable");
+    // Retries back off: 5s, then 10s.
+    assert_eq!(
+        model_deployment::error_policy(md.clone(), &err, ctx.clone()),
+        Action::requeue(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        model_deployment::error_policy(md, &err, ctx),
+        Action::requeue(std::time::Duration::from_secs(10))
+    );
     let seen = server.await.unwrap();
     assert_eq!(seen[6].body["type"], "Warning");
     assert_eq!(seen[6].body["reason"], "RegistryUnavailable");
@@ -540,15 +623,6 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
     assert_eq!(
         condition(status, "ModelResolved")["reason"],
         "RegistryUnavailable"
-    );
-    // Retries back off: 5s, then 10s.
-    assert_eq!(
-        model_deployment::error_policy(md.clone(), &err, ctx.clone()),
-        Action::requeue(std::time::Duration::from_secs(5))
-    );
-    assert_eq!(
-        model_deployment::error_policy(md, &err, ctx),
-        Action::requeue(std::time::Duration::from_secs(10))
     );
 }
 
@@ -599,15 +673,15 @@ async fn md_unknown_alias_is_model_not_found_not_an_unavailable_registry() {
             ),
             get(
                 list_uri(CORE, "services", SELECTOR_MD),
-                list(values(&current.services)),
+                list(applied_values(&current.services)),
             ),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
-                list(values(&current.service_monitors)),
+                list(applied_values(&current.service_monitors)),
             ),
             get(
                 list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
-                list(values(&current.prometheus_rules)),
+                list(applied_values(&current.prometheus_rules)),
             ),
             post_event(),
             md_status(),
@@ -670,15 +744,15 @@ async fn md_up_to_date_makes_no_writes() {
             ),
             get(
                 list_uri(CORE, "services", SELECTOR_MD),
-                list(values(&current.services)),
+                list(applied_values(&current.services)),
             ),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
-                list(values(&current.service_monitors)),
+                list(applied_values(&current.service_monitors)),
             ),
             get(
                 list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
-                list(values(&current.prometheus_rules)),
+                list(applied_values(&current.prometheus_rules)),
             ),
         ]
     };
@@ -720,11 +794,7 @@ async fn md_with_an_external_tracking_uri_uses_its_credentials() {
         format!("{CORE}/namespaces/{NAMESPACE}/secrets/reader"),
         Reply::Json(secret),
     )];
-    steps.extend(
-        md_full_pass(list(vec![]), list(vec![]), list(vec![]), list(vec![]))
-            .into_iter()
-            .skip(1),
-    );
+    steps.extend(md_full_pass(None).into_iter().skip(1));
     let server = serve(handle, steps);
     guarded(model_deployment::reconcile(Arc::new(md), ctx))
         .await
@@ -737,7 +807,11 @@ async fn md_with_an_external_tracking_uri_uses_its_credentials() {
             "models:/churn@champion".to_owned()
         )]
     );
-    let sidecar_env = &seen[3].body["spec"]["template"]["spec"]["containers"][1]["env"];
+    let sidecar_env = &sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    )["spec"]["template"]["spec"]["containers"][1]["env"];
     assert_eq!(sidecar_env[0]["name"], "MLFLOW_TRACKING_PASSWORD");
     assert_eq!(sidecar_env[0]["valueFrom"]["secretKeyRef"]["name"], "reader");
     assert_eq!(sidecar_env[2]["name"], "MLFLOW_TRACKING_USERNAME");
@@ -755,8 +829,10 @@ async fn md_without_prometheus_operator_falls_back_to_annotations() {
             ),
             get(DISCOVERY, Reply::Status(404)),
             get(list_uri(APPS, "deployments", SELECTOR_MD), list(vec![])),
+            absent(APPS, "deployments", "churn"),
             patch(apply_uri(APPS, "deployments", "churn")),
             get(list_uri(CORE, "services", SELECTOR_MD), list(vec![])),
+            absent(CORE, "services", "churn"),
             patch(apply_uri(CORE, "services", "churn")),
             post_event(),
             md_status(),
@@ -766,10 +842,14 @@ async fn md_without_prometheus_operator_falls_back_to_annotations() {
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let annotations = &seen[3].body["spec"]["template"]["metadata"]["annotations"];
+    let annotations = &sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    )["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], "8001");
-    let monitoring = condition(&seen[7].body["status"], "Monitoring");
+    let monitoring = condition(&seen.last().unwrap().body["status"], "Monitoring");
     assert_eq!(monitoring["status"], "False");
     assert_eq!(monitoring["reason"], "PrometheusOperatorMissing");
 }
@@ -780,12 +860,17 @@ async fn ts_invalid_spec_writes_only_status() {
     // CRD, or a write that bypassed validation) and touches no child.
     let (ctx, handle) = context(FakeRegistry::resolving("3"));
     let ts = tracking_server(json!({"replicas": 2}));
-    let server = serve(handle, vec![get(DISCOVERY, monitoring_api()), ts_status()]);
+    let server = serve(
+        handle,
+        vec![get(DISCOVERY, monitoring_api()), ts_status(), post_event()],
+    );
     let err = guarded(tracking_server::reconcile(Arc::new(ts), ctx))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "InvalidSpec");
     let seen = server.await.unwrap();
+    assert_eq!(seen[2].body["reason"], "InvalidSpec");
+    assert_eq!(seen[2].body["action"], "Validate");
     let status = &seen[1].body["status"];
     assert_eq!(condition(status, "Ready")["reason"], "InvalidSpec");
     assert_eq!(condition(status, "Degraded")["status"], "True");
@@ -794,5 +879,459 @@ async fn ts_invalid_spec_writes_only_status() {
             .as_str()
             .unwrap()
             .contains("sqlite backendStore supports exactly one replica")
+    );
+}
+
+// === API errors: every failed stage writes the status, publishes an Event, backs off ===
+
+fn patch_answered(uri: String, reply: Reply) -> Step {
+    Step {
+        method: http::Method::PATCH,
+        uri,
+        reply,
+    }
+}
+
+/// A settled, healthy ModelDeployment serving version 3 with two replicas.
+fn healthy_md() -> ModelDeployment {
+    model_deployment(Some(json!({
+        "observedGeneration": 2,
+        "resolvedModel": {"reference": "models:/churn@champion", "name": "churn", "version": "3", "runId": "run3"},
+        "url": "http://churn.ml.svc:8000", "replicas": 2, "readyReplicas": 2,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Available", "message": "2/2 replicas available",
+             "lastTransitionTime": EARLIER, "observedGeneration": 2},
+            {"type": "Degraded", "status": "False", "reason": "AsExpected", "message": "no problems found",
+             "lastTransitionTime": EARLIER, "observedGeneration": 2},
+            {"type": "ModelResolved", "status": "True", "reason": "Resolved",
+             "message": "models:/churn@champion is version 3", "lastTransitionTime": EARLIER, "observedGeneration": 2},
+        ],
+    })))
+}
+
+/// `healthy_md` scaled to three replicas (generation 3), and the steps up to the Deployment
+/// apply, whose answer is `reply`.
+fn md_scaled_until_deployment_apply(reply: Reply) -> (ModelDeployment, Vec<Step>) {
+    let old = healthy_md();
+    let current = md_children(&old, "3");
+    let mut md = old;
+    md.spec.replicas = 3;
+    md.metadata.generation = Some(3);
+    let steps = vec![
+        get(
+            format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+            Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+        ),
+        get(DISCOVERY, monitoring_api()),
+        get(
+            list_uri(APPS, "deployments", SELECTOR_MD),
+            list(vec![rolled_out(current.deployments[0].clone(), 2)]),
+        ),
+        patch_answered(apply_uri(APPS, "deployments", "churn"), reply),
+    ];
+    (md, steps)
+}
+
+#[tokio::test]
+async fn md_forbidden_apply_writes_the_status_and_an_event_then_backs_off() {
+    // RBAC: the operator may not patch Deployments. Before, the reconcile returned before the
+    // status, and Ready=True stayed on a ModelDeployment whose spec was never applied.
+    let (md, mut steps) =
+        md_scaled_until_deployment_apply(forbidden("patch", "deployments", "apps", "churn"));
+    steps.push(md_status());
+    steps.push(post_event());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    let md = Arc::new(md);
+    let err = guarded(model_deployment::reconcile(md.clone(), ctx.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Forbidden");
+    // Backoff, never a hot loop: 5s, 10s, 20s.
+    for secs in [5, 10, 20] {
+        assert_eq!(
+            model_deployment::error_policy(md.clone(), &err, ctx.clone()),
+            Action::requeue(std::time::Duration::from_secs(secs))
+        );
+    }
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let status = &seen[4].body["status"];
+    assert_eq!(status["observedGeneration"], 3);
+    let ready = condition(status, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("Forbidden"))
+    );
+    assert_eq!(ready["lastTransitionTime"], NOW);
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not apply Deployment \"churn\"")
+            && message.contains("cannot patch resource \"deployments\"")
+            && message.contains("HTTP 403"),
+        "{message}"
+    );
+    assert_eq!(condition(status, "Degraded")["reason"], "Forbidden");
+    // What the failure does not touch stays as it was.
+    assert_eq!(condition(status, "ModelResolved")["status"], "True");
+    assert_eq!(status["resolvedModel"]["version"], "3");
+    let event = &seen[5].body;
+    assert_eq!(
+        (
+            event["type"].as_str(),
+            event["reason"].as_str(),
+            event["action"].as_str()
+        ),
+        (Some("Warning"), Some("Forbidden"), Some("Apply"))
+    );
+    assert_eq!(event["regarding"]["name"], "churn");
+}
+
+#[tokio::test]
+async fn a_failing_object_is_not_rewritten_on_every_retry() {
+    // The second attempt fails the same way: no status write (it would re-trigger the watch),
+    // no second Event; only the reads and the failing apply.
+    let (md, mut steps) =
+        md_scaled_until_deployment_apply(forbidden("patch", "deployments", "apps", "churn"));
+    steps.push(md_status());
+    steps.push(post_event());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))
+        .await
+        .unwrap_err();
+    let failed = server.await.unwrap()[4].body["status"].clone();
+
+    let mut again = md;
+    again.status = Some(serde_json::from_value(failed).unwrap());
+    let (_, steps) = md_scaled_until_deployment_apply(forbidden("patch", "deployments", "apps", "churn"));
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    let err = guarded(model_deployment::reconcile(Arc::new(again), ctx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Forbidden");
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+}
+
+/// The TrackingServer steps up to (and including) the list of Services, with every earlier child
+/// current.
+fn ts_until_services(ts: &TrackingServer, services: Reply) -> Vec<Step> {
+    let children = ts_children(ts, true);
+    vec![
+        get(DISCOVERY, monitoring_api()),
+        get(
+            list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+            list(applied_values(&children.persistent_volume_claims)),
+        ),
+        get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
+        get(
+            list_uri(APPS, "deployments", SELECTOR_TS),
+            list(vec![rolled_out(children.deployments[0].clone(), 1)]),
+        ),
+        get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
+        get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+        get(list_uri(CORE, "services", SELECTOR_TS), services),
+    ]
+}
+
+#[tokio::test]
+async fn conflict_invalid_and_server_errors_have_their_own_reasons() {
+    let invalid = api_error(
+        422,
+        "Invalid",
+        "Service \"mlflow\" is invalid: spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'",
+        json!({"name": "mlflow", "kind": "Service",
+               "causes": [{"reason": "FieldValueForbidden", "field": "spec.ports[0].nodePort"}]}),
+    );
+    let conflict = api_error(
+        409,
+        "Conflict",
+        "Operation cannot be fulfilled on services \"mlflow\": the object has been modified; please apply your changes to the latest version and try again",
+        json!({"name": "mlflow", "kind": "services"}),
+    );
+    for (reply, reason, needle) in [
+        (conflict, "Conflict", "the object has been modified"),
+        (invalid, "Invalid", "may not be used when `type` is 'ClusterIP'"),
+        (Reply::Status(500), "ApiServerError", "HTTP 500"),
+        (Reply::Status(503), "ApiServerError", "ServiceUnavailable"),
+    ] {
+        let ts = tracking_server(json!({}));
+        let mut steps = ts_until_services(&ts, list(vec![]));
+        steps.push(absent(CORE, "services", "mlflow"));
+        steps.push(patch_answered(apply_uri(CORE, "services", "mlflow"), reply));
+        steps.push(ts_status());
+        steps.push(post_event());
+        let (ctx, handle) = context(FakeRegistry::resolving("3"));
+        let server = serve(handle, steps);
+        let err = guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), reason);
+        let seen = server.await.unwrap();
+        let status = &seen[seen.len() - 2].body["status"];
+        let degraded = condition(status, "Degraded");
+        assert_eq!(degraded["reason"], reason);
+        assert!(
+            degraded["message"].as_str().unwrap().contains(needle),
+            "{reason}: {degraded}"
+        );
+        assert_eq!(condition(status, "Ready")["status"], "False");
+        assert_eq!(seen.last().unwrap().body["reason"], reason);
+    }
+}
+
+#[tokio::test]
+async fn throttled_and_expired_lists_back_off_as_the_server_asks() {
+    for (reply, reason, first, second) in [
+        // 429 with retryAfterSeconds 30: never sooner than asked.
+        (throttled(30), "Throttled", 30, 30),
+        // 410 (a compacted resourceVersion): the next attempt lists afresh, after the backoff.
+        (expired(), "Expired", 5, 10),
+    ] {
+        let ts = Arc::new(tracking_server(json!({})));
+        let (ctx, handle) = context(FakeRegistry::resolving("3"));
+        let server = serve(
+            handle,
+            vec![
+                get(DISCOVERY, monitoring_api()),
+                get(list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS), reply),
+                ts_status(),
+                post_event(),
+            ],
+        );
+        let err = guarded(tracking_server::reconcile(ts.clone(), ctx.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), reason);
+        assert_eq!(
+            tracking_server::error_policy(ts.clone(), &err, ctx.clone()),
+            Action::requeue(std::time::Duration::from_secs(first))
+        );
+        assert_eq!(
+            tracking_server::error_policy(ts, &err, ctx.clone()),
+            Action::requeue(std::time::Duration::from_secs(second))
+        );
+        drop(ctx);
+        let seen = server.await.unwrap();
+        assert_eq!(condition(&seen[2].body["status"], "Ready")["reason"], reason);
+        assert_eq!(seen[3].body["action"], "Apply");
+    }
+}
+
+// === Name collisions ===
+
+/// A Service named like our child that the user created (no owner).
+fn users_service(annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "mlflow", "namespace": NAMESPACE, "uid": "22222222-0000-4000-8000-000000000000",
+                        "resourceVersion": "77", "creationTimestamp": EARLIER, "annotations": annotations,
+                        "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update",
+                                           "apiVersion": "v1", "time": EARLIER, "fieldsType": "FieldsV1",
+                                           "fieldsV1": {"f:spec": {"f:ports": {}}}}]},
+           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.12", "selector": {"app": "my-mlflow"},
+                    "ports": [{"name": "web", "port": 5000, "protocol": "TCP", "targetPort": 5000}]}})
+}
+
+#[tokio::test]
+async fn an_object_we_do_not_own_is_never_taken_over() {
+    // A user's Service/mlflow, and one that another TrackingServer controls.
+    let mut others = users_service(json!({}));
+    others["metadata"]["ownerReferences"] = json!([{"apiVersion": "mlkube.io/v1alpha1", "kind": "TrackingServer",
+        "name": "other", "uid": "33333333-0000-4000-8000-000000000000", "controller": true}]);
+    for (existing, holder) in [
+        (
+            users_service(json!({"note": "mine"})),
+            "not controlled by anything",
+        ),
+        (others, "controlled by TrackingServer/other"),
+    ] {
+        let ts = tracking_server(json!({}));
+        let mut steps = ts_until_services(&ts, list(vec![]));
+        steps.push(get(object_uri(CORE, "services", "mlflow"), Reply::Json(existing)));
+        steps.push(ts_status());
+        steps.push(post_event());
+        let (ctx, handle) = context(FakeRegistry::resolving("3"));
+        let server = serve(handle, steps);
+        let err = guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "NameConflict");
+        let seen = server.await.unwrap();
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == http::Method::PATCH && s.uri.contains("/services/")),
+            "{seen:#?}"
+        );
+        let ready = condition(&seen[seen.len() - 2].body["status"], "Ready");
+        assert_eq!(ready["reason"], "NameConflict");
+        let message = ready["message"].as_str().unwrap();
+        assert!(
+            message.contains("Service \"mlflow\" already exists")
+                && message.contains(holder)
+                && message.contains("mlkube.io/allow-adoption=true"),
+            "{message}"
+        );
+        assert_eq!(seen.last().unwrap().body["reason"], "NameConflict");
+    }
+}
+
+#[tokio::test]
+async fn an_object_annotated_for_adoption_is_adopted() {
+    let ts = tracking_server(json!({}));
+    let mut steps = ts_until_services(&ts, list(vec![]));
+    steps.push(get(
+        object_uri(CORE, "services", "mlflow"),
+        Reply::Json(users_service(json!({"mlkube.io/allow-adoption": "true"}))),
+    ));
+    steps.push(patch(apply_uri(CORE, "services", "mlflow")));
+    steps.push(get(
+        list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
+        list(vec![]),
+    ));
+    steps.push(absent(MONITORING, "servicemonitors", "mlflow"));
+    steps.push(patch(apply_uri(MONITORING, "servicemonitors", "mlflow")));
+    steps.push(ts_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let service = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(CORE, "services", "mlflow"),
+    );
+    assert_eq!(service["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(
+        service["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "mlkube"
+    );
+}
+
+// === Live objects as a real API server returns them ===
+
+/// The hand-written fixture `tests/fixtures/apiserver/<file>`, each object's applied-intent
+/// annotation filled in from the built child of the same kind (the API server keeps it verbatim).
+fn apiserver_fixture(file: &str, built: &build::ChildObjects) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/apiserver")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut objects: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let built: Vec<Value> = [
+        applied_hash_input(&built.deployments),
+        applied_hash_input(&built.services),
+        applied_hash_input(&built.service_monitors),
+        applied_hash_input(&built.prometheus_rules),
+    ]
+    .concat();
+    for object in &mut objects {
+        let twin = built
+            .iter()
+            .find(|b| b["kind"] == object["kind"] && b["metadata"]["name"] == object["metadata"]["name"])
+            .unwrap_or_else(|| {
+                panic!(
+                    "{file}: the operator builds no {} {}",
+                    object["kind"], object["metadata"]["name"]
+                )
+            });
+        assert_eq!(
+            object["metadata"]["annotations"]["mlkube.io/applied-hash"],
+            "APPLIED_HASH"
+        );
+        object["metadata"]["annotations"]["mlkube.io/applied-hash"] =
+            json!(mlkube_operator::apply::drift::applied_hash(twin));
+    }
+    objects
+}
+
+fn applied_hash_input<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
+    items.iter().map(|i| serde_json::to_value(i).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn md_against_objects_as_the_api_server_returns_them_makes_no_writes() {
+    // Defaulted fields, normalised quantities (`cpu: "0.5"` is 500m, 1024Mi is 1Gi), server
+    // metadata, other managers' entries and status: none of it is drift. Comparing whole objects
+    // saw drift here on every resync and re-applied forever.
+    let mut md = model_deployment(None);
+    md.spec.resources = serde_json::from_value(json!({
+        "requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "2048Mi"}}))
+    .unwrap();
+    let live = apiserver_fixture("modeldeployment-churn.yaml", &md_children(&md, "3"));
+    let of = |kind: &str| -> Reply { list(live.iter().filter(|o| o["kind"] == kind).cloned().collect()) };
+    let reads = || {
+        vec![
+            get(
+                format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+                Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+            ),
+            get(DISCOVERY, monitoring_api()),
+            get(list_uri(APPS, "deployments", SELECTOR_MD), of("Deployment")),
+            get(list_uri(CORE, "services", SELECTOR_MD), of("Service")),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
+                of("ServiceMonitor"),
+            ),
+            get(
+                list_uri(MONITORING, "prometheusrules", SELECTOR_MD),
+                of("PrometheusRule"),
+            ),
+        ]
+    };
+    // First pass: the children are current; only the status (and the resolved-version Event).
+    let mut steps = reads();
+    steps.push(post_event());
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))
+        .await
+        .unwrap();
+    let status = server.await.unwrap().last().unwrap().body["status"].clone();
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Progressing")["reason"], "RolloutComplete");
+
+    // Every resync after that: reads only.
+    let mut settled = md;
+    settled.status = Some(serde_json::from_value(status).unwrap());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, reads());
+    guarded(model_deployment::reconcile(Arc::new(settled), ctx))
+        .await
+        .unwrap();
+    assert_eq!(server.await.unwrap().len(), 6);
+}
+
+#[test]
+fn the_fixture_is_drift_when_someone_else_takes_a_field() {
+    // The same fixture after `kubectl scale deployment churn --replicas 5`: the API server gives
+    // spec.replicas to kubectl's manager, and the operator applies again.
+    let mut md = model_deployment(None);
+    md.spec.resources = serde_json::from_value(json!({
+        "requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "2048Mi"}}))
+    .unwrap();
+    let built = md_children(&md, "3");
+    let mut live = apiserver_fixture("modeldeployment-churn.yaml", &built)
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    let desired = serde_json::to_value(&built.deployments[0]).unwrap();
+    let hash = mlkube_operator::apply::drift::applied_hash(&desired);
+    let mut with_annotation = desired.clone();
+    with_annotation["metadata"]["annotations"] = json!({"mlkube.io/applied-hash": hash});
+    assert_eq!(
+        mlkube_operator::apply::drift::drift(&live, &with_annotation, &hash, "mlkube-operator"),
+        None
+    );
+    live["spec"]["replicas"] = json!(5);
+    take_fields(&mut live, "kubectl", &["/f:spec/f:replicas"]);
+    assert_eq!(
+        mlkube_operator::apply::drift::drift(&live, &with_annotation, &hash, "mlkube-operator").as_deref(),
+        Some(".spec.replicas: owned by another field manager")
     );
 }

@@ -28,6 +28,12 @@ pub const COMPONENT_MODEL_SERVER: &str = "model-server";
 pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
 pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
+/// Annotation on every child: a hash of the object the operator last applied (see
+/// `apply::drift`).
+pub const APPLIED_HASH: &str = "mlkube.io/applied-hash";
+/// Annotation a user puts on an existing object to let the operator adopt it (take it over as a
+/// child) instead of reporting `NameConflict`.
+pub const ALLOW_ADOPTION: &str = "mlkube.io/allow-adoption";
 /// Default container for `kubectl logs` / `exec` on model pods.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 

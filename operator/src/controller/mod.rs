@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::apply::ApplyError;
+use crate::apply::{self, ApplyError};
 use crate::crd::conditions::{self, Desired};
 use crate::metrics::Metrics;
 use crate::registry::{ModelRegistry, RegistryError};
@@ -120,26 +120,57 @@ impl Context {
 /// Why a reconcile failed: one variant per pipeline stage.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("fetch failed")]
+    #[error("fetch failed: {}", apply::api_message(.0))]
     Fetch(#[source] kube::Error),
-    #[error("invalid spec")]
+    #[error("invalid spec: {0}")]
     Validate(#[source] ValidationError),
-    #[error("model resolution failed")]
+    #[error("model resolution failed: {0}")]
     Registry(#[source] RegistryError),
-    #[error("apply failed")]
+    #[error("apply failed: {0}")]
     Apply(#[source] ApplyError),
-    #[error("status update failed")]
+    #[error("status update failed: {}", apply::api_message(.0))]
     Status(#[source] kube::Error),
 }
 
 impl Error {
+    /// A bounded reason for metrics, conditions and Events: the stage's, refined by the API
+    /// server's answer (`Forbidden`, `Conflict`, `Expired`, `Invalid`, `Throttled`, …).
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Fetch(_) => "FetchFailed",
+            Self::Fetch(e) => apply::api_reason(e).unwrap_or("FetchFailed"),
             Self::Validate(e) => e.reason(),
             Self::Registry(e) => e.reason(),
             Self::Apply(e) => e.reason(),
-            Self::Status(_) => "StatusFailed",
+            Self::Status(e) => apply::api_reason(e).unwrap_or("StatusFailed"),
+        }
+    }
+
+    /// The Event `action` of the stage that failed.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Fetch(_) => "Fetch",
+            Self::Validate(_) => "Validate",
+            Self::Registry(_) => "Resolve",
+            Self::Apply(_) => "Apply",
+            Self::Status(_) => "UpdateStatus",
+        }
+    }
+
+    /// The condition message: what failed, in words, without stage boilerplate for a spec
+    /// problem (the field says it all).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Validate(e) => e.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The API server's retry hint, when it gave one: the backoff never retries sooner.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Fetch(e) | Self::Status(e) => apply::retry_after(e),
+            Self::Apply(e) => e.retry_after(),
+            Self::Validate(_) | Self::Registry(_) => None,
         }
     }
 }

@@ -109,7 +109,10 @@ pub trait Pipeline:
     }
 }
 
-/// Reconcile one object through the pipeline.
+/// Reconcile one object through the pipeline. Every failed stage writes the status (`Ready`
+/// false, `Degraded` true with the failure's reason) and publishes a Warning Event when the
+/// reason is new, so a broken object never keeps `Ready=True`; the error then goes to
+/// [`error_policy`] for backoff.
 #[tracing::instrument(skip_all, fields(controller = K::CONTROLLER, namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
 pub async fn reconcile<K: Pipeline>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start(K::CONTROLLER);
@@ -117,37 +120,36 @@ pub async fn reconcile<K: Pipeline>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Ac
         // Children go with the ownerReferences; nothing to clean up by hand.
         return Ok(Action::await_change());
     }
+    match pass(&*obj, &ctx).await {
+        Ok(outcome) => {
+            if outcome.is_ok() {
+                ctx.succeeded(&obj.key());
+            }
+            outcome
+        }
+        Err(err) => {
+            report_failure(&*obj, &ctx, &err).await;
+            Err(err)
+        }
+    }
+}
+
+/// The stages. `Err` is a failure to report; `Ok` is the outcome of a pass that wrote its own
+/// status (a complete pass, or a halt in fetch).
+async fn pass<K: Pipeline>(obj: &K, ctx: &Context) -> Result<Result<Action, Error>, Error> {
     // fetch
-    let fetched = match obj.fetch(&ctx).await {
+    let fetched = match obj.fetch(ctx).await {
         Ok(fetched) => fetched,
         Err(Ok(halt)) => {
-            patch_status(&ctx, &*obj, halt.status).await?;
-            return halt.outcome;
+            return Ok(match patch_status(ctx, obj, halt.status).await {
+                Ok(()) => halt.outcome,
+                Err(status) => halt.outcome.and(Err(status)),
+            });
         }
         Err(Err(err)) => return Err(err),
     };
     // validate
-    let validated = match obj.validate(&fetched, &ctx.defaults) {
-        Ok(v) => v,
-        Err(err) => {
-            let desired = [
-                Desired::new(
-                    conditions::READY,
-                    false,
-                    conditions::INVALID_SPEC,
-                    err.to_string(),
-                ),
-                Desired::new(
-                    conditions::DEGRADED,
-                    true,
-                    conditions::INVALID_SPEC,
-                    err.to_string(),
-                ),
-            ];
-            patch_status(&ctx, &*obj, obj.status_with(&desired, &ctx)).await?;
-            return Err(Error::Validate(err));
-        }
-    };
+    let validated = obj.validate(&fetched, &ctx.defaults).map_err(Error::Validate)?;
     // build
     let children = K::build(&validated);
     // apply
@@ -155,23 +157,49 @@ pub async fn reconcile<K: Pipeline>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Ac
     let applied = apply::apply_children(&ctx.client, K::owner(&validated), kinds, &children)
         .await
         .map_err(Error::Apply)?;
-    obj.applied(&ctx, &fetched, &validated).await;
+    obj.applied(ctx, &fetched, &validated).await;
     // status
-    let status = obj.status(&fetched, &validated, &applied, &ctx);
-    patch_status(&ctx, &*obj, status).await?;
-    let outcome = K::finish(fetched, &ctx);
-    if outcome.is_ok() {
-        ctx.succeeded(&obj.key());
+    let status = obj.status(&fetched, &validated, &applied, ctx);
+    if let Err(err) = patch_status(ctx, obj, status).await {
+        return Ok(Err(err));
     }
-    outcome
+    Ok(K::finish(fetched, ctx))
 }
 
-/// The error policy of every controller: count the failure, back off per object.
+/// Write what failed into the status (keeping the other conditions) and publish a Warning Event
+/// the first time this reason shows up. Both are best effort: the reconcile fails with `err`
+/// either way.
+async fn report_failure<K: Pipeline>(obj: &K, ctx: &Context, err: &Error) {
+    let reason = err.reason();
+    let message = err.message();
+    let desired = [
+        Desired::new(conditions::READY, false, reason, message.clone()),
+        Desired::new(conditions::DEGRADED, true, reason, message.clone()),
+    ];
+    let previous = obj.current_status().cloned().unwrap_or_default();
+    let generation = obj.meta().generation;
+    let known = K::status_conditions(&previous)
+        .iter()
+        .any(|c| c.type_ == conditions::DEGRADED && c.status == "True" && c.reason == reason);
+    let conditions = conditions::update(K::status_conditions(&previous), &desired, generation, &ctx.now());
+    let status = K::with_conditions(previous, generation, conditions);
+    if let Err(status_err) = patch_status(ctx, obj, status).await {
+        tracing::warn!(error = ?status_err, reason, "could not write the failure into the status");
+    }
+    if !known {
+        ctx.publish(&obj.object_ref(&()), true, reason, err.action(), message)
+            .await;
+    }
+}
+
+/// The error policy of every controller: count the failure, back off per object (5 s doubling to
+/// 5 min), never sooner than the API server asked (`retryAfterSeconds`).
 pub fn error_policy<K: Pipeline>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = obj.key();
     ctx.metrics.failed(K::CONTROLLER, error.reason());
     tracing::warn!(controller = K::CONTROLLER, object = %key, reason = error.reason(), error = ?error, "reconcile failed");
-    Action::requeue(ctx.backoff(key))
+    let delay = ctx.backoff(key);
+    Action::requeue(error.retry_after().map_or(delay, |after| delay.max(after)))
 }
 
 /// Write the status with server-side apply (field manager `mlkube-operator`), unless unchanged.

@@ -35,6 +35,16 @@ pub const SERVICE_MONITOR: &str = "ServiceMonitor";
 pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 pub const MONITORING_DISABLED: &str = "Disabled";
 pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+// API errors of a fetch, apply or status write, by HTTP status (see `apply::api_reason`).
+pub const FORBIDDEN: &str = "Forbidden";
+pub const NOT_FOUND: &str = "NotFound";
+pub const CONFLICT: &str = "Conflict";
+pub const EXPIRED: &str = "Expired";
+pub const INVALID: &str = "Invalid";
+pub const THROTTLED: &str = "Throttled";
+pub const API_SERVER_ERROR: &str = "ApiServerError";
+/// A child's name is taken by an object this resource does not own.
+pub const NAME_CONFLICT: &str = "NameConflict";
 
 /// A condition as the controllers compute it, before timestamps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +71,7 @@ fn status_str(status: bool) -> &'static str {
 }
 
 /// Turn desired conditions into API conditions. A condition whose status is unchanged keeps its
-/// previous `lastTransitionTime`; a new or flipped one gets `now`.
+/// previous `lastTransitionTime`; a new or flipped one gets `now`. Only `desired` is returned.
 pub fn merge(
     previous: &[Condition],
     desired: &[Desired],
@@ -87,6 +97,25 @@ pub fn merge(
             }
         })
         .collect()
+}
+
+/// [`merge`], keeping the previous conditions that `desired` does not mention (as they were,
+/// observed at their own generation): what a failed pass writes, so that `Monitoring` or
+/// `ModelResolved` stay visible while `Ready` and `Degraded` say what failed.
+pub fn update(
+    previous: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut conditions = merge(previous, desired, generation, now);
+    conditions.extend(
+        previous
+            .iter()
+            .filter(|p| !desired.iter().any(|d| d.type_ == p.type_))
+            .cloned(),
+    );
+    conditions
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
+pub mod apiserver;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,8 +32,10 @@ pub enum Reply {
     Json(Value),
     /// 200 with the request body echoed back (what server-side apply returns, near enough).
     Echo,
-    /// An API error status.
+    /// An API error status, with the reason the API server gives that code.
     Status(u16),
+    /// An API error: the `Status` object the API server sends, answered with its `code`.
+    Error(Value),
     /// 200 with this object, overlaid with the request body's top-level fields (a status
     /// patch answered with the whole resource).
     Merge(Value),
@@ -134,17 +138,40 @@ pub fn serve(mut handle: Handle, steps: Vec<Step>) -> tokio::task::JoinHandle<Ve
                 }
                 Reply::Status(code) => (
                     StatusCode::from_u16(code).unwrap(),
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-                           "reason": if code == 404 { "NotFound" } else { "InternalError" }, "message": "mock"}),
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "code": code, "reason": status_reason(code), "message": "mock"}),
+                ),
+                Reply::Error(body) => (
+                    StatusCode::from_u16(u16::try_from(body["code"].as_u64().unwrap()).unwrap()).unwrap(),
+                    body,
                 ),
             };
-            let response = Response::builder()
+            let mut response = Response::builder()
                 .status(status)
-                .header("content-type", "application/json")
+                .header("content-type", "application/json");
+            if let Some(after) = reply["details"]["retryAfterSeconds"].as_u64() {
+                response = response.header("retry-after", after.to_string());
+            }
+            let response = response
                 .body(Body::from(serde_json::to_vec(&reply).unwrap()))
                 .unwrap();
             send.send_response(response);
             seen.push(Seen { method, uri, body });
+        }
+        // Nothing may follow the script. The wait ends at once when the test has dropped every
+        // client (the reconcile's context); a request the controller makes after the last
+        // scripted one is already on its way by then.
+        if let Ok(Some((request, _))) =
+            tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await
+        {
+            panic!(
+                "unexpected request after the script: {} {} (requests: {:#?})",
+                request.method(),
+                request.uri(),
+                seen.iter()
+                    .map(|s| format!("{} {}", s.method, s.uri))
+                    .collect::<Vec<_>>()
+            );
         }
         seen
     })
@@ -156,6 +183,64 @@ pub enum Answer {
     Unreachable(String),
     /// The registry answered: no such model, version or alias.
     NotFound,
+}
+
+/// The `reason` the API server gives an HTTP status (`metav1.StatusReason`).
+pub fn status_reason(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        410 => "Expired",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    }
+}
+
+/// A `Status` failure as the API server writes it.
+pub fn api_error(code: u16, reason: &str, message: &str, details: Value) -> Reply {
+    Reply::Error(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "details": details, "code": code,
+    }))
+}
+
+/// 403 from RBAC: the operator's ServiceAccount may not `verb` the resource.
+pub fn forbidden(verb: &str, resource: &str, group: &str, name: &str) -> Reply {
+    let what = if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    };
+    api_error(
+        403,
+        "Forbidden",
+        &format!(
+            "{what} \"{name}\" is forbidden: User \"system:serviceaccount:mlkube:mlkube-operator\" cannot {verb} resource \"{resource}\" in API group \"{group}\" in the namespace \"{NAMESPACE}\""
+        ),
+        json!({"name": name, "group": group, "kind": resource}),
+    )
+}
+
+/// 429 from API Priority and Fairness, with its retry hint.
+pub fn throttled(retry_after_seconds: u32) -> Reply {
+    api_error(
+        429,
+        "TooManyRequests",
+        "storage is (re)initializing",
+        json!({"retryAfterSeconds": retry_after_seconds}),
+    )
+}
+
+/// 410 for a list or watch whose resourceVersion was compacted.
+pub fn expired() -> Reply {
+    api_error(410, "Expired", "too old resource version: 1 (4242)", json!({}))
 }
 
 /// A registry with one scripted answer, recording what it was asked.
