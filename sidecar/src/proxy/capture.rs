@@ -18,8 +18,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -267,9 +268,46 @@ enum Health {
     Failing,
 }
 
+/// The uploader's HTTP client: plain for an `http://` tracking URI; for `https://`, TLS verified
+/// against the system roots, which `SSL_CERT_FILE` / `SSL_CERT_DIR` replace (the operator points
+/// `SSL_CERT_FILE` at a ModelDeployment's `trackingCaBundle`).
+enum CaptureClient {
+    Http(Client<HttpConnector, Full<Bytes>>),
+    Https(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    /// `https://` on a machine without CA certificates: every upload fails, and says why.
+    NoRoots(String),
+}
+
+impl CaptureClient {
+    fn for_endpoint(endpoint: &Uri, http: Client<HttpConnector, Full<Bytes>>) -> Self {
+        if endpoint.scheme_str() != Some("https") {
+            return CaptureClient::Http(http);
+        }
+        match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(tls) => CaptureClient::Https(
+                Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(tls.https_only().enable_http1().build()),
+            ),
+            Err(err) => {
+                let why = format!("no CA certificates to verify {endpoint} ({err}); set SSL_CERT_FILE");
+                tracing::error!(%err, %endpoint, "no CA certificates: captured predictions cannot be uploaded over https");
+                CaptureClient::NoRoots(why)
+            }
+        }
+    }
+
+    fn request(&self, request: Request<Full<Bytes>>) -> Result<ResponseFuture, String> {
+        match self {
+            CaptureClient::Http(client) => Ok(client.request(request)),
+            CaptureClient::Https(client) => Ok(client.request(request)),
+            CaptureClient::NoRoots(why) => Err(why.clone()),
+        }
+    }
+}
+
 /// The background half of capture.
 pub(crate) struct Uploader {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: CaptureClient,
     queue: QueueBytes,
     endpoint: Uri,
     authorization: Option<HeaderValue>,
@@ -289,7 +327,7 @@ impl Uploader {
         metrics: CaptureMetrics,
     ) -> Self {
         Uploader {
-            client,
+            client: CaptureClient::for_endpoint(&config.endpoint, client),
             queue,
             endpoint: config.endpoint.clone(),
             authorization: config.authorization.as_ref().map(|s| s.0.clone()),
@@ -421,7 +459,7 @@ impl Uploader {
         let exchange = async {
             let response = self
                 .client
-                .request(request)
+                .request(request)?
                 .await
                 .map_err(|err| error_chain(&err))?;
             let status = response.status();
@@ -448,6 +486,52 @@ impl Uploader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_https_tracking_server_is_spoken_to_in_tls() {
+        // A bare TCP listener sees what the uploader sends: a TLS handshake record (0x16, then
+        // version 3.x) for an https:// endpoint, never plain HTTP.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = CaptureConfig {
+            endpoint: format!("https://127.0.0.1:{port}/api/2.0/mlkube/predictions/log-batch")
+                .parse()
+                .unwrap(),
+            authorization: None,
+            sample_rate: 1.0,
+            max_payload_bytes: 1024,
+            queue_size: 8,
+            max_queue_bytes: 4096,
+            batch_size: 1,
+            flush_interval: Duration::from_millis(10),
+        };
+        let model = ModelIdentity {
+            name: "m".into(),
+            version: "1".into(),
+            run_id: None,
+        };
+        let metrics = super::super::metrics::ProxyMetrics::new(&model, 1);
+        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+        let uploader = Uploader::new(
+            &config,
+            model,
+            http,
+            QueueBytes::new(4096),
+            metrics.capture.clone(),
+        );
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 3];
+            stream.read_exact(&mut head).await.unwrap();
+            head
+        });
+        let result = uploader.post(b"{}".to_vec(), Duration::from_secs(5)).await;
+        assert!(result.is_err(), "the listener speaks no TLS");
+        let head = server.await.unwrap();
+        assert_eq!(head[0], 0x16, "not a TLS handshake: {head:?}");
+        assert_eq!(head[1], 0x03);
+    }
 
     #[test]
     fn a_tap_keeps_chunks_up_to_the_cap() {

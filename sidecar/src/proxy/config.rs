@@ -105,7 +105,9 @@ pub struct Args {
     #[arg(long, env = "MLKUBE_WORKER_THREADS", value_name = "N", default_value_t = 0)]
     pub worker_threads: usize,
 
-    /// Tracking server that receives captured predictions (plain http).
+    /// Tracking server that receives captured predictions: http, or https verified against the
+    /// system CA certificates (`SSL_CERT_FILE` or `SSL_CERT_DIR` replace them, e.g. with a private
+    /// CA's bundle).
     #[arg(long, env = "MLKUBE_TRACKING_URI", value_name = "URL")]
     pub tracking_uri: Option<String>,
 
@@ -555,20 +557,15 @@ fn parse_health_path(raw: &str) -> Result<PathAndQuery, ConfigError> {
     raw.parse().map_err(|_| bad("not a valid path"))
 }
 
-/// `http://host[:port][/prefix]` plus the prediction log path.
+/// `http(s)://host[:port][/prefix]` plus the prediction log path.
 fn parse_tracking_uri(raw: &str) -> Result<Uri, ConfigError> {
     const FLAG: (&str, &str) = ("--tracking-uri", "MLKUBE_TRACKING_URI");
     let bad = |why: &str| invalid(FLAG.0, FLAG.1, raw.to_owned(), why);
     let uri: Uri = raw.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme() {
-        Some(s) if *s == Scheme::HTTP => {}
-        Some(s) if *s == Scheme::HTTPS => {
-            return Err(bad(
-                "https is not supported; use the in-cluster http:// service address",
-            ));
-        }
-        _ => return Err(bad("must start with http://")),
-    }
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => return Err(bad("must start with http:// or https://")),
+    };
     let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
     if authority.as_str().contains('@') {
         return Err(bad(
@@ -581,7 +578,7 @@ fn parse_tracking_uri(raw: &str) -> Result<Uri, ConfigError> {
     let prefix = uri.path().trim_end_matches('/');
     let path = format!("{prefix}{PREDICTIONS_LOG_BATCH_PATH}");
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
         .build()
@@ -766,11 +763,23 @@ mod tests {
         assert_eq!(
             invalid_flag(parse(&[
                 "--tracking-uri",
-                "https://t",
+                "ftp://t",
                 "--capture-sample-rate",
                 "1"
             ])),
             "--tracking-uri"
+        );
+        // https is spoken (see capture::CaptureClient), and kept in the endpoint.
+        let https = parse(&[
+            "--tracking-uri",
+            "https://mlflow.example.com/",
+            "--capture-sample-rate",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(
+            https.capture.unwrap().endpoint.to_string(),
+            "https://mlflow.example.com/api/2.0/mlkube/predictions/log-batch"
         );
         assert_eq!(
             invalid_flag(parse(&[
