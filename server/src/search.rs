@@ -314,6 +314,13 @@ const LOGGED_MODEL_ENTITIES: &[(&str, Entity)] = &[
     ATTRIBUTE_ALIASES[2],
 ];
 
+/// MLflow's aliases for logged-model timestamps (the UI orders by `creation_time`).
+const LOGGED_MODEL_ALIASES: &[(&str, &str)] = &[
+    ("creation_time", "creation_timestamp"),
+    ("creation_timestamp_ms", "creation_timestamp"),
+    ("last_updated_timestamp_ms", "last_updated_timestamp"),
+];
+
 static LOGGED_MODELS: Schema = Schema {
     entities: LOGGED_MODEL_ENTITIES,
     entity_names: "metrics, params, tags, attributes",
@@ -326,11 +333,20 @@ static LOGGED_MODELS: Schema = Schema {
         ("creation_timestamp", KeyKind::Num),
         ("last_updated_timestamp", KeyKind::Num),
     ],
-    filter_aliases: &[],
+    filter_aliases: LOGGED_MODEL_ALIASES,
     order_entities: &[Entity::Metric, Entity::Attribute],
     order_entity_names: "metrics, attributes",
-    order_attrs: &["name", "model_id", "creation_timestamp", "last_updated_timestamp"],
-    order_aliases: &[],
+    order_attrs: &[
+        "name",
+        "model_id",
+        "experiment_id",
+        "model_type",
+        "status",
+        "source_run_id",
+        "creation_timestamp",
+        "last_updated_timestamp",
+    ],
+    order_aliases: LOGGED_MODEL_ALIASES,
     tag_null_tests: false,
 };
 

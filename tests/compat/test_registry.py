@@ -10,6 +10,7 @@ the right version by comparing predictions.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import mlflow
@@ -371,8 +372,13 @@ def test_registry_aliases(client, model_runs):
     with expect_mlflow_error(UNKNOWN_ALIAS):
         client.get_model_version_by_alias(name, "challenger")
     # The wire answer itself: status, code and message (the operator's registry client reads them).
+    # (Signed in as the session's user when the server runs basic auth: compat_auth.py.)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     resp = requests.get(
-        api_url("/mlflow/registered-models/alias"), params={"name": name, "alias": "challenger"}, timeout=10
+        api_url("/mlflow/registered-models/alias"),
+        params={"name": name, "alias": "challenger"},
+        auth=(user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None,
+        timeout=10,
     )
     assert resp.status_code == 400, resp.text
     body = resp.json()

@@ -303,6 +303,9 @@ mod tests {
             parse_logged_model_filter("metrics.rmse < 0.5 AND params.C = '1' AND tags.team = 'a'").unwrap();
         assert_eq!(f.len(), 3);
         assert!(parse_logged_model_filter("datasets.name = 'y'").is_err());
+        // What MLflow 3's runs table orders by.
+        let o = crate::search::parse_logged_model_order_field("creation_time").unwrap();
+        assert_eq!(o.key, "creation_timestamp");
         assert!(parse_logged_model_filter("name = x").is_err());
         assert!(parse_logged_model_filter("nonsense = 'x'").is_err());
     }

@@ -207,6 +207,7 @@ fn logged_model_column(key: &str) -> &'static str {
         "model_type" => "m.model_type",
         "creation_timestamp" => "m.creation_timestamp",
         "last_updated_timestamp" => "m.last_updated_timestamp",
+        "experiment_id" => "m.experiment_id",
         _ => "m.model_id",
     }
 }
@@ -283,7 +284,8 @@ pub fn push_logged_model_order(sql: &mut Sql, order_by: &[LoggedModelOrder]) {
                     .push(part);
             }
         } else {
-            sql.push(logged_model_column(&o.field.key)).push(dir);
+            let column = logged_model_column(&o.field.key);
+            sql.push(column).push(" IS NULL ASC, ").push(column).push(dir);
         }
     }
     sql.push("m.creation_timestamp DESC, m.model_id ASC");
