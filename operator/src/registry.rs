@@ -113,6 +113,8 @@ pub enum RegistryError {
     },
     #[error("invalid tracking URI {0:?}")]
     InvalidUri(String),
+    #[error("invalid trackingCaBundle: {0}")]
+    InvalidCaBundle(String),
 }
 
 impl RegistryError {
@@ -131,6 +133,7 @@ impl RegistryError {
             Self::Status { .. } => conditions::REGISTRY_UNAVAILABLE,
             Self::NotFound(_) => conditions::MODEL_NOT_FOUND,
             Self::InvalidUri(_) => conditions::INVALID_TRACKING_URI,
+            Self::InvalidCaBundle(_) => conditions::INVALID_CA_BUNDLE,
         }
     }
 
@@ -156,24 +159,60 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// A tracking server as the registry client reaches it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Endpoint<'a> {
+    /// `http://` or `https://` base URL.
+    pub uri: &'a str,
+    /// Basic-auth account.
+    pub credentials: Option<&'a Credentials>,
+    /// PEM CA certificates an `https://` server is verified with, instead of the system's.
+    pub ca_bundle: Option<&'a [u8]>,
+}
+
+impl<'a> Endpoint<'a> {
+    pub fn new(uri: &'a str) -> Self {
+        Self {
+            uri,
+            credentials: None,
+            ca_bundle: None,
+        }
+    }
+
+    pub fn with_credentials(self, credentials: Option<&'a Credentials>) -> Self {
+        Self { credentials, ..self }
+    }
+
+    pub fn with_ca_bundle(self, ca_bundle: Option<&'a [u8]>) -> Self {
+        Self { ca_bundle, ..self }
+    }
+}
+
 /// Resolves model references. The controller holds a `dyn ModelRegistry`, so tests can use a
 /// fake and the operator the HTTP client.
 #[async_trait::async_trait]
 pub trait ModelRegistry: Send + Sync {
     async fn resolve(
         &self,
-        tracking_uri: &str,
-        credentials: Option<&Credentials>,
+        endpoint: &Endpoint<'_>,
         reference: &ModelReference,
     ) -> Result<ResolvedModel, RegistryError>;
 }
 
+type HttpsClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<bytes::Bytes>,
+>;
+
+/// Clients for private CA bundles kept at most (by bundle); more are built afresh.
+const MAX_CA_CLIENTS: usize = 32;
+
 /// The MLflow REST API client.
 pub struct HttpRegistry {
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<bytes::Bytes>,
-    >,
+    /// HTTP, and HTTPS verified against the system's CA certificates.
+    client: HttpsClient,
+    /// HTTPS clients that trust one CA bundle each, by the bundle's fingerprint.
+    ca_clients: std::sync::Mutex<std::collections::HashMap<String, HttpsClient>>,
     timeout: Duration,
 }
 
@@ -220,21 +259,41 @@ impl HttpRegistry {
             .build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
+            ca_clients: std::sync::Mutex::default(),
             timeout,
         })
     }
 
+    /// The client for `endpoint`: the shared one, or one that trusts exactly its CA bundle.
+    fn client_for(&self, endpoint: &Endpoint<'_>) -> Result<HttpsClient, RegistryError> {
+        let Some(pem) = endpoint.ca_bundle else {
+            return Ok(self.client.clone());
+        };
+        let key = crate::build::deployment::fingerprint(&String::from_utf8_lossy(pem));
+        let mut clients = self.ca_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = ca_client(pem)?;
+        if clients.len() >= MAX_CA_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(
         &self,
-        base: &str,
-        credentials: Option<&Credentials>,
+        endpoint: &Endpoint<'_>,
         path_and_query: String,
         what: &str,
         alias: bool,
     ) -> Result<T, RegistryError> {
+        let base = endpoint.uri;
+        let client = self.client_for(endpoint)?;
         let url = format!("{}{}", base.trim_end_matches('/'), path_and_query);
         let mut request = http::Request::get(&url).header(http::header::ACCEPT, "application/json");
-        if let Some(c) = credentials {
+        if let Some(c) = endpoint.credentials {
             use base64::Engine;
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
@@ -247,7 +306,7 @@ impl HttpRegistry {
             uri: base.to_owned(),
             source,
         };
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout(self.timeout, client.request(request))
             .await
             .map_err(|e| unreachable(Box::new(e)))?
             .map_err(|e| unreachable(Box::new(e)))?;
@@ -266,6 +325,46 @@ impl HttpRegistry {
         let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
         Err(classify(status, error, what, alias))
     }
+}
+
+/// An HTTPS client that trusts exactly the certificates of a PEM bundle. kube's TLS setup builds
+/// it (a `kube::Config` carries root certificates), so the operator needs no TLS crate of its own.
+fn ca_client(pem: &[u8]) -> Result<HttpsClient, RegistryError> {
+    use kube::client::ConfigExt;
+    let certificates = pem_certificates(pem)?;
+    let mut config = kube::Config::new(http::Uri::from_static("https://tracking-server.invalid"));
+    config.root_cert = Some(certificates);
+    let connector = config
+        .rustls_https_connector()
+        .map_err(|e| RegistryError::InvalidCaBundle(crate::apply::api_message(&e)))?;
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// The DER certificates of a PEM bundle (`-----BEGIN CERTIFICATE-----` blocks; anything else in
+/// the text is ignored, as OpenSSL does).
+pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, RegistryError> {
+    use base64::Engine;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = std::str::from_utf8(pem).map_err(|_| RegistryError::InvalidCaBundle("not PEM text".into()))?;
+    let mut certificates = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let end = body
+            .find(END)
+            .ok_or_else(|| RegistryError::InvalidCaBundle("a certificate has no END line".into()))?;
+        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| RegistryError::InvalidCaBundle(format!("bad base64 in a certificate: {e}")))?;
+        certificates.push(der);
+        rest = &body[end + END.len()..];
+    }
+    if certificates.is_empty() {
+        return Err(RegistryError::InvalidCaBundle("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
 }
 
 /// Turn an MLflow error answer into a [`RegistryError`]. "Not found" is any 404, any
@@ -308,10 +407,10 @@ fn highest(versions: Vec<ModelVersionWire>) -> Option<ModelVersionWire> {
 impl ModelRegistry for HttpRegistry {
     async fn resolve(
         &self,
-        tracking_uri: &str,
-        credentials: Option<&Credentials>,
+        endpoint: &Endpoint<'_>,
         reference: &ModelReference,
     ) -> Result<ResolvedModel, RegistryError> {
+        let tracking_uri = endpoint.uri;
         if !(tracking_uri.starts_with("http://") || tracking_uri.starts_with("https://")) {
             return Err(RegistryError::InvalidUri(tracking_uri.to_owned()));
         }
@@ -323,7 +422,7 @@ impl ModelRegistry for HttpRegistry {
                     enc(name),
                     enc(version)
                 );
-                let one: OneVersion = self.get(tracking_uri, credentials, path, &what, false).await?;
+                let one: OneVersion = self.get(endpoint, path, &what, false).await?;
                 Ok(resolved(reference, one.model_version))
             }
             ModelReference::Alias { name, alias } => {
@@ -332,7 +431,7 @@ impl ModelRegistry for HttpRegistry {
                     enc(name),
                     enc(alias)
                 );
-                let one: OneVersion = self.get(tracking_uri, credentials, path, &what, true).await?;
+                let one: OneVersion = self.get(endpoint, path, &what, true).await?;
                 Ok(resolved(reference, one.model_version))
             }
             ModelReference::Latest { name } => {
@@ -340,7 +439,7 @@ impl ModelRegistry for HttpRegistry {
                     "/api/2.0/mlflow/registered-models/get-latest-versions?name={}",
                     enc(name)
                 );
-                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what, false).await?;
+                let many: ManyVersions = self.get(endpoint, path, &what, false).await?;
                 let v = highest(many.model_versions).ok_or(RegistryError::NotFound(what))?;
                 Ok(resolved(reference, v))
             }
@@ -350,7 +449,7 @@ impl ModelRegistry for HttpRegistry {
                     enc(name),
                     enc(stage)
                 );
-                let many: ManyVersions = self.get(tracking_uri, credentials, path, &what, false).await?;
+                let many: ManyVersions = self.get(endpoint, path, &what, false).await?;
                 let v = highest(many.model_versions).ok_or(RegistryError::NotFound(what))?;
                 Ok(resolved(reference, v))
             }
@@ -445,6 +544,27 @@ mod tests {
         assert_eq!(reason(S::UNAUTHORIZED, None, true), "RegistryRejected");
         assert_eq!(reason(S::TOO_MANY_REQUESTS, None, true), "RegistryUnavailable");
         assert_eq!(reason(S::SERVICE_UNAVAILABLE, None, true), "RegistryUnavailable");
+    }
+
+    #[test]
+    fn ca_bundles_are_read_as_pem() {
+        let ca = include_bytes!("../tests/fixtures/tls/ca.crt");
+        let other = include_bytes!("../tests/fixtures/tls/other-ca.crt");
+        assert_eq!(pem_certificates(ca).unwrap().len(), 1);
+        let both = [&ca[..], b"\nsome comment\n", &other[..]].concat();
+        assert_eq!(pem_certificates(&both).unwrap().len(), 2);
+        assert!(ca_client(ca).is_ok());
+        for bad in [
+            &b"not a certificate"[..],
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n",
+        ] {
+            let err = pem_certificates(bad).unwrap_err();
+            assert_eq!(err.reason(), "InvalidCaBundle", "{err}");
+        }
+        // Base64 that is no certificate: refused when the client is built.
+        let junk = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert_eq!(ca_client(junk).unwrap_err().reason(), "InvalidCaBundle");
     }
 
     #[test]

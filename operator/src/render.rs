@@ -215,11 +215,7 @@ pub fn render_examples(
                             uri: crate::validate::tracking_server_url(&r.name, FIXTURE_NAMESPACE),
                             ..Default::default()
                         }),
-                    None => crate::validate::TrackingAccess {
-                        uri: md.spec.tracking_uri.clone().unwrap_or_default(),
-                        auth: md.spec.tracking_credentials_secret_ref.clone(),
-                        s3: None,
-                    },
+                    None => crate::validate::TrackingAccess::for_tracking_uri(md),
                 };
                 let resolved = fixture_resolution(md);
                 let validated =

@@ -141,6 +141,29 @@ fn model_deployment_rules() {
                "model": {"name": "churn", "version": "3"}}),
     )
     .unwrap();
+    let https = |bundle: Value| {
+        json!({"trackingUri": "https://mlflow.example.com", "trackingCaBundle": bundle,
+               "model": {"name": "churn", "version": "3"}})
+    };
+    check::<ModelDeployment>(
+        "churn",
+        https(json!({"configMapKeyRef": {"name": "ca", "key": "ca.crt"}})),
+    )
+    .unwrap();
+    refused::<ModelDeployment>(
+        https(json!({"configMapKeyRef": {"name": "ca", "key": "ca.crt"},
+                     "secretKeyRef": {"name": "ca", "key": "ca.crt"}})),
+        "exactly one of trackingCaBundle.configMapKeyRef and trackingCaBundle.secretKeyRef",
+    );
+    refused::<ModelDeployment>(
+        json!({"trackingUri": "http://mlflow:5000", "trackingCaBundle": {"secretKeyRef": {"name": "ca", "key": "ca.crt"}},
+               "model": {"name": "churn", "version": "3"}}),
+        "trackingCaBundle goes with an https:// trackingUri",
+    );
+    refused::<ModelDeployment>(
+        md(json!({"trackingCaBundle": {"secretKeyRef": {"name": "ca", "key": "ca.crt"}}})),
+        "trackingCaBundle goes with an https:// trackingUri",
+    );
     refused::<ModelDeployment>(
         md(json!({"monitoring": {"quality": {"thresholds": [{"metric": "accuracy"}]}}})),
         "needs min, max or both",

@@ -1335,3 +1335,116 @@ fn the_fixture_is_drift_when_someone_else_takes_a_field() {
         Some(".spec.replicas: owned by another field manager")
     );
 }
+
+// === https tracking servers ===
+
+/// A ModelDeployment on an external `https://` tracking server with a private CA (ConfigMap
+/// `tracking-ca`, key `ca.crt`) and payload capture on.
+fn md_on_https(bundle: Value) -> ModelDeployment {
+    let mut md = model_deployment(None);
+    md.spec.tracking_server_ref = None;
+    md.spec.tracking_uri = Some("https://mlflow.example.com".into());
+    md.spec.tracking_ca_bundle = Some(serde_json::from_value(bundle).unwrap());
+    md.spec.sidecar.capture.sample_rate = 0.1;
+    md
+}
+
+#[tokio::test]
+async fn md_on_an_https_tracking_server_trusts_its_ca_bundle_end_to_end() {
+    // The operator's own lookups get the bundle; both containers mount it; the sidecar captures
+    // over https (SSL_CERT_FILE), the model server loads over https (MLflow's cert path).
+    let registry = FakeRegistry::resolving("3");
+    let (ctx, handle) = context(registry.clone());
+    let pem = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.crt"),
+    )
+    .unwrap();
+    let md = md_on_https(json!({"configMapKeyRef": {"name": "tracking-ca", "key": "ca.crt"}}));
+    let mut steps = vec![get(
+        object_uri(CORE, "configmaps", "tracking-ca"),
+        Reply::Json(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "tracking-ca", "namespace": NAMESPACE},
+                           "data": {"ca.crt": pem}})),
+    )];
+    steps.extend(md_full_pass(None).into_iter().skip(1));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        *registry.asked.lock().unwrap(),
+        vec![(
+            "https://mlflow.example.com ca=-----BEGIN CERTIFICATE-----".to_owned(),
+            "models:/churn@champion".to_owned()
+        )]
+    );
+    let pod = &sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    )["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tracking-ca")
+        .unwrap();
+    assert_eq!(
+        volume["configMap"],
+        json!({"name": "tracking-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]})
+    );
+    let env = |container: usize, name: &str| {
+        pod["containers"][container]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env(0, "MLFLOW_TRACKING_SERVER_CERT_PATH"),
+        Some(json!("/etc/mlkube/tracking-ca/ca.crt"))
+    );
+    assert_eq!(
+        env(1, "SSL_CERT_FILE"),
+        Some(json!("/etc/mlkube/tracking-ca/ca.crt"))
+    );
+    for container in 0..2 {
+        let mounts = pod["containers"][container]["volumeMounts"].as_array().unwrap();
+        assert!(
+            mounts.iter().any(|m| m["name"] == "tracking-ca"
+                && m["mountPath"] == "/etc/mlkube/tracking-ca"
+                && m["readOnly"] == true),
+            "{mounts:?}"
+        );
+    }
+    let args = pod["containers"][1]["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--tracking-uri").unwrap();
+    assert_eq!(args[at + 1], "https://mlflow.example.com");
+}
+
+#[tokio::test]
+async fn md_with_a_missing_ca_bundle_says_so() {
+    let registry = FakeRegistry::resolving("3");
+    let (ctx, handle) = context(registry.clone());
+    let md = md_on_https(json!({"secretKeyRef": {"name": "tracking-ca", "key": "ca.crt"}}));
+    let server = serve(
+        handle,
+        vec![
+            get(object_uri(CORE, "secrets", "tracking-ca"), Reply::Status(404)),
+            md_status(),
+        ],
+    );
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let ready = condition(&seen[1].body["status"], "Ready");
+    assert_eq!(ready["reason"], "CaBundleNotFound");
+    assert_eq!(
+        ready["message"],
+        "trackingCaBundle: Secret tracking-ca with key ca.crt not found in namespace ml"
+    );
+    assert!(registry.asked.lock().unwrap().is_empty());
+}

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use mlkube_operator::crd::model_deployment::ModelRef;
-use mlkube_operator::registry::{Credentials, HttpRegistry, ModelReference, ModelRegistry};
+use mlkube_operator::registry::{Credentials, Endpoint, HttpRegistry, ModelReference, ModelRegistry};
 use serde_json::json;
 
 type Log = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -124,7 +124,10 @@ async fn resolves_every_kind_of_reference() {
     };
 
     let r = registry
-        .resolve(&base, Some(&creds), &reference(None, Some("champion"), None))
+        .resolve(
+            &Endpoint::new(&base).with_credentials(Some(&creds)),
+            &reference(None, Some("champion"), None),
+        )
         .await
         .unwrap();
     assert_eq!((r.version.as_str(), r.run_id.as_deref()), ("4", Some("run4")));
@@ -135,19 +138,18 @@ async fn resolves_every_kind_of_reference() {
     );
 
     let r = registry
-        .resolve(&base, None, &reference(Some("2"), None, None))
+        .resolve(&Endpoint::new(&base), &reference(Some("2"), None, None))
         .await
         .unwrap();
     assert_eq!(r.version, "2");
     let r = registry
-        .resolve(&base, None, &reference(Some("latest"), None, None))
+        .resolve(&Endpoint::new(&base), &reference(Some("latest"), None, None))
         .await
         .unwrap();
     assert_eq!(r.version, "11", "the highest version number, not the last listed");
     let r = registry
         .resolve(
-            &base,
-            None,
+            &Endpoint::new(&base),
             &reference(None, None, Some("models:/churn/Production")),
         )
         .await
@@ -158,13 +160,13 @@ async fn resolves_every_kind_of_reference() {
     // unavailable registry; a 400 that is not about a missing alias is a refusal.
     for alias in ["ghost", "phantom"] {
         let missing = registry
-            .resolve(&base, None, &reference(None, Some(alias), None))
+            .resolve(&Endpoint::new(&base), &reference(None, Some(alias), None))
             .await
             .unwrap_err();
         assert_eq!(missing.reason(), "ModelNotFound", "{alias}: {missing}");
     }
     let refused = registry
-        .resolve(&base, None, &reference(None, Some("a.b"), None))
+        .resolve(&Endpoint::new(&base), &reference(None, Some("a.b"), None))
         .await
         .unwrap_err();
     assert_eq!(refused.reason(), "RegistryRejected");
@@ -172,7 +174,10 @@ async fn resolves_every_kind_of_reference() {
     let broken = ModelReference::Latest {
         name: "broken".into(),
     };
-    let err = registry.resolve(&base, None, &broken).await.unwrap_err();
+    let err = registry
+        .resolve(&Endpoint::new(&base), &broken)
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), "RegistryUnavailable");
     assert!(err.to_string().contains("database is locked"), "{err}");
 
@@ -205,15 +210,14 @@ async fn an_unreachable_server_is_reported_as_such() {
     let registry = HttpRegistry::new(Duration::from_secs(5)).unwrap();
     let err = registry
         .resolve(
-            &format!("http://127.0.0.1:{port}"),
-            None,
+            &Endpoint::new(&format!("http://127.0.0.1:{port}")),
             &reference(Some("1"), None, None),
         )
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "RegistryUnavailable");
     let err = registry
-        .resolve("ftp://x", None, &reference(Some("1"), None, None))
+        .resolve(&Endpoint::new("ftp://x"), &reference(Some("1"), None, None))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "InvalidTrackingUri");
@@ -224,14 +228,101 @@ async fn run_uris_need_no_registry() {
     let registry = HttpRegistry::new(Duration::from_secs(1)).unwrap();
     let r = registry
         .resolve(
-            "http://127.0.0.1:9",
-            None,
+            &Endpoint::new("http://127.0.0.1:9"),
             &reference(None, None, Some("runs:/0123456789abcdef0123/model")),
         )
         .await
         .unwrap();
     assert_eq!(r.version, "run-0123456789ab");
     assert_eq!(r.run_id.as_deref(), Some("0123456789abcdef0123"));
+}
+
+/// An HTTPS fake registry (python3's `http.server` and `ssl`, with the test certificate for
+/// 127.0.0.1) that answers every GET with model version 4. Stopped when dropped.
+struct TlsFake {
+    child: std::process::Child,
+    base: String,
+}
+
+impl TlsFake {
+    fn start() -> TlsFake {
+        use std::io::BufRead;
+        const SCRIPT: &str = r#"
+import http.server, json, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"model_version": {"name": "churn", "version": "4", "run_id": "run4",
+                                             "source": "mlflow-artifacts:/1/run4/artifacts/model"}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+        let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(tls.join("server.crt"))
+            .arg(tls.join("server.key"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start python3: {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("python3 said {line:?}"));
+        TlsFake {
+            child,
+            base: format!("https://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for TlsFake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs python3 (its ssl module serves the HTTPS fake); scripts/test-all runs ignored tests"]
+async fn https_registries_are_verified_with_the_ca_bundle() {
+    let fake = TlsFake::start();
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let ca = std::fs::read(tls.join("ca.crt")).unwrap();
+    let other = std::fs::read(tls.join("other-ca.crt")).unwrap();
+    let registry = HttpRegistry::new(Duration::from_secs(5)).unwrap();
+    let champion = reference(None, Some("champion"), None);
+
+    // The server's CA: verified, resolved.
+    let endpoint = Endpoint::new(&fake.base).with_ca_bundle(Some(&ca));
+    let r = registry.resolve(&endpoint, &champion).await.unwrap();
+    assert_eq!(r.version, "4");
+    // Again, on the cached client.
+    assert_eq!(registry.resolve(&endpoint, &champion).await.unwrap().version, "4");
+    // The system's CA certificates, or another CA: the certificate is refused, and that is an
+    // unavailable registry (a TLS failure), never a missing model.
+    for bundle in [None, Some(other.as_slice())] {
+        let err = registry
+            .resolve(&Endpoint::new(&fake.base).with_ca_bundle(bundle), &champion)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "RegistryUnavailable", "{err}");
+    }
 }
 
 /// A tracking server process on a free 127.0.0.1 port, in its own process group (upstream's
@@ -376,18 +467,18 @@ async fn resolves_against(base: &str) {
 
     let registry = HttpRegistry::new(Duration::from_secs(10)).unwrap();
     let r = registry
-        .resolve(base, None, &reference(None, Some("champion"), None))
+        .resolve(&Endpoint::new(base), &reference(None, Some("champion"), None))
         .await
         .unwrap();
     assert_eq!((r.name.as_str(), r.version.as_str()), ("churn", "2"));
     assert_eq!(r.run_id.as_deref(), Some(run_id.as_str()));
     let r = registry
-        .resolve(base, None, &reference(Some("3"), None, None))
+        .resolve(&Endpoint::new(base), &reference(Some("3"), None, None))
         .await
         .unwrap();
     assert_eq!(r.source.as_deref(), Some(source.as_str()));
     let r = registry
-        .resolve(base, None, &reference(Some("latest"), None, None))
+        .resolve(&Endpoint::new(base), &reference(Some("latest"), None, None))
         .await
         .unwrap();
     assert_eq!(r.version, "3");
@@ -406,7 +497,10 @@ async fn resolves_against(base: &str) {
             ModelReference::Latest { name: "ghost".into() },
         ),
     ] {
-        let err = registry.resolve(base, None, &missing).await.unwrap_err();
+        let err = registry
+            .resolve(&Endpoint::new(base), &missing)
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "ModelNotFound", "{what}: {err}");
     }
 }

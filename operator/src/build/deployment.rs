@@ -30,6 +30,10 @@ const AUTH_VOLUME: &str = "auth-config";
 const AUTH_PATH: &str = "/etc/mlkube";
 const ARTIFACTS_VOLUME: &str = "artifacts";
 const ARTIFACTS_PATH: &str = "/artifacts";
+const TRACKING_CA_VOLUME: &str = "tracking-ca";
+const TRACKING_CA_DIR: &str = "/etc/mlkube/tracking-ca";
+/// Where both model pod containers find `trackingCaBundle`.
+pub const TRACKING_CA_FILE: &str = "/etc/mlkube/tracking-ca/ca.crt";
 
 /// Pod annotation carrying a fingerprint of the auth configuration.
 pub const AUTH_CONFIG_ANNOTATION: &str = "mlkube.io/auth-config";
@@ -411,8 +415,43 @@ fn tracking_env(md: &ValidatedModelDeployment) -> Vec<EnvVar> {
     env_vars
 }
 
+/// The `trackingCaBundle` volume (its one key as `ca.crt`), when there is one.
+fn tracking_ca_volume(md: &ValidatedModelDeployment) -> Option<Volume> {
+    let bundle = md.tracking.ca_bundle.as_ref()?;
+    let items = |key: &str| {
+        Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+            key: key.to_owned(),
+            path: "ca.crt".to_owned(),
+            ..Default::default()
+        }])
+    };
+    Some(Volume {
+        name: TRACKING_CA_VOLUME.to_owned(),
+        config_map: bundle.config_map_key_ref.as_ref().map(|r| {
+            k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                name: r.name.clone(),
+                items: items(&r.key),
+                ..Default::default()
+            }
+        }),
+        secret: bundle
+            .secret_key_ref
+            .as_ref()
+            .map(|r| k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                items: items(&r.key),
+                ..Default::default()
+            }),
+        ..Default::default()
+    })
+}
+
 fn model_env(md: &ValidatedModelDeployment) -> Vec<EnvVar> {
     let mut env_vars = tracking_env(md);
+    if md.tracking.ca_bundle.is_some() {
+        // The MLflow client's own setting: REST calls and artifact downloads verify with it.
+        env_vars.push(env("MLFLOW_TRACKING_SERVER_CERT_PATH", TRACKING_CA_FILE));
+    }
     env_vars.push(env("HOME", TMP_PATH));
     env_vars.push(env("MLKUBE_MODEL_NAME", md.model.name.clone()));
     env_vars.push(env("MLKUBE_MODEL_PORT", md.port.to_string()));
@@ -452,6 +491,11 @@ pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
         Some(command) => (command.clone(), md.args.clone()),
         None => (default_model_command(md), md.args.clone()),
     };
+    let ca_volume = tracking_ca_volume(md);
+    let ca_mount = ca_volume.as_ref().map(|_| VolumeMount {
+        read_only: Some(true),
+        ..mount(TRACKING_CA_VOLUME, TRACKING_CA_DIR)
+    });
     let model = Container {
         name: MODEL_CONTAINER.to_owned(),
         image: Some(md.image.clone()),
@@ -460,10 +504,19 @@ pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
         env: Some(model_env(md)),
         resources: md.resources.clone(),
         security_context: Some(security::restricted_container()),
-        volume_mounts: Some(vec![mount(TMP_VOLUME, TMP_PATH)]),
+        volume_mounts: Some(
+            [Some(mount(TMP_VOLUME, TMP_PATH)), ca_mount.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ),
         ..Default::default()
     };
     let mut sidecar_env = tracking_env(md);
+    if md.tracking.ca_bundle.is_some() {
+        // Replaces the system's CA certificates for the capture client (rustls-native-certs).
+        sidecar_env.push(env("SSL_CERT_FILE", TRACKING_CA_FILE));
+    }
     sidecar_env.sort_by(|a, b| a.name.cmp(&b.name));
     let sidecar = Container {
         name: SIDECAR_CONTAINER.to_owned(),
@@ -493,8 +546,12 @@ pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
                 .unwrap_or_else(|| resources(&[("cpu", "50m"), ("memory", "32Mi")], &[("memory", "128Mi")])),
         ),
         security_context: Some(security::restricted_container()),
+        volume_mounts: ca_mount.map(|m| vec![m]),
         ..Default::default()
     };
+    let mut volumes = vec![empty_dir(TMP_VOLUME)];
+    volumes.extend(ca_volume);
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
     Deployment {
         metadata: child_meta(&md.owner, md.owner.name.clone(), model_labels(md)),
         spec: DeploymentSpec {
@@ -513,7 +570,7 @@ pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
                     automount_service_account_token: Some(false),
                     containers: vec![model, sidecar],
                     security_context: Some(security::restricted_pod()),
-                    volumes: Some(vec![empty_dir(TMP_VOLUME)]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -18,9 +18,9 @@ use super::{Context, Error, rollout};
 use crate::apply::{self, Applied, Kinds};
 use crate::build::{self, ChildObjects, labels};
 use crate::crd::conditions::{self, Desired};
-use crate::crd::model_deployment::ResolvedModel;
+use crate::crd::model_deployment::{CaBundleRef, ResolvedModel};
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, TrackingServer};
-use crate::registry::{Credentials, ModelReference, RegistryError};
+use crate::registry::{Credentials, Endpoint, ModelReference, RegistryError};
 use crate::validate::{
     Defaults, Owner, TrackingAccess, ValidatedModelDeployment, ValidationError, validate_model_deployment,
 };
@@ -39,8 +39,40 @@ pub struct Fetched {
 
 /// What fetching the tracking server found.
 enum Tracking {
-    Found(Box<(TrackingAccess, Option<Credentials>)>),
-    Missing(String),
+    Found(Box<Found>),
+    /// Something the spec names is missing: the condition reason and message.
+    Missing(&'static str, String),
+}
+
+/// How to reach the tracking server.
+struct Found {
+    access: TrackingAccess,
+    credentials: Option<Credentials>,
+    /// The PEM bundle of `trackingCaBundle`.
+    ca_bundle: Option<Vec<u8>>,
+}
+
+/// Read `trackingCaBundle`: `None` when the ConfigMap, Secret or key is missing.
+async fn fetch_ca_bundle(
+    ctx: &Context,
+    namespace: &str,
+    bundle: &CaBundleRef,
+) -> Result<Option<Vec<u8>>, Error> {
+    if let Some(r) = &bundle.config_map_key_ref {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+        let map = api.get_opt(&r.name).await.map_err(Error::Fetch)?;
+        return Ok(map.and_then(|m| {
+            m.data
+                .and_then(|d| d.get(&r.key).map(|v| v.clone().into_bytes()))
+                .or_else(|| m.binary_data.and_then(|d| d.get(&r.key).map(|b| b.0.clone())))
+        }));
+    }
+    if let Some(r) = &bundle.secret_key_ref {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+        let secret = api.get_opt(&r.name).await.map_err(Error::Fetch)?;
+        return Ok(secret.and_then(|s| s.data.and_then(|d| d.get(&r.key).map(|b| b.0.clone()))));
+    }
+    Ok(None)
 }
 
 /// Read a basic-auth account from a Secret; `None` when the Secret or a key is missing.
@@ -65,31 +97,48 @@ async fn fetch_credentials(
 }
 
 async fn fetch_tracking(ctx: &Context, md: &ModelDeployment, namespace: &str) -> Result<Tracking, Error> {
-    let Some(reference) = &md.spec.tracking_server_ref else {
-        let access = TrackingAccess {
-            uri: md.spec.tracking_uri.clone().unwrap_or_default(),
-            auth: md.spec.tracking_credentials_secret_ref.clone(),
-            s3: None,
-        };
-        let credentials = match &access.auth {
-            Some(admin) => fetch_credentials(ctx, namespace, admin).await?,
-            None => None,
-        };
-        return Ok(Tracking::Found(Box::new((access, credentials))));
+    let access = match &md.spec.tracking_server_ref {
+        None => TrackingAccess::for_tracking_uri(md),
+        Some(reference) => {
+            let api: Api<TrackingServer> = Api::namespaced(ctx.client.clone(), namespace);
+            let Some(ts) = api.get_opt(&reference.name).await.map_err(Error::Fetch)? else {
+                return Ok(Tracking::Missing(
+                    conditions::TRACKING_SERVER_NOT_FOUND,
+                    format!(
+                        "TrackingServer {} not found in namespace {namespace}",
+                        reference.name
+                    ),
+                ));
+            };
+            TrackingAccess::for_tracking_server(&ts)
+        }
     };
-    let api: Api<TrackingServer> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(ts) = api.get_opt(&reference.name).await.map_err(Error::Fetch)? else {
-        return Ok(Tracking::Missing(format!(
-            "TrackingServer {} not found in namespace {namespace}",
-            reference.name
-        )));
-    };
-    let access = TrackingAccess::for_tracking_server(&ts);
     let credentials = match &access.auth {
         Some(admin) => fetch_credentials(ctx, namespace, admin).await?,
         None => None,
     };
-    Ok(Tracking::Found(Box::new((access, credentials))))
+    let ca_bundle = match &access.ca_bundle {
+        Some(bundle) => match fetch_ca_bundle(ctx, namespace, bundle).await? {
+            Some(pem) => Some(pem),
+            None => {
+                let what = match (&bundle.config_map_key_ref, &bundle.secret_key_ref) {
+                    (Some(r), _) => format!("ConfigMap {} with key {}", r.name, r.key),
+                    (None, Some(r)) => format!("Secret {} with key {}", r.name, r.key),
+                    (None, None) => "no ConfigMap or Secret key".to_owned(),
+                };
+                return Ok(Tracking::Missing(
+                    conditions::CA_BUNDLE_NOT_FOUND,
+                    format!("trackingCaBundle: {what} not found in namespace {namespace}"),
+                ));
+            }
+        },
+        None => None,
+    };
+    Ok(Tracking::Found(Box::new(Found {
+        access,
+        credentials,
+        ca_bundle,
+    })))
 }
 
 #[async_trait::async_trait]
@@ -135,30 +184,20 @@ impl Pipeline for ModelDeployment {
         let previous = md.status.clone().unwrap_or_default();
         let reference = ModelReference::from_spec(&md.spec.model);
 
-        let (access, credentials) = match fetch_tracking(ctx, md, &namespace).await.map_err(Err)? {
+        let Found {
+            access,
+            credentials,
+            ca_bundle,
+        } = match fetch_tracking(ctx, md, &namespace).await.map_err(Err)? {
             Tracking::Found(found) => *found,
-            Tracking::Missing(message) => {
+            Tracking::Missing(reason, message) => {
                 let desired = [
-                    Desired::new(
-                        conditions::READY,
-                        false,
-                        conditions::TRACKING_SERVER_NOT_FOUND,
-                        message.clone(),
-                    ),
-                    Desired::new(
-                        conditions::DEGRADED,
-                        true,
-                        conditions::TRACKING_SERVER_NOT_FOUND,
-                        message.clone(),
-                    ),
-                    Desired::new(
-                        conditions::MODEL_RESOLVED,
-                        false,
-                        conditions::TRACKING_SERVER_NOT_FOUND,
-                        message,
-                    ),
+                    Desired::new(conditions::READY, false, reason, message.clone()),
+                    Desired::new(conditions::DEGRADED, true, reason, message.clone()),
+                    Desired::new(conditions::MODEL_RESOLVED, false, reason, message),
                 ];
-                // The TrackingServer watch brings us back when it appears.
+                // The TrackingServer watch brings us back when it appears; a missing CA bundle
+                // is looked for again after the resolve interval.
                 return Err(Ok(Halt {
                     status: md.status_with(&desired, ctx),
                     outcome: Ok(Action::requeue(ctx.resolve_interval)),
@@ -167,7 +206,12 @@ impl Pipeline for ModelDeployment {
         };
         let resolution = ctx
             .registry
-            .resolve(&access.uri, credentials.as_ref(), &reference)
+            .resolve(
+                &Endpoint::new(&access.uri)
+                    .with_credentials(credentials.as_ref())
+                    .with_ca_bundle(ca_bundle.as_deref()),
+                &reference,
+            )
             .await
             .map(|mut r| {
                 if r.name.is_empty() {

@@ -30,6 +30,9 @@ pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
 pub const MODEL_NOT_FOUND: &str = "ModelNotFound";
 pub const REGISTRY_REJECTED: &str = "RegistryRejected";
 pub const INVALID_TRACKING_URI: &str = "InvalidTrackingUri";
+pub const INVALID_CA_BUNDLE: &str = "InvalidCaBundle";
+/// `trackingCaBundle` names a ConfigMap or Secret key that does not exist.
+pub const CA_BUNDLE_NOT_FOUND: &str = "CaBundleNotFound";
 pub const RESOLVED: &str = "Resolved";
 pub const SERVICE_MONITOR: &str = "ServiceMonitor";
 pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";

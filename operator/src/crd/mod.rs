@@ -42,6 +42,18 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// A key in a ConfigMap in the same namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap, in the same namespace as this resource.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
 /// How Prometheus Operator scrapes this component. Used only when the cluster serves the
 /// `monitoring.coreos.com/v1` API; otherwise pods carry `prometheus.io/scrape` annotations.
 #[derive(Clone, Debug, Deserialize, Serialize, kube::KubeSchema, PartialEq)]

@@ -40,6 +40,7 @@ use super::{ServiceMonitorSettings, default_one, default_true};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.trackingServerRef) != has(self.trackingUri)").message("set exactly one of trackingServerRef and trackingUri"))]
 #[x_kube(validation = Rule::new("!has(self.trackingCredentialsSecretRef) || has(self.trackingUri)").message("trackingCredentialsSecretRef goes with trackingUri; a trackingServerRef uses the server's admin Secret"))]
+#[x_kube(validation = Rule::new("!has(self.trackingCaBundle) || (has(self.trackingUri) && self.trackingUri.startsWith('https://'))").message("trackingCaBundle goes with an https:// trackingUri"))]
 #[x_kube(validation = Rule::new("self.port != 8000 && self.port != 8001").message("port is the model server's own port and must differ from the sidecar's serving port 8000 and metrics port 8001"))]
 pub struct ModelDeploymentSpec {
     /// The TrackingServer (in this namespace) whose registry holds the model.
@@ -47,10 +48,17 @@ pub struct ModelDeploymentSpec {
     pub tracking_server_ref: Option<TrackingServerRef>,
 
     /// URL of a tracking server outside this namespace or cluster, e.g.
-    /// `http://mlflow.mlops.svc:5000`.
+    /// `http://mlflow.mlops.svc:5000` or `https://mlflow.example.com`. An `https://` server is
+    /// verified against the system's CA certificates, or `trackingCaBundle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^https?://[^\s]+$"))]
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s]+$"))]
     pub tracking_uri: Option<String>,
+
+    /// CA certificates (PEM) that sign the `https://` `trackingUri` server's certificate, for a
+    /// private CA: the operator's registry lookups, the sidecar's payload capture and the model
+    /// server trust exactly these instead of the system's CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_ca_bundle: Option<CaBundleRef>,
 
     /// Basic-auth account for `trackingUri` (a Secret with `username` and `password` keys): used
     /// by the operator's registry lookups and given to the pods as `MLFLOW_TRACKING_USERNAME` /
@@ -114,6 +122,19 @@ fn default_model_port() -> i32 {
 
 fn default_health_path() -> String {
     "/ping".to_owned()
+}
+
+/// Where a PEM CA bundle is: exactly one of a ConfigMap key and a Secret key.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)").message("set exactly one of trackingCaBundle.configMapKeyRef and trackingCaBundle.secretKeyRef"))]
+pub struct CaBundleRef {
+    /// A ConfigMap key holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<crate::crd::ConfigMapKeyRef>,
+    /// A Secret key holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<crate::crd::SecretKeyRef>,
 }
 
 /// Reference to a TrackingServer in the same namespace.

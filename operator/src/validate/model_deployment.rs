@@ -96,6 +96,12 @@ pub fn validate_model_deployment(
             "must be between 0 and 1",
         ));
     }
+    if tracking.ca_bundle.is_some() && !tracking.uri.starts_with("https://") {
+        return Err(ValidationError::field(
+            "spec.trackingCaBundle",
+            "goes with an https:// trackingUri",
+        ));
+    }
     if resolved.version.is_empty() {
         return Err(ValidationError::field("status.resolvedModel", "has no version"));
     }

@@ -1,11 +1,13 @@
 //! How model pods and the operator's registry client reach a tracking server: its URL, the
-//! basic-auth account, and the artifact store's S3 credentials.
+//! basic-auth account, the CA bundle of an `https://` server, and the artifact store's S3
+//! credentials.
 
 use kube::ResourceExt;
 
 use super::tracking_server::tracking_server_url;
-use crate::crd::TrackingServer;
+use crate::crd::model_deployment::CaBundleRef;
 use crate::crd::tracking_server::{AdminSecretRef, CredentialsSecretRef};
+use crate::crd::{ModelDeployment, TrackingServer};
 
 /// What the model pods need to talk to the tracking server and its artifact store.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -15,9 +17,21 @@ pub struct TrackingAccess {
     pub auth: Option<AdminSecretRef>,
     /// S3 endpoint and credentials when the artifacts live in a bucket.
     pub s3: Option<(Option<String>, CredentialsSecretRef)>,
+    /// The CA bundle an `https://` tracking server is verified with (`trackingCaBundle`).
+    pub ca_bundle: Option<CaBundleRef>,
 }
 
 impl TrackingAccess {
+    /// Access to the server a ModelDeployment names with `trackingUri`.
+    pub fn for_tracking_uri(md: &ModelDeployment) -> Self {
+        Self {
+            uri: md.spec.tracking_uri.clone().unwrap_or_default(),
+            auth: md.spec.tracking_credentials_secret_ref.clone(),
+            s3: None,
+            ca_bundle: md.spec.tracking_ca_bundle.clone(),
+        }
+    }
+
     /// Access to a TrackingServer in the cluster.
     pub fn for_tracking_server(ts: &TrackingServer) -> Self {
         let spec = &ts.spec;
@@ -33,6 +47,7 @@ impl TrackingAccess {
                 .s3
                 .as_ref()
                 .map(|s3| (s3.endpoint.clone(), s3.credentials_secret_ref.clone())),
+            ca_bundle: None,
         }
     }
 }

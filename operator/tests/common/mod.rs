@@ -15,7 +15,7 @@ use kube::client::Body;
 use mlkube_operator::controller::Context;
 use mlkube_operator::crd::model_deployment::ResolvedModel;
 use mlkube_operator::metrics::Metrics;
-use mlkube_operator::registry::{Credentials, ModelReference, ModelRegistry, RegistryError};
+use mlkube_operator::registry::{Endpoint, ModelReference, ModelRegistry, RegistryError};
 use mlkube_operator::validate::Defaults;
 use serde_json::{Value, json};
 
@@ -284,17 +284,28 @@ pub fn resolved(reference: &str, version: &str) -> ResolvedModel {
 impl ModelRegistry for FakeRegistry {
     async fn resolve(
         &self,
-        tracking_uri: &str,
-        credentials: Option<&Credentials>,
+        endpoint: &Endpoint<'_>,
         reference: &ModelReference,
     ) -> Result<ResolvedModel, RegistryError> {
-        let who = credentials
+        let tracking_uri = endpoint.uri;
+        let who = endpoint
+            .credentials
             .map(|c| format!("{}@", c.username))
+            .unwrap_or_default();
+        // A CA bundle shows as `ca=<its first line>` after the URI.
+        let ca = endpoint
+            .ca_bundle
+            .map(|pem| {
+                format!(
+                    " ca={}",
+                    String::from_utf8_lossy(pem).lines().next().unwrap_or_default()
+                )
+            })
             .unwrap_or_default();
         self.asked
             .lock()
             .unwrap()
-            .push((format!("{who}{tracking_uri}"), reference.to_string()));
+            .push((format!("{who}{tracking_uri}{ca}"), reference.to_string()));
         match &*self.answer.lock().unwrap() {
             Answer::Resolve(r) => Ok(r.clone()),
             Answer::Unreachable(msg) => Err(RegistryError::Unreachable {
