@@ -193,3 +193,178 @@ fn every_example_passes_the_rules() {
     }
     assert!(seen >= 3);
 }
+
+// === Cost: every list and string a rule iterates or matches is bounded ===
+
+/// A rule found in a schema: where it sits, its expression, and the lists it sits under.
+struct Found {
+    path: String,
+    rule: String,
+    node: Value,
+    lists_above: Vec<(String, Value)>,
+}
+
+fn rules_in(node: &Value, path: &str, lists_above: &[(String, Value)], out: &mut Vec<Found>) {
+    for rule in node["x-kubernetes-validations"].as_array().into_iter().flatten() {
+        out.push(Found {
+            path: path.to_owned(),
+            rule: rule["rule"].as_str().unwrap().to_owned(),
+            node: node.clone(),
+            lists_above: lists_above.to_vec(),
+        });
+    }
+    if let Some(properties) = node["properties"].as_object() {
+        for (name, child) in properties {
+            rules_in(child, &format!("{path}.{name}"), lists_above, out);
+        }
+    }
+    if node["items"].is_object() {
+        let mut above = lists_above.to_vec();
+        above.push((path.to_owned(), node.clone()));
+        rules_in(&node["items"], &format!("{path}[]"), &above, out);
+    }
+    if node["additionalProperties"].is_object() {
+        rules_in(
+            &node["additionalProperties"],
+            &format!("{path}{{}}"),
+            lists_above,
+            out,
+        );
+    }
+}
+
+/// What the API server's cost estimator needs to bound `node` when a rule reads all of it.
+fn unbounded(node: &Value) -> Option<&'static str> {
+    match node["type"].as_str() {
+        Some("string") if node["maxLength"].is_null() && node["enum"].is_null() => Some("maxLength"),
+        Some("array") if node["maxItems"].is_null() => Some("maxItems"),
+        Some("object") if node["additionalProperties"].is_object() && node["maxProperties"].is_null() => {
+            Some("maxProperties")
+        }
+        _ => None,
+    }
+}
+
+/// Problems of one rule: an unbounded list above it (the rule runs once per element), or an
+/// unbounded string, list or map it reads (`has(…)` only tests presence, and `metadata.name` is
+/// bounded by the API server).
+fn cost_problems(found: &Found) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (list, node) in &found.lists_above {
+        if node["maxItems"].is_null() {
+            problems.push(format!(
+                "the rule runs once per element of {list}, which has no maxItems"
+            ));
+        }
+    }
+    let mut expression = found.rule.clone();
+    while let Some(start) = expression.find("has(") {
+        let end = expression[start..]
+            .find(')')
+            .map_or(expression.len(), |e| start + e + 1);
+        expression.replace_range(start..end, "true");
+    }
+    let bytes = expression.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expression[i..].find("self") {
+        let start = i + at;
+        i = start + 4;
+        if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            continue; // e.g. `oldSelf`
+        }
+        let mut fields = Vec::new();
+        let mut rest = &expression[start + 4..];
+        while let Some(tail) = rest.strip_prefix('.') {
+            let len = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            // A call (`.exists(`, `.size(`, `.matches(`) ends the path.
+            if tail[len..].starts_with('(') {
+                break;
+            }
+            fields.push(&tail[..len]);
+            rest = &tail[len..];
+        }
+        if fields.first() == Some(&"metadata") {
+            continue;
+        }
+        let mut node = &found.node;
+        for field in &fields {
+            node = &node["properties"][*field];
+        }
+        if node.is_null() {
+            problems.push(format!(
+                "reads self.{} which the schema does not have",
+                fields.join(".")
+            ));
+        } else if let Some(bound) = unbounded(node) {
+            problems.push(format!("reads self.{} which has no {bound}", fields.join(".")));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_list_and_string_a_rule_reads_is_bounded() {
+    // The API server estimates each rule's cost from maxItems/maxLength/maxProperties and refuses
+    // the CRD itself (at `kubectl apply -f crds/`) when an unbounded list or string makes the
+    // estimate exceed its budget. kube-cel evaluates the rules but cannot refuse a CRD, so this
+    // walks every rule of both CRDs (new ones included) and checks what it reads.
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for (kind, schema) in [
+        ("TrackingServer", schema::<TrackingServer>()),
+        ("ModelDeployment", schema::<ModelDeployment>()),
+    ] {
+        let mut found = Vec::new();
+        rules_in(&schema, kind, &[], &mut found);
+        count += found.len();
+        for rule in &found {
+            for problem in cost_problems(rule) {
+                problems.push(format!("{} `{}`: {problem}", rule.path, rule.rule));
+            }
+            let warnings = kube_cel::analyze_rule(
+                &rule.rule,
+                &kube_cel::compile_schema(&rule.node),
+                kube_cel::ScopeContext::CrdValidation,
+            );
+            // Its scope check does not know comprehension variables; its cost estimate is coarse
+            // but must not exceed the budget either.
+            for w in warnings
+                .iter()
+                .filter(|w| w.kind == kube_cel::WarningKind::CostExceeded)
+            {
+                problems.push(format!("{} `{}`: kube-cel: {}", rule.path, rule.rule, w.message));
+            }
+        }
+    }
+    assert!(count >= 15, "only {count} rules found: the walk misses some");
+    assert!(
+        problems.is_empty(),
+        "unbounded CEL rules:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_bounds_check_catches_an_unbounded_rule() {
+    let schema = json!({"type": "object", "properties": {
+        "names": {"type": "array", "items": {"type": "string"}},
+        "uri": {"type": "string", "maxLength": 100},
+        "hosts": {"type": "array", "items": {"type": "object",
+            "x-kubernetes-validations": [{"rule": "self.name.matches('^a')"}],
+            "properties": {"name": {"type": "string"}}}}},
+        "x-kubernetes-validations": [
+            {"rule": "self.names.exists(n, n == 'x') && self.uri.startsWith('https://') && has(self.hosts)"}]});
+    let mut found = Vec::new();
+    rules_in(&schema, "T", &[], &mut found);
+    let problems: Vec<String> = found.iter().flat_map(cost_problems).collect();
+    assert_eq!(
+        problems,
+        [
+            "reads self.names which has no maxItems",
+            "the rule runs once per element of T.hosts, which has no maxItems",
+            "reads self.name which has no maxLength",
+        ]
+    );
+}

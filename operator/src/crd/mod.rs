@@ -65,11 +65,11 @@ pub struct ServiceMonitorSettings {
     pub enabled: bool,
     /// How often Prometheus scrapes, as a duration such as `30s`. Default: `30s`.
     #[serde(default = "default_scrape_interval")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub interval: String,
     /// Scrape timeout, at most `interval`. Default: Prometheus' global setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub scrape_timeout: Option<String>,
     /// Extra labels on the ServiceMonitor (and PrometheusRule), for example
     /// `release: kube-prometheus-stack` so that kube-prometheus-stack's Prometheus selects it.

@@ -241,7 +241,7 @@ pub struct AlertsSpec {
     pub enabled: bool,
     /// Alert when the p99 inference latency is above this duration. Default: `500ms`.
     #[serde(default = "default_latency_p99")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub latency_p99: String,
     /// Alert when the fraction of failed predictions is above this value (0.01 = 1 %).
     /// Default: 0.01.
@@ -250,11 +250,11 @@ pub struct AlertsSpec {
     pub error_rate: f64,
     /// How long a condition must hold before the alert fires. Default: `5m`.
     #[serde(default = "default_for", rename = "for")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub for_: String,
     /// Window of the rates the alerts compute. Default: `5m`.
     #[serde(default = "default_for")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub rate_window: String,
     /// `severity` label of the alerts. Default: `warning`.
     #[serde(default)]
@@ -317,11 +317,11 @@ pub struct QualitySpec {
     /// Window over which the tracking server computes the quality metrics, e.g. `1h`.
     /// Default: `1h`.
     #[serde(default = "default_quality_window")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub window: String,
     /// How long a threshold must be breached before the alert fires. Default: `15m`.
     #[serde(default = "default_quality_for", rename = "for")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub for_: String,
     /// Thresholds, one alert each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -157,6 +157,7 @@ pub struct VolumeSpec {
     pub storage_class_name: Option<String>,
     /// Access modes of the claim. Default: `[ReadWriteOnce]`.
     #[serde(default = "default_access_modes")]
+    #[schemars(length(max = 4))]
     pub access_modes: Vec<AccessMode>,
 }
 
@@ -347,7 +348,7 @@ pub struct StatisticsSpec {
     pub enabled: bool,
     /// How often they are recomputed, as a duration of at least `1m`. Default: `1h`.
     #[serde(default = "default_statistics_interval")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub update_interval: String,
 }
 
@@ -377,7 +378,7 @@ pub struct NodeSamplerSpec {
     pub image: Option<String>,
     /// How often each node is sampled, e.g. `15s`. Default: `15s`.
     #[serde(default = "default_sampler_interval")]
-    #[schemars(pattern(crate::crd::DURATION_PATTERN))]
+    #[schemars(length(max = 32), pattern(crate::crd::DURATION_PATTERN))]
     pub interval: String,
     /// Run only on nodes with these labels, e.g. `nvidia.com/gpu.present: "true"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
