@@ -1,10 +1,12 @@
-//! Wiring: the Kubernetes client, the two controllers, and the HTTP endpoints.
+//! Wiring: the Kubernetes client, discovery, leader election, the two controllers with their
+//! watches, and the HTTP endpoints. [`operate`] is everything that talks to the API server, so
+//! `tests/run.rs` drives it against a mock one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +19,7 @@ use crate::config::Args;
 use crate::controller::pipeline::Pipeline;
 use crate::controller::{self, Context};
 use crate::crd::{ModelDeployment, TrackingServer};
-use crate::registry::HttpRegistry;
+use crate::registry::{HttpRegistry, ModelRegistry};
 use crate::validate::Defaults;
 
 /// Why the operator could not start or stopped.
@@ -100,6 +102,229 @@ fn owning_children<K: Pipeline>(
     controller
 }
 
+/// Leader election through a `coordination.k8s.io` Lease named [`LEASE_NAME`].
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Who we are in `holderIdentity` (the pod name); a random one when `None`.
+    pub identity: Option<String>,
+    /// `leaseDurationSeconds`: how long a silent leader keeps the Lease.
+    pub duration_secs: u64,
+    /// The leader renews this long before the Lease would expire.
+    pub grace_secs: u64,
+}
+
+/// What [`operate`] runs with, besides the client.
+pub struct Operation {
+    /// Watch only this namespace (`None`: all).
+    pub namespace: Option<String>,
+    pub defaults: Defaults,
+    pub registry: Arc<dyn ModelRegistry>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub resolve_interval: Duration,
+    /// `reportingInstance` of the Events (the pod name).
+    pub instance: Option<String>,
+    pub leader_election: Option<LeaderElection>,
+    /// Set once discovery succeeded: `/readyz` answers 200, also while a standby waits for the
+    /// Lease.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// What discovery found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// `monitoring.coreos.com/v1` serves ServiceMonitors and PrometheusRules: they are watched
+    /// as children.
+    pub monitoring_api: bool,
+}
+
+/// Both CRDs must be served (a list of one item each); the monitoring API decides which
+/// children are watched. A monitoring API that cannot be discovered (403, 5xx) counts as absent:
+/// the operator still runs, and each reconcile looks again.
+pub async fn discover(client: &Client, namespace: Option<&str>) -> Result<Discovery, RunError> {
+    let one = kube::api::ListParams::default().limit(1);
+    api::<TrackingServer>(client, namespace)
+        .list(&one)
+        .await
+        .map_err(|e| RunError::Crd("trackingservers.mlkube.io", e))?;
+    api::<ModelDeployment>(client, namespace)
+        .list(&one)
+        .await
+        .map_err(|e| RunError::Crd("modeldeployments.mlkube.io", e))?;
+    let monitoring_api = match crate::apply::fetch_monitoring_api(client).await {
+        Ok(served) => served,
+        Err(err) => {
+            tracing::warn!(error = ?err, "could not discover monitoring.coreos.com/v1; ServiceMonitors and PrometheusRules are not watched");
+            false
+        }
+    };
+    tracing::info!(monitoring_api, "monitoring.coreos.com/v1 discovery");
+    Ok(Discovery { monitoring_api })
+}
+
+/// The ModelDeployments (in `mds`) that reference `ts` by `trackingServerRef`: a TrackingServer
+/// change (created, URL, auth, artifact store) reconciles them.
+pub fn referencing(
+    ts: &TrackingServer,
+    mds: impl IntoIterator<Item = Arc<ModelDeployment>>,
+) -> Vec<ObjectRef<ModelDeployment>> {
+    let ns = ts.namespace();
+    let name = ts.name_any();
+    mds.into_iter()
+        .filter(|md| {
+            md.namespace() == ns
+                && md
+                    .spec
+                    .tracking_server_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+        })
+        .map(|md| ObjectRef::from_obj(&*md))
+        .collect()
+}
+
+/// Discovery, leader election, then both controllers until `shutdown` resolves (or the Lease is
+/// lost). Everything `run` does that talks to the API server, so tests drive it against a mock.
+pub async fn operate(
+    client: Client,
+    operation: Operation,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let Operation {
+        namespace,
+        defaults,
+        registry,
+        metrics,
+        resolve_interval,
+        instance,
+        leader_election,
+        ready,
+    } = operation;
+    let shutdown = shutdown.boxed().shared();
+    let ns = namespace.as_deref();
+    let Discovery { monitoring_api } = discover(&client, ns).await?;
+    ready.store(true, Ordering::Relaxed);
+
+    // Leader election: wait for the Lease before reconciling anything.
+    let mut leading = None;
+    if let Some(election) = leader_election {
+        let mut builder = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(election.namespace.clone())
+            .with_field_manager(crate::apply::FIELD_MANAGER)
+            .with_duration(election.duration_secs)
+            .with_grace(election.grace_secs);
+        if let Some(identity) = &election.identity {
+            builder = builder.with_identity(identity.clone());
+        }
+        let manager = builder.build().await.map_err(RunError::Lease)?;
+        let (mut channel, task) = manager.watch().await;
+        tracing::info!(lease = LEASE_NAME, namespace = %election.namespace, "waiting for the leader lease");
+        let acquired = async {
+            while !*channel.borrow_and_update() {
+                if channel.changed().await.is_err() {
+                    return Err(RunError::LostLease);
+                }
+            }
+            Ok(())
+        };
+        tokio::select! {
+            result = acquired => result?,
+            () = shutdown.clone() => {
+                tracing::info!("stopped while standing by");
+                return Ok(());
+            }
+        }
+        tracing::info!("acquired the leader lease");
+        leading = Some((channel, task));
+    }
+    let lost_lease = async move {
+        match leading {
+            Some((mut channel, _task)) => {
+                while *channel.borrow_and_update() {
+                    if channel.changed().await.is_err() {
+                        break;
+                    }
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+
+    let mut context = Context::new(client.clone(), registry, defaults, metrics).with_instance(instance);
+    context.resolve_interval = resolve_interval;
+    let ctx = Arc::new(context);
+
+    let ts_api: Api<TrackingServer> = api(&client, ns);
+    let md_api: Api<ModelDeployment> = api(&client, ns);
+    let ts_controller = owning_children(
+        Controller::new(ts_api.clone(), watcher::Config::default().any_semantic()),
+        &client,
+        ns,
+        monitoring_api,
+    );
+    let md_controller = owning_children(
+        Controller::new(md_api, watcher::Config::default().any_semantic()),
+        &client,
+        ns,
+        monitoring_api,
+    );
+    let md_store = md_controller.store();
+    let md_controller =
+        md_controller.watches(ts_api, watcher::Config::default(), move |ts: TrackingServer| {
+            referencing(&ts, md_store.state())
+        });
+
+    let ts_run = ts_controller
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            controller::tracking_server::reconcile,
+            controller::tracking_server::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures_util::future::ready(()));
+    let md_run = md_controller
+        .graceful_shutdown_on(shutdown)
+        .run(
+            controller::model_deployment::reconcile,
+            controller::model_deployment::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures_util::future::ready(()));
+    tracing::info!(
+        namespace = ns.unwrap_or("<all>"),
+        monitoring_api,
+        "controllers started"
+    );
+    tokio::select! {
+        _ = async { tokio::join!(ts_run, md_run) } => {
+            tracing::info!("controllers stopped");
+            Ok(())
+        }
+        () = lost_lease => Err(RunError::LostLease),
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = ?err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down on signal");
+}
+
 /// Run until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> Result<(), RunError> {
     let Args {
@@ -155,129 +380,32 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     tracing::info!(%metrics_listen, %health_listen, "serving metrics and health");
 
     let client = Client::try_default().await.map_err(RunError::Client)?;
-    let ns = namespace.as_deref();
-    let ts_api: Api<TrackingServer> = api(&client, ns);
-    let md_api: Api<ModelDeployment> = api(&client, ns);
-    ts_api
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(|e| RunError::Crd("trackingservers.mlkube.io", e))?;
-    md_api
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(|e| RunError::Crd("modeldeployments.mlkube.io", e))?;
-    let monitoring_api = crate::apply::fetch_monitoring_api(&client).await.unwrap_or(false);
-    tracing::info!(monitoring_api, "monitoring.coreos.com/v1 discovery");
-
     let http_registry =
         HttpRegistry::new(Duration::from_secs(registry_timeout)).map_err(RunError::Registry)?;
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok();
-
-    // Leader election: wait for the Lease before reconciling anything. The process is ready
-    // (it serves metrics and health) while it stands by.
-    ready.store(true, Ordering::Relaxed);
-    let mut leading = None;
-    if leader_election {
-        let lease_namespace = leader_election_namespace
+    let leader_election = leader_election.then(|| LeaderElection {
+        namespace: leader_election_namespace
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".to_owned());
-        let mut builder = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-            .with_namespace(lease_namespace.clone())
-            .with_field_manager(crate::apply::FIELD_MANAGER)
-            .with_duration(15)
-            .with_grace(5);
-        if let Some(identity) = &instance {
-            builder = builder.with_identity(identity.clone());
-        }
-        let manager = builder.build().await.map_err(RunError::Lease)?;
-        let (mut channel, task) = manager.watch().await;
-        tracing::info!(lease = LEASE_NAME, namespace = %lease_namespace, "waiting for the leader lease");
-        while !*channel.borrow_and_update() {
-            if channel.changed().await.is_err() {
-                return Err(RunError::LostLease);
-            }
-        }
-        tracing::info!("acquired the leader lease");
-        leading = Some((channel, task));
-    }
-    let lost_lease = async move {
-        match leading {
-            Some((mut channel, _task)) => {
-                while *channel.borrow_and_update() {
-                    if channel.changed().await.is_err() {
-                        break;
-                    }
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
+            .unwrap_or_else(|| "default".to_owned()),
+        identity: instance.clone(),
+        duration_secs: 15,
+        grace_secs: 5,
+    });
+    let operation = Operation {
+        namespace,
+        defaults,
+        registry: Arc::new(http_registry),
+        metrics,
+        resolve_interval: Duration::from_secs(resolve_interval),
+        instance,
+        leader_election,
+        ready,
     };
-    let mut context =
-        Context::new(client.clone(), Arc::new(http_registry), defaults, metrics).with_instance(instance);
-    context.resolve_interval = Duration::from_secs(resolve_interval);
-    let ctx = Arc::new(context);
-
-    let ts_controller = owning_children(
-        Controller::new(ts_api.clone(), watcher::Config::default().any_semantic()),
-        &client,
-        ns,
-        monitoring_api,
-    );
-    let md_controller = owning_children(
-        Controller::new(md_api, watcher::Config::default().any_semantic()),
-        &client,
-        ns,
-        monitoring_api,
-    );
-    // A TrackingServer change (created, URL, auth, artifact store) re-reconciles the
-    // ModelDeployments that reference it.
-    let md_store = md_controller.store();
-    let md_controller =
-        md_controller.watches(ts_api, watcher::Config::default(), move |ts: TrackingServer| {
-            let ns = ts.namespace();
-            let name = ts.name_any();
-            md_store
-                .state()
-                .into_iter()
-                .filter(|md| {
-                    md.namespace() == ns
-                        && md
-                            .spec
-                            .tracking_server_ref
-                            .as_ref()
-                            .is_some_and(|r| r.name == name)
-                })
-                .map(|md| ObjectRef::from_obj(&*md))
-                .collect::<Vec<_>>()
-        });
-
-    let ts_run = ts_controller
-        .shutdown_on_signal()
-        .run(
-            controller::tracking_server::reconcile,
-            controller::tracking_server::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| futures_util::future::ready(()));
-    let md_run = md_controller
-        .shutdown_on_signal()
-        .run(
-            controller::model_deployment::reconcile,
-            controller::model_deployment::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures_util::future::ready(()));
-    tracing::info!(namespace = ns.unwrap_or("<all>"), "controllers started");
-
     tokio::select! {
-        _ = async { tokio::join!(ts_run, md_run) } => {
-            tracing::info!("controllers stopped");
-            Ok(())
-        }
+        res = operate(client, operation, signal()) => res,
         res = &mut metrics_server => served(res),
         res = &mut health_server => served(res),
-        () = lost_lease => Err(RunError::LostLease),
     }
 }
