@@ -161,13 +161,16 @@ impl Applier<'_> {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
     {
-        let existing = api.get_opt(name).await.map_err(|source| ApplyError::Api {
-            op: "get",
+        // A list by name rather than a get: the operator's RBAC lists children but does not get
+        // them one by one.
+        let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+        let existing = api.list(&by_name).await.map_err(|source| ApplyError::Api {
+            op: "list",
             kind,
             name: name.to_owned(),
             source,
         })?;
-        let Some(existing) = existing else {
+        let Some(existing) = existing.items.into_iter().next() else {
             return Ok(());
         };
         let controller = existing

@@ -33,9 +33,14 @@ fn object_uri(prefix: &str, plural: &str, name: &str) -> String {
     format!("{prefix}/namespaces/{NAMESPACE}/{plural}/{name}")
 }
 
+/// The list by name before a create (the name must not be taken).
+fn by_name(prefix: &str, plural: &str, name: &str) -> String {
+    format!("{prefix}/namespaces/{NAMESPACE}/{plural}?&fieldSelector=metadata.name%3D{name}")
+}
+
 /// The name check before a create: nothing by that name yet.
 fn absent(prefix: &str, plural: &str, name: &str) -> Step {
-    get(object_uri(prefix, plural, name), Reply::Status(404))
+    get(by_name(prefix, plural, name), list(vec![]))
 }
 
 /// The body of the request `method uri` the server saw.
@@ -1149,7 +1154,7 @@ async fn an_object_we_do_not_own_is_never_taken_over() {
     ] {
         let ts = tracking_server(json!({}));
         let mut steps = ts_until_services(&ts, list(vec![]));
-        steps.push(get(object_uri(CORE, "services", "mlflow"), Reply::Json(existing)));
+        steps.push(get(by_name(CORE, "services", "mlflow"), list(vec![existing])));
         steps.push(ts_status());
         steps.push(post_event());
         let (ctx, handle) = context(FakeRegistry::resolving("3"));
@@ -1183,8 +1188,8 @@ async fn an_object_annotated_for_adoption_is_adopted() {
     let ts = tracking_server(json!({}));
     let mut steps = ts_until_services(&ts, list(vec![]));
     steps.push(get(
-        object_uri(CORE, "services", "mlflow"),
-        Reply::Json(users_service(json!({"mlkube.io/allow-adoption": "true"}))),
+        by_name(CORE, "services", "mlflow"),
+        list(vec![users_service(json!({"mlkube.io/allow-adoption": "true"}))]),
     ));
     steps.push(patch(apply_uri(CORE, "services", "mlflow")));
     steps.push(get(
@@ -1361,10 +1366,10 @@ async fn md_on_an_https_tracking_server_trusts_its_ca_bundle_end_to_end() {
     .unwrap();
     let md = md_on_https(json!({"configMapKeyRef": {"name": "tracking-ca", "key": "ca.crt"}}));
     let mut steps = vec![get(
-        object_uri(CORE, "configmaps", "tracking-ca"),
-        Reply::Json(json!({"apiVersion": "v1", "kind": "ConfigMap",
-                           "metadata": {"name": "tracking-ca", "namespace": NAMESPACE},
-                           "data": {"ca.crt": pem}})),
+        by_name(CORE, "configmaps", "tracking-ca"),
+        list(vec![json!({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "tracking-ca", "namespace": NAMESPACE},
+                         "data": {"ca.crt": pem}})]),
     )];
     steps.extend(md_full_pass(None).into_iter().skip(1));
     let server = serve(handle, steps);

@@ -59,8 +59,16 @@ async fn fetch_ca_bundle(
     bundle: &CaBundleRef,
 ) -> Result<Option<Vec<u8>>, Error> {
     if let Some(r) = &bundle.config_map_key_ref {
+        // Listed by name: the operator's RBAC lists ConfigMaps (its children) but does not get them.
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-        let map = api.get_opt(&r.name).await.map_err(Error::Fetch)?;
+        let by_name = kube::api::ListParams::default().fields(&format!("metadata.name={}", r.name));
+        let map = api
+            .list(&by_name)
+            .await
+            .map_err(Error::Fetch)?
+            .items
+            .into_iter()
+            .next();
         return Ok(map.and_then(|m| {
             m.data
                 .and_then(|d| d.get(&r.key).map(|v| v.clone().into_bytes()))
