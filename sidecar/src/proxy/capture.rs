@@ -528,7 +528,10 @@ mod tests {
         });
         let result = uploader.post(b"{}".to_vec(), Duration::from_secs(5)).await;
         assert!(result.is_err(), "the listener speaks no TLS");
-        let head = server.await.unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the uploader never connected to the https endpoint")
+            .unwrap();
         assert_eq!(head[0], 0x16, "not a TLS handshake: {head:?}");
         assert_eq!(head[1], 0x03);
     }
