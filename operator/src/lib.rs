@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod metrics;
+pub mod ports;
 pub mod registry;
 pub mod render;
 pub mod run;

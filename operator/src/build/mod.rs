@@ -6,7 +6,7 @@ pub mod config_map;
 pub mod daemonset;
 pub mod deployment;
 pub mod labels;
-pub mod ports;
+pub use crate::ports;
 pub mod prometheus_rule;
 pub mod pvc;
 pub mod security;

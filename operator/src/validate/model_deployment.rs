@@ -84,7 +84,7 @@ pub fn validate_model_deployment(
 ) -> Result<ValidatedModelDeployment, ValidationError> {
     let owner = owner_of(md)?;
     let spec = &md.spec;
-    if spec.port == crate::build::ports::SIDECAR_HTTP || spec.port == crate::build::ports::SIDECAR_METRICS {
+    if spec.port == crate::ports::SIDECAR_HTTP || spec.port == crate::ports::SIDECAR_METRICS {
         return Err(ValidationError::field(
             "spec.port",
             "must differ from the sidecar's ports 8000 and 8001",
@@ -153,7 +153,7 @@ pub fn validate_model_deployment(
         "http://{}.{}.svc:{}",
         owner.name,
         owner.namespace,
-        crate::build::ports::SIDECAR_HTTP
+        crate::ports::SIDECAR_HTTP
     );
     Ok(ValidatedModelDeployment {
         model: resolved.clone(),

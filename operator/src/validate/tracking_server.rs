@@ -139,7 +139,7 @@ fn static_prefix_ok(prefix: &str) -> bool {
 
 /// In-cluster URL of a tracking server.
 pub fn tracking_server_url(name: &str, namespace: &str) -> String {
-    format!("http://{name}.{namespace}.svc:{}", crate::build::ports::SERVER)
+    format!("http://{name}.{namespace}.svc:{}", crate::ports::SERVER)
 }
 
 pub fn validate_tracking_server(

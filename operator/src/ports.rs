@@ -1,4 +1,5 @@
-//! Port numbers and names from the design contract.
+//! Port numbers and names (docs/architecture.md, "Ports"): what the builders put on containers and
+//! Services, and what validation keeps a model server off.
 
 /// mlkube-server: REST API, artifact proxy, `/metrics`, `/health`.
 pub const SERVER: i32 = 5000;
