@@ -16,6 +16,10 @@ pub const HTTP: &str = "http";
 pub const METRICS: &str = "metrics";
 
 pub const METRICS_PATH: &str = "/metrics";
+/// The tracking server's readiness: 503 while its database is unreachable, so the pod leaves the
+/// Service but is not restarted.
 pub const SERVER_HEALTH_PATH: &str = "/health";
+/// The tracking server's liveness: answers whenever the process serves requests.
+pub const SERVER_LIVENESS_PATH: &str = "/version";
 pub const SIDECAR_HEALTHZ_PATH: &str = "/healthz";
 pub const SIDECAR_READYZ_PATH: &str = "/readyz";

@@ -60,8 +60,12 @@ impl Database {
 const SQLITE_CONNECTIONS: u32 = 8;
 /// Connections per PostgreSQL pool.
 const POSTGRES_CONNECTIONS: u32 = 16;
-/// How long a request waits for a free connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request waits for a free connection (or for a new one to connect) before it is
+/// answered 503: a database that is down must not hold requests for long.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite waits this long for the writer lock before a write fails (PRAGMA busy_timeout, in ms,
+/// below), so SQLite pools wait for a connection as long.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Settings of every SQLite connection: wait for the writer instead of failing, enforce foreign
 /// keys, fsync at WAL checkpoints, and make LIKE case-sensitive as MLflow's search expects.
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
@@ -130,7 +134,7 @@ pub async fn connect_sqlite(path: &str) -> Result<AnyPool, sqlx::Error> {
         AnyPoolOptions::new().max_connections(SQLITE_CONNECTIONS)
     };
     let pool = options
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 conn.execute(SQLITE_PRAGMAS).await?;
@@ -152,6 +156,33 @@ pub async fn connect_postgres(uri: &str) -> Result<AnyPool, sqlx::Error> {
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(&normalise_postgres(uri))
         .await
+}
+
+/// The database could not be reached or dropped the connection (PostgreSQL down, restarting, or
+/// unreachable), as opposed to refusing a statement: the request may succeed when retried.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection exceptions (08xxx), shutting down / cannot connect now (57P0x).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+        _ => false,
+    }
+}
+
+/// Whether the database answers a trivial query within `timeout`.
+pub async fn ping(pool: &AnyPool, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
 }
 
 /// A unique or primary-key constraint refused the row (PostgreSQL 23505, SQLite 2067/1555).

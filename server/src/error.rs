@@ -106,6 +106,13 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(message) => Self::new(ErrorCode::ResourceDoesNotExist, message),
             StoreError::AlreadyExists(message) => Self::new(ErrorCode::ResourceAlreadyExists, message),
             StoreError::Invalid(message) => Self::new(ErrorCode::InvalidParameterValue, message),
+            StoreError::Database(err) if crate::db::is_unavailable(&err) => {
+                tracing::warn!(error = %err, "backend store unavailable");
+                Self::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "The backend store is unavailable; retry shortly.",
+                )
+            }
             other => Self::internal(other),
         }
     }

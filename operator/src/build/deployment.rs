@@ -283,7 +283,7 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
             ..Default::default()
         }]),
         readiness_probe: Some(http_probe(ports::SERVER_HEALTH_PATH, ports::HTTP, 10, 3)),
-        liveness_probe: Some(http_probe(ports::SERVER_HEALTH_PATH, ports::HTTP, 20, 6)),
+        liveness_probe: Some(http_probe(ports::SERVER_LIVENESS_PATH, ports::HTTP, 20, 6)),
         resources: Some(
             ts.resources
                 .clone()

@@ -1,5 +1,8 @@
 //! `/health`, `/version`, and the 3.x client's `/api/3.0/mlflow/server-info`.
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -17,8 +20,20 @@ pub fn v3_router() -> Router<AppState> {
     Router::new().route("/mlflow/server-info", get(server_info))
 }
 
-async fn health() -> &'static str {
-    "OK"
+/// Readiness: `OK` while the backend store answers, else 503 with the reason (liveness belongs on
+/// `/version`, which needs nothing but the process).
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "OK".into_response(),
+        Err(why) => {
+            tracing::warn!(reason = %why, "health: backend store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("backend store unavailable: {why}"),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn version() -> &'static str {

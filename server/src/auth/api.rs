@@ -70,9 +70,19 @@ impl From<AuthStoreError> for ApiError {
             AuthStoreError::AlreadyExists(message) => {
                 ApiError::new(ErrorCode::ResourceAlreadyExists, message)
             }
+            AuthStoreError::Database(err) if crate::db::is_unavailable(&err) => unavailable_store(&err),
             other => ApiError::internal(other),
         }
     }
+}
+
+/// 503 in MLflow's shape when the users database cannot be reached (PostgreSQL down).
+pub(crate) fn unavailable_store(err: &sqlx::Error) -> ApiError {
+    tracing::warn!(error = %err, "auth store unavailable");
+    ApiError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "The backend store is unavailable; retry shortly.",
+    )
 }
 
 /// A users/permissions request message (every field optional on the wire; handlers require).

@@ -56,7 +56,11 @@ pub async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Resp
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
-        ApiError::internal(err)
+        match err {
+            AuthError::Store(store) => store.into(),
+            AuthError::Tracking(store) => store.into(),
+            other => ApiError::internal(other),
+        }
     }
 }
 

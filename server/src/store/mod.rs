@@ -476,6 +476,9 @@ pub trait Store:
     /// Aggregate counts for the statistics gauges (a handful of COUNT queries, no row scans
     /// beyond what the indexes cover).
     async fn statistics(&self) -> StoreResult<Statistics>;
+
+    /// Whether the database answers right now (for `/health`): `Err` says why not.
+    async fn ping(&self) -> Result<(), String>;
 }
 
 /// Experiments.

@@ -550,6 +550,10 @@ impl Store for SqlStore {
     async fn statistics(&self) -> StoreResult<Statistics> {
         self.collect_statistics().await
     }
+
+    async fn ping(&self) -> Result<(), String> {
+        crate::db::ping(&self.pool, std::time::Duration::from_secs(2)).await
+    }
 }
 
 impl SqlStore {
