@@ -121,10 +121,14 @@ pub async fn run(settings: config::Settings) -> Result<(), RunError> {
         app(state, settings.max_request_body_bytes),
         settings.static_prefix.as_deref(),
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(RunError::Serve)
+    // The peer address reaches basic auth's failed-login limits (auth/lockout.rs).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(RunError::Serve)
 }
 
 async fn shutdown_signal() {

@@ -1435,3 +1435,61 @@ async fn version_sources_must_be_readable_by_the_registrant() {
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
+
+/// Failed logins are limited per username and per client address (README "Basic auth"): past ten
+/// failures in the window, attempts get 429 `RESOURCE_EXHAUSTED` with `Retry-After` before any
+/// password is checked — also with the right password, also for a username that does not exist —
+/// while other users and other addresses are unaffected.
+#[tokio::test]
+async fn failed_logins_are_limited() {
+    use axum::extract::ConnectInfo;
+    let app = test_app_with_auth(Permission::Read).await;
+    create_user(&app, BOB).await;
+    let from = |who: (&str, &str), addr: &str| {
+        let mut req = request(
+            Some(who),
+            Method::GET,
+            "/api/2.0/mlflow/experiments/get?experiment_id=0",
+            None,
+        );
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    };
+    let wrong_bob = (BOB.0, "not-the-password");
+    for _ in 0..10 {
+        let (s, _) = app.send(from(wrong_bob, "10.0.0.1:40000")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    for who in [wrong_bob, BOB] {
+        let resp = app
+            .router
+            .clone()
+            .oneshot(from(who, "10.0.0.2:40000"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = resp.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&wait), "{wait}");
+    }
+    // Alice, from anywhere else, is unaffected.
+    create_user(&app, ALICE).await;
+    let (s, _) = app.send(from(ALICE, "10.0.0.3:40000")).await;
+    assert_eq!(s, StatusCode::OK);
+    // One address guessing many (also unknown) usernames is stopped too, and so is that address's
+    // next attempt at a real account; another address is not.
+    for i in 0..10 {
+        let (s, _) = app
+            .send(from((&format!("ghost{i}"), "guess"), "10.0.0.9:1"))
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, b) = app.send(from(ALICE, "10.0.0.9:2")).await;
+    assert_error(s, &b, StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED");
+    let (s, _) = app.send(from(ALICE, "10.0.0.8:2")).await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -57,6 +57,8 @@ pub struct AuthConfig {
     pub admin_password_from_env: bool,
     /// How long a verified username/password pair is remembered (0 turns the cache off).
     pub credential_cache_ttl: Duration,
+    /// Failed logins allowed per username and per client address in a window.
+    pub login_limits: super::lockout::LoginLimits,
 }
 
 impl AuthConfig {
@@ -74,6 +76,7 @@ impl AuthConfig {
             admin_password: Secret::new(admin_password),
             admin_password_from_env: false,
             credential_cache_ttl: Duration::from_secs(60),
+            login_limits: super::lockout::LoginLimits::default(),
         };
         config.validate()?;
         Ok(config)
@@ -139,6 +142,28 @@ impl AuthConfig {
                 ))
             })?),
         };
+        // MLflow has no such settings: ours, in the same file, with env overrides.
+        let setting = |key: &str, env_key: &str| env(env_key).filter(|v| !v.is_empty()).or_else(|| get(key));
+        let whole = |key: &str, value: String| {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| ConfigError(format!("{key} must be a whole number, got {value:?}")))
+        };
+        let defaults = super::lockout::LoginLimits::default();
+        let login_limits = super::lockout::LoginLimits {
+            max_failures: match setting("max_failed_logins", "MLKUBE_AUTH_MAX_FAILED_LOGINS") {
+                None => defaults.max_failures,
+                Some(v) => u32::try_from(whole("max_failed_logins", v)?).unwrap_or(u32::MAX),
+            },
+            window: match setting(
+                "failed_login_window_seconds",
+                "MLKUBE_AUTH_FAILED_LOGIN_WINDOW_SECONDS",
+            ) {
+                None => defaults.window,
+                Some(v) => Duration::from_secs(whole("failed_login_window_seconds", v)?.max(1)),
+            },
+        };
         let env_password = env(ADMIN_PASSWORD_ENV).filter(|p| !p.is_empty());
         let config = Self {
             default_permission,
@@ -154,6 +179,7 @@ impl AuthConfig {
                     .unwrap_or_default(),
             ),
             credential_cache_ttl,
+            login_limits,
         };
         config.validate()?;
         Ok(config)
@@ -248,6 +274,29 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), text).unwrap();
         file
+    }
+
+    #[test]
+    fn failed_login_limits_from_ini_and_env() {
+        let file = ini_file(
+            "[mlflow]\nadmin_password = long-enough-pass\nmax_failed_logins = 3\nfailed_login_window_seconds = 60\n",
+        );
+        let path = file.path().display().to_string();
+        let c = AuthConfig::resolve(&env_of(&[(CONFIG_PATH_ENV, &path)])).unwrap();
+        assert_eq!(c.login_limits.max_failures, 3);
+        assert_eq!(c.login_limits.window, Duration::from_secs(60));
+        let c = AuthConfig::resolve(&env_of(&[
+            (CONFIG_PATH_ENV, &path),
+            ("MLKUBE_AUTH_MAX_FAILED_LOGINS", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(c.login_limits.max_failures, 0, "0 turns limiting off");
+        let bad = ini_file("[mlflow]\nadmin_password = long-enough-pass\nmax_failed_logins = many\n");
+        let bad_path = bad.path().display().to_string();
+        assert!(AuthConfig::resolve(&env_of(&[(CONFIG_PATH_ENV, &bad_path)])).is_err());
+        let defaults =
+            AuthConfig::new("sqlite:///a.db", "admin", "long-enough-pass", Permission::Read).unwrap();
+        assert_eq!(defaults.login_limits.max_failures, 10);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
@@ -74,6 +74,20 @@ pub fn unauthenticated() -> Response {
     response
 }
 
+/// 429 in MLflow's shape, with the seconds until the failed-login window ends.
+fn too_many_failed_logins(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        ErrorCode::ResourceExhausted,
+        format!("Too many failed logins; retry in {seconds} s."),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 /// `Authorization: Basic base64(username:password)`, if well formed.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
@@ -106,10 +120,20 @@ async fn guarded(guard: &Guard, req: Request, next: Next) -> Result<Response, Ap
     let Some((username, password)) = basic_credentials(req.headers()) else {
         return Ok(unauthenticated());
     };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Err(wait) = auth.failed_logins().check(&username, peer) {
+        tracing::warn!(username = ?username, peer = ?peer, "basic auth: too many failed logins; refused");
+        return Ok(too_many_failed_logins(wait));
+    }
     let Some(user) = auth.authenticate(&username, &password).await? else {
         tracing::info!(username = ?username, "basic auth: wrong username or password");
+        auth.failed_logins().failed(&username, peer);
         return Ok(unauthenticated());
     };
+    auth.failed_logins().succeeded(&username);
 
     let Some(entry) = entry else {
         if user.is_admin || template.is_none() {

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod lockout;
 pub mod middleware;
 pub mod permissions;
 pub mod store;
@@ -82,6 +83,8 @@ pub struct Auth {
     /// A hash verified against when the user does not exist, so that a wrong username costs what a
     /// wrong password costs (no user enumeration by timing).
     decoy_hash: String,
+    /// Failed logins per username and client address (429 past the limit).
+    failed_logins: lockout::FailedLogins,
 }
 
 impl std::fmt::Debug for Auth {
@@ -104,6 +107,7 @@ impl Auth {
             tracking,
             default_permission: config.default_permission,
             credentials: CredentialCache::new(config.credential_cache_ttl),
+            failed_logins: lockout::FailedLogins::new(config.login_limits),
             owners: OwnerCache::default(),
             decoy_hash,
         };
@@ -183,6 +187,11 @@ impl Auth {
         } else {
             Ok(None)
         }
+    }
+
+    /// Failed-login accounting (see [`lockout`]).
+    pub fn failed_logins(&self) -> &lockout::FailedLogins {
+        &self.failed_logins
     }
 
     /// Forget cached credentials of a user whose password changed or who was deleted.
