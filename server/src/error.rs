@@ -98,6 +98,16 @@ impl ApiError {
         }
     }
 
+    /// MLflow's 503 for a database that cannot be reached (any store on it); the cause is logged,
+    /// not sent.
+    pub fn store_unavailable(err: &sqlx::Error) -> Self {
+        tracing::warn!(error = %err, "backend store unavailable");
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            "The backend store is unavailable; retry shortly.",
+        )
+    }
+
     /// A bounded label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         self.code().as_str()
@@ -110,13 +120,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(message) => Self::new(ErrorCode::ResourceDoesNotExist, message),
             StoreError::AlreadyExists(message) => Self::new(ErrorCode::ResourceAlreadyExists, message),
             StoreError::Invalid(message) => Self::new(ErrorCode::InvalidParameterValue, message),
-            StoreError::Database(err) if crate::db::is_unavailable(&err) => {
-                tracing::warn!(error = %err, "backend store unavailable");
-                Self::new(
-                    ErrorCode::TemporarilyUnavailable,
-                    "The backend store is unavailable; retry shortly.",
-                )
-            }
+            StoreError::Database(err) if crate::db::is_unavailable(&err) => Self::store_unavailable(&err),
             other => Self::internal(other),
         }
     }

@@ -70,19 +70,12 @@ impl From<AuthStoreError> for ApiError {
             AuthStoreError::AlreadyExists(message) => {
                 ApiError::new(ErrorCode::ResourceAlreadyExists, message)
             }
-            AuthStoreError::Database(err) if crate::db::is_unavailable(&err) => unavailable_store(&err),
+            AuthStoreError::Database(err) if crate::db::is_unavailable(&err) => {
+                ApiError::store_unavailable(&err)
+            }
             other => ApiError::internal(other),
         }
     }
-}
-
-/// 503 in MLflow's shape when the users database cannot be reached (PostgreSQL down).
-pub(crate) fn unavailable_store(err: &sqlx::Error) -> ApiError {
-    tracing::warn!(error = %err, "auth store unavailable");
-    ApiError::new(
-        ErrorCode::TemporarilyUnavailable,
-        "The backend store is unavailable; retry shortly.",
-    )
 }
 
 /// A users/permissions request message (every field optional on the wire; handlers require).
