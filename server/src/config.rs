@@ -70,6 +70,11 @@ pub struct Args {
     /// behind an Ingress; must start and not end with `/` [env _MLFLOW_STATIC_PREFIX also read].
     #[arg(long, env = "MLKUBE_STATIC_PREFIX", value_name = "PREFIX")]
     pub static_prefix: Option<String>,
+    /// When a SQLite write is answered: `full` once it is on disk, so it survives a power loss
+    /// (concurrent writers share one fsync); `normal` once SQLite has it, which survives a killed
+    /// process but may lose the last writes on a power loss, for a little more speed.
+    #[arg(long, env = "MLKUBE_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    pub sqlite_synchronous: String,
     #[command(flatten)]
     pub monitoring: crate::quality::MonitoringArgs,
 }
@@ -106,6 +111,8 @@ pub struct Settings {
     pub ui: UiSource,
     /// `--static-prefix`, validated (`/mlflow`), or `None`.
     pub static_prefix: Option<String>,
+    /// `--sqlite-synchronous`.
+    pub sqlite_sync: crate::db::SqliteSync,
 }
 
 impl std::fmt::Debug for Settings {
@@ -153,8 +160,14 @@ impl Args {
             ui_dir,
             no_ui,
             static_prefix,
+            sqlite_synchronous,
             monitoring,
         } = self;
+        let sqlite_sync = crate::db::SqliteSync::parse(&sqlite_synchronous).ok_or_else(|| {
+            ConfigError(format!(
+                "--sqlite-synchronous must be full or normal, got {sqlite_synchronous:?}"
+            ))
+        })?;
         let monitoring = monitoring.resolve().map_err(ConfigError)?;
         let auth = match app_name.as_deref() {
             None | Some("") => None,
@@ -240,6 +253,7 @@ impl Args {
             monitoring,
             ui,
             static_prefix,
+            sqlite_sync,
         })
     }
 }

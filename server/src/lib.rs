@@ -52,7 +52,12 @@ pub enum RunError {
 
 /// Build the shared state from resolved settings: open the store (migrating it) and the artifact root.
 pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunError> {
-    let store = store::open(&settings.backend_store_uri, &settings.default_artifact_root).await?;
+    let store = store::open_with(
+        &settings.backend_store_uri,
+        &settings.default_artifact_root,
+        settings.sqlite_sync,
+    )
+    .await?;
     let artifacts = match &settings.artifacts_destination {
         Some(dir) => Some(Arc::new(artifacts::ArtifactRoot::open(dir).map_err(
             |source| RunError::Artifacts {

@@ -244,8 +244,12 @@ async fn upload(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResul
         tokio::io::copy(&mut reader, &mut file)
             .await
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("Upload of '{clean}' failed: {e}")))?;
+        // On disk before it gets its name, and the name on disk before the upload is answered:
+        // an acknowledged artifact survives a power loss (docs/architecture.md, "Durability").
         file.flush().await.map_err(ApiError::internal)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(ApiError::internal)
+        file.sync_all().await.map_err(ApiError::internal)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(ApiError::internal)?;
+        sync_dir(parent).await.map_err(ApiError::internal)
     }
     .await;
     if result.is_err() {
@@ -253,6 +257,11 @@ async fn upload(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResul
     }
     result?;
     Ok(Json(json!({})))
+}
+
+/// fsync a directory, so the names created in it are on disk.
+async fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    tokio::fs::File::open(dir).await?.sync_all().await
 }
 
 async fn delete(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Value>> {

@@ -78,8 +78,35 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             );
     }
     router
+        .layer(axum::middleware::from_fn_with_state(
+            state.store.clone(),
+            durable_writes,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
+}
+
+/// A request that may have written is answered only once its commits are on disk: SQLite's group
+/// commit syncs everything committed so far, shared with the other writers that finished meanwhile
+/// (docs/architecture.md, "Durability"). Reads pass straight through.
+async fn durable_writes(
+    axum::extract::State(store): axum::extract::State<std::sync::Arc<dyn crate::store::Store>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let reads_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(request).await;
+    if reads_only {
+        return response;
+    }
+    match store.sync_commits().await {
+        Ok(()) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "could not sync committed writes to disk");
+            ApiError::internal(err).into_response()
+        }
+    }
 }
 
 async fn endpoint_not_found(uri: axum::http::Uri) -> Response {

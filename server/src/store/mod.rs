@@ -479,6 +479,10 @@ pub trait Store:
 
     /// Whether the database answers right now (for `/health`): `Err` says why not.
     async fn ping(&self) -> Result<(), String>;
+
+    /// Return once every write committed so far is on disk (SQLite's group commit; a no-op where
+    /// the engine syncs each commit itself). Write requests call it before answering.
+    async fn sync_commits(&self) -> std::io::Result<()>;
 }
 
 /// Experiments.
@@ -571,10 +575,20 @@ pub struct DatasetSummary {
     pub context: Option<String>,
 }
 
-/// Open the store named by a backend store URI and bring its schema up to date.
+/// Open the store named by a backend store URI and bring its schema up to date (SQLite commits
+/// acknowledged once on disk).
 pub async fn open(uri: &str, default_artifact_root: &str) -> StoreResult<sql::SqlStore> {
+    open_with(uri, default_artifact_root, crate::db::SqliteSync::Full).await
+}
+
+/// [`open`] with the SQLite durability chosen (`--sqlite-synchronous`).
+pub async fn open_with(
+    uri: &str,
+    default_artifact_root: &str,
+    sqlite_sync: crate::db::SqliteSync,
+) -> StoreResult<sql::SqlStore> {
     if let Some(path) = sqlite::path_from_uri(uri) {
-        sqlite::open(&path, default_artifact_root).await
+        sqlite::open(&path, default_artifact_root, sqlite_sync).await
     } else if postgres::is_postgres_uri(uri) {
         postgres::open(uri, default_artifact_root).await
     } else {

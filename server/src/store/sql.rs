@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
-use tokio::sync::MutexGuard;
 use tracing::instrument;
 
 use super::query::{Arg, Sql};
@@ -151,6 +150,10 @@ impl SqlStore {
         }
     }
 
+    pub(super) fn enable_group_commit(&mut self, group_commit: crate::db::GroupCommit) {
+        self.database = self.database.clone().with_group_commit(group_commit);
+    }
+
     /// The database under this store, for the stores that share it (model-quality monitoring).
     pub fn database(&self) -> Database {
         self.database.clone()
@@ -164,7 +167,7 @@ impl SqlStore {
         &self.pool
     }
 
-    pub async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    pub async fn write_guard(&self) -> Option<crate::db::WriteGuard<'_>> {
         self.database.write_guard().await
     }
 
@@ -553,6 +556,10 @@ impl Store for SqlStore {
 
     async fn ping(&self) -> Result<(), String> {
         crate::db::ping(&self.pool, std::time::Duration::from_secs(2)).await
+    }
+
+    async fn sync_commits(&self) -> std::io::Result<()> {
+        self.database.sync_commits().await
     }
 }
 

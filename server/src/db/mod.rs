@@ -2,11 +2,15 @@
 //! model-quality monitoring and basic auth's users all open their pools here, so one database
 //! file gets one set of SQLite settings (docs/architecture.md, "Storage").
 
+mod group_commit;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
+
+pub use group_commit::GroupCommit;
 
 use sqlx::AnyPool;
 use sqlx::Executor;
@@ -19,24 +23,93 @@ pub enum Engine {
     Postgres,
 }
 
+/// When a SQLite commit is acknowledged (`--sqlite-synchronous`, docs/architecture.md,
+/// "Durability").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSync {
+    /// After it is on disk: survives a power loss. Concurrent commits share one fsync
+    /// ([`GroupCommit`]).
+    #[default]
+    Full,
+    /// When SQLite has written it to the WAL file, before the disk has it: survives a killed
+    /// process, may lose the last commits on a power loss (synced at checkpoints only).
+    Normal,
+}
+
+impl SqliteSync {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Some(Self::Full),
+            "normal" => Some(Self::Normal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        }
+    }
+}
+
 /// A pool with its dialect and, for SQLite, the one in-process writer lock that every store on
 /// the file shares (SQLite allows one writer: serialising writers in-process avoids SQLITE_BUSY on
-/// lock upgrades). Cheap to clone.
+/// lock upgrades) and its group commit. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: AnyPool,
     engine: Engine,
     write_lock: Option<Arc<Mutex<()>>>,
+    group_commit: Option<Arc<GroupCommit>>,
+}
+
+/// Held while writing to SQLite; its release counts a finished write transaction for the group
+/// commit, so hold it until the transaction has committed.
+#[derive(Debug)]
+pub struct WriteGuard<'a> {
+    _lock: MutexGuard<'a, ()>,
+    group_commit: Option<&'a GroupCommit>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.group_commit {
+            g.committed();
+        }
+    }
 }
 
 impl Database {
+    /// A database without group commit (PostgreSQL; SQLite in memory or `--sqlite-synchronous
+    /// normal`).
     pub fn new(pool: AnyPool, engine: Engine) -> Self {
         let write_lock = (engine == Engine::Sqlite).then(|| Arc::new(Mutex::new(())));
         Self {
             pool,
             engine,
             write_lock,
+            group_commit: None,
         }
+    }
+
+    /// A SQLite file whose write requests are answered only once their commits are on disk.
+    pub fn with_group_commit(mut self, group_commit: GroupCommit) -> Self {
+        self.group_commit = Some(Arc::new(group_commit));
+        self
+    }
+
+    /// Wait until every write committed so far is on disk (a no-op without group commit:
+    /// PostgreSQL syncs its own commits, `synchronous_commit` left as the server has it).
+    pub async fn sync_commits(&self) -> std::io::Result<()> {
+        match &self.group_commit {
+            Some(g) => g.sync().await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn group_commit(&self) -> Option<&GroupCommit> {
+        self.group_commit.as_deref()
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -47,10 +120,13 @@ impl Database {
         self.engine
     }
 
-    /// Held while writing; `None` (no waiting) on PostgreSQL.
-    pub async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
+    /// Held while writing, until the commit; `None` (no waiting) on PostgreSQL.
+    pub async fn write_guard(&self) -> Option<WriteGuard<'_>> {
         match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
+            Some(lock) => Some(WriteGuard {
+                _lock: lock.lock().await,
+                group_commit: self.group_commit.as_deref(),
+            }),
             None => None,
         }
     }
@@ -67,9 +143,29 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// below), so SQLite pools wait for a connection as long.
 const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Settings of every SQLite connection: wait for the writer instead of failing, enforce foreign
-/// keys, fsync at WAL checkpoints, and make LIKE case-sensitive as MLflow's search expects.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-     PRAGMA synchronous = NORMAL; PRAGMA case_sensitive_like = ON;";
+/// keys, and make LIKE case-sensitive as MLflow's search expects. `synchronous` comes from
+/// [`Pragma`].
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;";
+
+/// SQLite's own `PRAGMA synchronous` for a pool's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pragma {
+    /// fsync at WAL checkpoints only: for the tracking store, whose write requests sync through
+    /// [`GroupCommit`] (or accept the risk with `--sqlite-synchronous normal`).
+    SynchronousNormal,
+    /// fsync at every commit: for stores with rare writes (basic auth's users).
+    SynchronousFull,
+}
+
+impl Pragma {
+    fn statement(self) -> &'static str {
+        match self {
+            Self::SynchronousNormal => "PRAGMA synchronous = NORMAL;",
+            Self::SynchronousFull => "PRAGMA synchronous = FULL;",
+        }
+    }
+}
 
 /// The file path of an MLflow-style SQLite URI: `sqlite:///rel.db` is relative, `sqlite:////abs.db`
 /// absolute, `sqlite:///:memory:` (or `sqlite://`) in memory. `None` for other schemes.
@@ -99,11 +195,15 @@ pub fn normalise_postgres(uri: &str) -> String {
     }
 }
 
-/// Open a pool on an MLflow-style backend URI; `None` when the scheme is neither SQLite nor
-/// PostgreSQL.
+/// Open a pool on an MLflow-style backend URI for a store with rare writes (SQLite commits are
+/// synced one by one); `None` when the scheme is neither SQLite nor PostgreSQL.
 pub async fn connect(uri: &str) -> Option<Result<(AnyPool, Engine), sqlx::Error>> {
     if let Some(path) = sqlite_path(uri) {
-        Some(connect_sqlite(&path).await.map(|pool| (pool, Engine::Sqlite)))
+        Some(
+            connect_sqlite(&path, Pragma::SynchronousFull)
+                .await
+                .map(|pool| (pool, Engine::Sqlite)),
+        )
     } else if is_postgres_uri(uri) {
         Some(connect_postgres(uri).await.map(|pool| (pool, Engine::Postgres)))
     } else {
@@ -112,7 +212,7 @@ pub async fn connect(uri: &str) -> Option<Result<(AnyPool, Engine), sqlx::Error>
 }
 
 /// A SQLite file (created with its directory when missing) in WAL mode, or an in-memory database.
-pub async fn connect_sqlite(path: &str) -> Result<AnyPool, sqlx::Error> {
+pub async fn connect_sqlite(path: &str, synchronous: Pragma) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let memory = path == ":memory:";
     let url = if memory {
@@ -135,9 +235,10 @@ pub async fn connect_sqlite(path: &str) -> Result<AnyPool, sqlx::Error> {
     };
     let pool = options
         .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 conn.execute(SQLITE_PRAGMAS).await?;
+                conn.execute(synchronous.statement()).await?;
                 Ok(())
             })
         })
@@ -222,7 +323,7 @@ mod tests {
     async fn every_sqlite_pool_gets_the_same_settings() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/one.db").display().to_string();
-        let pool = connect_sqlite(&path).await.unwrap();
+        let pool = connect_sqlite(&path, Pragma::SynchronousNormal).await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         let row: (String,) = sqlx::query_as("PRAGMA journal_mode")
             .fetch_one(&mut *conn)
