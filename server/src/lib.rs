@@ -77,13 +77,15 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         metrics.as_ref().map(|m| m.quality.clone()),
         settings.monitoring.clone(),
     );
-    monitoring.spawn_scheduler();
+    let replica = store::schedule::replica_id();
+    monitoring.spawn_scheduler(replica.clone());
     let auth = match &settings.auth {
         Some(config) => Some(Arc::new(auth::Auth::open(config, store.clone()).await?)),
         None => None,
     };
     if let (Some(metrics), Some(interval)) = (&metrics, settings.statistics_interval) {
-        prometheus::spawn_statistics(store.clone(), auth.clone(), metrics.clone(), interval);
+        let schedule = store::schedule::Schedule::new(sql_store.database(), "statistics", interval, replica);
+        prometheus::spawn_statistics(store.clone(), auth.clone(), metrics.clone(), schedule);
     }
     let ui = crate::ui::resolve(&settings.ui).await;
     Ok(AppState {

@@ -4,7 +4,7 @@
 //! background task — a scrape only encodes the last snapshot, it never queries the database.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -244,6 +244,17 @@ impl ServerMetrics {
             .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 
+    /// Drop the statistics series (another replica exports them now); the refresh timestamp
+    /// keeps its last value, which dashboards' `max()` passes over.
+    pub fn clear_statistics(&self) {
+        self.experiments.clear();
+        self.registered_models.clear();
+        self.users.clear();
+        self.datasets.clear();
+        self.runs.clear();
+        self.model_versions.clear();
+    }
+
     /// The exposition in Prometheus' classic text format (what upstream serves and promtool
     /// checks).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -324,40 +335,64 @@ pub async fn serve(State(metrics): State<Arc<ServerMetrics>>) -> Response {
     }
 }
 
-/// Refresh statistics now and then every `interval`, until the process ends.
-///
-/// With basic auth on, `mlflow_user_count` is the number of accounts; otherwise the number of
-/// distinct users that created runs.
+/// Refresh the statistics gauges once per `schedule` interval across the replicas on one database:
+/// the replica that takes the turn counts and exports them, the others drop theirs, so every
+/// dashboard `max()` reads the newest counts and the database is counted once per interval.
 pub fn spawn_statistics(
     store: Arc<dyn Store>,
     auth: Option<Arc<crate::auth::Auth>>,
     metrics: Arc<ServerMetrics>,
-    interval: Duration,
+    schedule: crate::store::schedule::Schedule,
 ) {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(schedule.poll_period());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut exporting = false;
         loop {
             ticker.tick().await;
-            let started = Instant::now();
-            match store.statistics().await {
-                Ok(mut stats) => {
-                    if let Some(auth) = &auth {
-                        match auth.user_count().await {
-                            Ok(users) => stats.users = users,
-                            Err(err) => tracing::warn!(error = %err, "counting auth users failed"),
-                        }
-                    }
-                    metrics.set_statistics(&stats);
-                    tracing::debug!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "statistics refreshed"
-                    );
+            match schedule.claim(crate::store::now_ms()).await {
+                Ok(true) => {
+                    refresh_statistics(store.as_ref(), auth.as_deref(), &metrics).await;
+                    exporting = true;
                 }
-                Err(err) => tracing::warn!(error = %err, reason = err.reason(), "statistics refresh failed"),
+                Ok(false) if exporting => {
+                    // Another replica took a turn since: its numbers are the newer ones.
+                    match schedule.last_holder().await {
+                        Ok(Some(holder)) if holder != schedule.replica() => {
+                            metrics.clear_statistics();
+                            exporting = false;
+                        }
+                        Ok(_) => {}
+                        Err(err) => tracing::debug!(error = %err, "statistics schedule unavailable"),
+                    }
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "statistics schedule unavailable"),
             }
         }
     });
+}
+
+/// Count everything once. With basic auth on, `mlflow_user_count` is the number of accounts;
+/// otherwise the number of distinct users that created runs.
+async fn refresh_statistics(store: &dyn Store, auth: Option<&crate::auth::Auth>, metrics: &ServerMetrics) {
+    let started = Instant::now();
+    match store.statistics().await {
+        Ok(mut stats) => {
+            if let Some(auth) = auth {
+                match auth.user_count().await {
+                    Ok(users) => stats.users = users,
+                    Err(err) => tracing::warn!(error = %err, "counting auth users failed"),
+                }
+            }
+            metrics.set_statistics(&stats);
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "statistics refreshed"
+            );
+        }
+        Err(err) => tracing::warn!(error = %err, reason = err.reason(), "statistics refresh failed"),
+    }
 }
 
 #[cfg(test)]

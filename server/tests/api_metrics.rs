@@ -65,9 +65,15 @@ async fn statistics_follow_the_data_after_the_interval() {
     )
     .await
     .unwrap();
+    let schedule = mlkube_server::store::schedule::Schedule::new(
+        store.database(),
+        "statistics",
+        Duration::from_millis(100),
+        "test-replica".to_owned(),
+    );
     let store: Arc<dyn mlkube_server::store::Store> = Arc::new(store);
     let metrics = Arc::new(ServerMetrics::new());
-    spawn_statistics(store.clone(), None, metrics.clone(), Duration::from_millis(100));
+    spawn_statistics(store.clone(), None, metrics.clone(), schedule);
     let wait_for = |needle: &'static str| {
         let metrics = metrics.clone();
         async move {

@@ -896,7 +896,7 @@ async fn the_scheduler_evaluates_in_the_background() {
     let mut settings = private_webhooks();
     settings.evaluation_interval = Duration::from_millis(100);
     let m = mon_app(settings).await;
-    let _task = m.monitoring.spawn_scheduler();
+    let _task = m.monitoring.spawn_scheduler("test-replica".to_owned());
     let monitor = m
         .create_monitor(
             json!({"name": "f1", "model_name": "bg", "metric": "f1", "window": "30m", "threshold": 0.9}),

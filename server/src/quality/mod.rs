@@ -38,6 +38,7 @@ pub use self::settings::{MonitoringArgs, MonitoringSettings};
 use self::store::{MonitoringStore, PruneStats, Scope, StoredReference, WindowRow};
 use self::webhook::Notifier;
 use self::windows::Window;
+use crate::store::schedule::Schedule;
 use crate::store::{StoreResult, now_ms};
 
 /// Drift compares at most this many of the window's newest predictions.
@@ -290,45 +291,61 @@ impl QualityMonitoring {
     }
 
     /// Evaluate all monitors and prune old data every `--monitoring-evaluation-interval`, starting
-    /// now, until the process ends (or `self` is dropped).
-    pub fn spawn_scheduler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// now, until the process ends (or `self` is dropped). Replicas on one database take turns: each
+    /// interval exactly one of them runs the pass ([`Schedule`]), so a state change notifies its
+    /// webhook once, whatever the number of replicas. `replica` names this process among them.
+    pub fn spawn_scheduler(self: &Arc<Self>, replica: String) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
-        let interval = self.settings.evaluation_interval;
+        let schedule = Schedule::new(
+            self.store.database().clone(),
+            "monitoring",
+            self.settings.evaluation_interval,
+            replica,
+        );
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
+            let mut ticker = tokio::time::interval(schedule.poll_period());
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 let Some(monitoring) = weak.upgrade() else {
                     break;
                 };
-                let now = evaluation_time();
-                match monitoring.evaluate_all(now).await {
-                    Ok(monitors) => {
-                        if let Some(e) = &monitoring.exporter {
-                            e.metrics().set_last_evaluation(now);
-                        }
-                        tracing::debug!(monitors = monitors.len(), "monitors evaluated");
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, reason = err.reason(), "monitor evaluation failed")
-                    }
-                }
-                match monitoring.prune(now_ms()).await {
-                    Ok(s) if s != PruneStats::default() => {
-                        tracing::info!(
-                            predictions = s.predictions,
-                            labels = s.labels,
-                            "monitoring data pruned"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!(error = %err, reason = err.reason(), "monitoring pruning failed")
-                    }
+                match schedule.claim(now_ms()).await {
+                    Ok(true) => monitoring.scheduled_pass(schedule.replica()).await,
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "monitoring schedule unavailable"),
                 }
             }
         })
+    }
+
+    /// One scheduled pass: evaluate every monitor, then prune.
+    async fn scheduled_pass(&self, replica: &str) {
+        let now = evaluation_time();
+        match self.evaluate_all(now).await {
+            Ok(monitors) => {
+                if let Some(e) = &self.exporter {
+                    e.metrics().set_last_evaluation(now);
+                }
+                tracing::debug!(monitors = monitors.len(), replica, "monitors evaluated");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, reason = err.reason(), "monitor evaluation failed")
+            }
+        }
+        match self.prune(now_ms()).await {
+            Ok(s) if s != PruneStats::default() => {
+                tracing::info!(
+                    predictions = s.predictions,
+                    labels = s.labels,
+                    "monitoring data pruned"
+                )
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, reason = err.reason(), "monitoring pruning failed")
+            }
+        }
     }
 
     /// Apply the retention settings once.

@@ -374,6 +374,7 @@ impl QualityMonitoring {
             .record_evaluation(
                 &monitor.monitor_id,
                 monitor.revision,
+                previous,
                 state,
                 state_since,
                 value,
@@ -382,7 +383,8 @@ impl QualityMonitoring {
             .await?;
         let mut updated = monitor;
         if !recorded {
-            // Deleted or reconfigured meanwhile: the next evaluation sees the new configuration.
+            // Deleted, reconfigured, or evaluated by another replica meanwhile: the next evaluation
+            // starts from what is stored now.
             tracing::debug!(monitor_id = %updated.monitor_id, "monitor changed during evaluation; result dropped");
             return Ok(updated);
         }

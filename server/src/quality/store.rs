@@ -147,6 +147,10 @@ impl MonitoringStore {
         Self { db }
     }
 
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn pool(&self) -> &AnyPool {
         self.db.pool()
     }
@@ -494,12 +498,15 @@ impl MonitoringStore {
         Ok(())
     }
 
-    /// Record an evaluation's outcome, unless the monitor was changed (another revision) or
-    /// deleted since it was read. Whether it was recorded.
+    /// Record an evaluation's outcome, unless the monitor was changed (another revision), deleted,
+    /// or moved out of `previous` (another replica's evaluation got there first: only the one
+    /// that records a state change notifies it) since it was read. Whether it was recorded.
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_evaluation(
         &self,
         monitor_id: &str,
         revision: i64,
+        previous: AlertState,
         state: AlertState,
         state_since: i64,
         value: Option<f64>,
@@ -513,6 +520,7 @@ impl MonitoringStore {
         q.push(", last_evaluated = ").bind_i64(evaluated);
         q.push(" WHERE monitor_id = ").bind_str(monitor_id);
         q.push(" AND revision = ").bind_i64(revision);
+        q.push(" AND state = ").bind_str(previous.as_str());
         let _guard = self.db.write_guard().await;
         Ok(q.query(self.db.engine())
             .execute(self.pool())

@@ -7,6 +7,7 @@ pub mod postgres;
 pub mod query;
 pub mod registry;
 pub mod registry_sql;
+pub mod schedule;
 pub mod search_sql;
 pub mod sql;
 pub mod sqlite;
