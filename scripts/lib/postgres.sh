@@ -68,7 +68,12 @@ pg_start() {
         { cat "${PG_DIR}/initdb.log" >&2; die "initdb failed"; }
 
     local opts="-c listen_addresses=127.0.0.1 -p ${PG_PORT} -c unix_socket_directories=${PG_DIR}/sock"
-    opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    opts+=" -c max_connections=200"
+    # Tests trade PostgreSQL's own durability for speed, except where it is what they test
+    # (MLKUBE_PG_DURABLE=1: the reliability step crashes PostgreSQL under acknowledged writes).
+    if [[ "${MLKUBE_PG_DURABLE:-0}" != 1 ]]; then
+        opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    fi
     if ! _pg_as_owner "${PG_BIN}/pg_ctl" start --pgdata="${PG_DIR}/data" --wait --timeout=60 \
         --log="${PG_DIR}/postgres.log" --options="$opts" >/dev/null; then
         cat "${PG_DIR}/postgres.log" >&2 || true

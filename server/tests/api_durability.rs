@@ -121,3 +121,38 @@ async fn settings_default_to_full_and_accept_normal() {
             .is_err()
     );
 }
+
+/// Found by the crash scenario (tests/reliability): JSON numbers must parse to the nearest double,
+/// or a logged value comes back one unit in the last place off.
+#[tokio::test]
+async fn metric_values_round_trip_exactly() {
+    let (app, _store) = app_with(SqliteSync::Full).await;
+    let exp = app.create_experiment("exact").await;
+    let run = app.create_run(&exp).await;
+    let values = [
+        0.484_734_727_391_672_67_f64,
+        0.029_655_151_779_904_854,
+        0.974_015_807_961_447_9,
+    ];
+    let metrics: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"key": "x", "value": v, "timestamp": 1, "step": i}))
+        .collect();
+    let (status, body) = app
+        .post("runs/log-batch", json!({"run_id": run, "metrics": metrics}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = app
+        .get(&format!("metrics/get-history?run_id={run}&metric_key=x"))
+        .await;
+    let mut got: Vec<(i64, f64)> = body["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["step"].as_i64().unwrap(), m["value"].as_f64().unwrap()))
+        .collect();
+    got.sort_by_key(|m| m.0);
+    let want: Vec<(i64, f64)> = values.iter().enumerate().map(|(i, v)| (i as i64, *v)).collect();
+    assert_eq!(got, want);
+}
