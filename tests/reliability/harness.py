@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -122,23 +123,39 @@ class Postgres:
     def __init__(self):
         self.bin, self.dir, self.port = os.environ["PG_BIN"], os.environ["PG_DIR"], os.environ["PG_PORT"]
         self.base_url = os.environ["MLKUBE_TEST_POSTGRES_URL"]
+        # The options the cluster was started with (port, socket directory, settings) live only in
+        # postmaster.opts: a plain `pg_ctl start` would forget them.
+        words = shlex.split(open(os.path.join(self.dir, "data", "postmaster.opts")).read())
+        opts, skip = [], False
+        for w in words[1:]:
+            if skip:
+                skip = False
+            elif w == "-D":
+                skip = True
+            else:
+                opts.append(w)
+        self.options = shlex.join(opts)
 
-    def _as_owner(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    def _as_owner(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True)
+        return subprocess.run(cmd, check=True, **kw)
 
     def ctl(self, action: str, mode: str = "fast") -> None:
-        opts = []
-        if action in ("start", "restart"):
-            opts = ["--log", os.path.join(self.dir, "postgres.log")]
-        self._as_owner([f"{self.bin}/pg_ctl", action, f"--pgdata={self.dir}/data", f"--mode={mode}", "--wait",
-                        "--timeout=60", *opts] if action != "start" else
-                       [f"{self.bin}/pg_ctl", "start", f"--pgdata={self.dir}/data", "--wait", "--timeout=60", *opts])
+        """`stop` (mode fast: sessions ended cleanly; immediate: a crash) or `start`."""
+        data = f"--pgdata={self.dir}/data"
+        if action == "stop":
+            self._as_owner([f"{self.bin}/pg_ctl", "stop", data, f"--mode={mode}", "--wait", "--timeout=60"],
+                           stdout=subprocess.DEVNULL)
+        else:
+            # The server inherits pg_ctl's stdout: never a pipe, or the call waits for it to exit.
+            self._as_owner([f"{self.bin}/pg_ctl", "start", data, "--wait", "--timeout=60", "-o", self.options,
+                            f"--log={self.dir}/postgres.log"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
 
     def psql(self, database: str, sql: str) -> list[list[str]]:
         out = self._as_owner([f"{self.bin}/psql", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-d", database,
-                              "-At", "-F", "\t", "-c", sql]).stdout
+                              "-At", "-F", "\t", "-c", sql], capture_output=True, text=True).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
     def create_database(self) -> str:
