@@ -33,7 +33,7 @@ pub fn clean_relative_path(raw: &str) -> Result<String, ApiError> {
     if decoded.contains(['\\', ';', '#', '?', '\0']) {
         return Err(bad("it may not contain '\\', ';', '#', '?' or NUL"));
     }
-    if decoded.starts_with('/') || decoded.starts_with('~') || Path::new(&decoded).has_root() {
+    if decoded.starts_with('/') || Path::new(&decoded).has_root() {
         return Err(bad("absolute paths are not allowed"));
     }
     let mut parts = Vec::new();
@@ -44,6 +44,11 @@ pub fn clean_relative_path(raw: &str) -> Result<String, ApiError> {
             Component::ParentDir => return Err(bad("'..' is not allowed")),
             Component::RootDir | Component::Prefix(_) => return Err(bad("absolute paths are not allowed")),
         }
+    }
+    // On the first component, not the raw text, so that `./~` is refused like `~` and the clean form
+    // of an accepted path is accepted again.
+    if parts.first().is_some_and(|p| p.starts_with('~')) {
+        return Err(bad("absolute paths are not allowed"));
     }
     if parts
         .first()
@@ -207,6 +212,11 @@ mod tests {
             "a%00b",
             "C:/windows",
             "~/x",
+            // Found by the property tests: the `~` check ran before `./` was dropped, so `./~`
+            // was accepted as `~`, which is refused when cleaned again.
+            "./~",
+            "%2e/~/x",
+            ".//./~",
         ] {
             assert!(clean_relative_path(bad).is_err(), "{bad}");
         }
@@ -240,5 +250,199 @@ mod tests {
         assert!(root.resolve("link/secret").is_err());
         assert!(root.resolve("link").is_err());
         assert!(root.resolve("fine/new/file").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Properties of the artifact path checks: whatever a client sends (percent-encoded any number
+    //! of times, backslashes, NUL, absolute paths, drive letters, unicode), an accepted path is
+    //! relative, has no `.`/`..`/empty component, is already fully decoded, cleans to itself, and
+    //! resolves under the root; every spelling of `..` is refused.
+
+    use std::path::Component;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Percent-encodes every byte of `text` (`..` becomes `%2E%2E`).
+    fn encode_all(text: &str) -> String {
+        text.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    /// Encodes `text` `times` times over; later rounds only need to encode the `%`.
+    fn encode_times(text: &str, times: usize, lower: bool) -> String {
+        let mut out = if times == 0 {
+            text.to_owned()
+        } else {
+            encode_all(text)
+        };
+        for _ in 1..times {
+            out = out.replace('%', "%25");
+        }
+        if lower { out.to_lowercase() } else { out }
+    }
+
+    /// The pieces that path attacks are made of, so they meet often.
+    fn path_soup() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/".to_owned()),
+            Just("//".to_owned()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just("./".to_owned()),
+            Just("../".to_owned()),
+            Just("\\".to_owned()),
+            Just("\0".to_owned()),
+            Just("~".to_owned()),
+            Just("./~".to_owned()),
+            Just("C:".to_owned()),
+            Just("./C:".to_owned()),
+            Just(";".to_owned()),
+            Just("#".to_owned()),
+            Just("?".to_owned()),
+            Just("%".to_owned()),
+            Just("%zz".to_owned()),
+            Just("%ff".to_owned()),
+            Just("%c3%a9".to_owned()),
+            Just("é".to_owned()),
+            Just("日本".to_owned()),
+            Just("a".to_owned()),
+            Just("model".to_owned()),
+            Just("MLmodel".to_owned()),
+            (
+                prop::sample::select(vec!["..", ".", "/", "\\", "\0", "~", "%", "C:"]),
+                0usize..10,
+                any::<bool>()
+            )
+                .prop_map(|(text, times, lower)| encode_times(text, times, lower)),
+            "[a-zA-Z0-9._-]{1,6}",
+            ".{0,4}",
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    fn any_path() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), path_soup()]
+    }
+
+    /// Every promise about an accepted, cleaned path.
+    fn check_clean(raw: &str, clean: &str, root: &ArtifactRoot) -> Result<(), TestCaseError> {
+        let path = Path::new(clean);
+        prop_assert!(path.is_relative() && !path.has_root(), "{raw:?} -> {clean:?}");
+        prop_assert!(
+            !clean.contains(['\\', ';', '#', '?', '\0']),
+            "{raw:?} -> {clean:?}"
+        );
+        if !clean.is_empty() {
+            for part in clean.split('/') {
+                prop_assert!(!matches!(part, "" | "." | ".."), "{raw:?} -> {clean:?}");
+            }
+        }
+        prop_assert!(
+            path.components().all(|c| matches!(c, Component::Normal(_))),
+            "{raw:?} -> {clean:?}"
+        );
+        let decoded = fully_decode(clean);
+        prop_assert_eq!(decoded.as_deref(), Some(clean), "not fully decoded");
+        let again = clean_relative_path(clean);
+        prop_assert_eq!(
+            again.as_deref().ok(),
+            Some(clean),
+            "{:?} -> {:?} -> {:?}",
+            raw,
+            clean,
+            again
+        );
+        let resolved = root.resolve(clean);
+        prop_assert!(resolved.is_ok(), "{raw:?} -> {clean:?} does not resolve");
+        if let Ok(resolved) = resolved {
+            prop_assert!(resolved.starts_with(root.root()), "{resolved:?}");
+            prop_assert_eq!(
+                resolved.components().count(),
+                root.root().components().count() + path.components().count()
+            );
+        }
+        Ok(())
+    }
+
+    fn temp_root() -> (tempfile::TempDir, ArtifactRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = ArtifactRoot::open(dir.path()).unwrap();
+        (dir, root)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fully_decoded_text_is_stable(raw in any_path()) {
+            if let Some(decoded) = fully_decode(&raw) {
+                let again = percent_decode_str(&decoded).decode_utf8().map(|c| c.into_owned());
+                prop_assert_eq!(again.ok(), Some(decoded));
+            }
+        }
+
+        #[test]
+        fn accepted_paths_are_clean_relative_and_under_the_root(raw in any_path()) {
+            let (_dir, root) = temp_root();
+            if let Ok(clean) = clean_relative_path(&raw) {
+                check_clean(&raw, &clean, &root)?;
+            }
+        }
+
+        #[test]
+        fn every_encoding_of_dot_dot_is_refused(
+            before in "[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}",
+            after in "[a-z0-9]{1,8}",
+            times in 0usize..12,
+            lower in any::<bool>(),
+            separator in prop::sample::select(vec!["/", "%2F", "%2f", "%252F"]),
+            leading in any::<bool>(),
+        ) {
+            let dots = encode_times("..", times, lower);
+            let raw = if leading {
+                format!("{dots}{separator}{after}")
+            } else {
+                format!("{before}{separator}{dots}{separator}{after}")
+            };
+            prop_assert!(clean_relative_path(&raw).is_err(), "{raw:?} was accepted");
+        }
+
+        #[test]
+        fn absolute_paths_are_refused(
+            rest in "[a-z0-9/]{0,12}",
+            times in 0usize..4,
+            start in prop::sample::select(vec!["/", "\\", "~", "C:/", "c:\\", "D:"]),
+        ) {
+            let raw = encode_times(&format!("{start}{rest}"), times, false);
+            prop_assert!(clean_relative_path(&raw).is_err(), "{raw:?} was accepted");
+        }
+
+        #[test]
+        fn encoded_plain_paths_decode_to_their_segments(
+            segments in proptest::collection::vec("[a-zA-Z0-9_-][a-zA-Z0-9._ é-]{0,8}", 1..5),
+            times in 0usize..5,
+            dot_prefix in any::<bool>(),
+        ) {
+            let (_dir, root) = temp_root();
+            let plain = segments.join("/");
+            let raw = format!("{}{}", if dot_prefix { "./" } else { "" }, encode_times(&plain, times, false));
+            let clean = clean_relative_path(&raw);
+            prop_assert_eq!(clean.as_deref().ok(), Some(plain.as_str()), "{:?}", raw);
+            check_clean(&raw, &plain, &root)?;
+        }
+
+        #[test]
+        fn paths_through_a_link_out_of_the_root_never_resolve(raw in any_path()) {
+            let (dir, root) = temp_root();
+            let outside = tempfile::tempdir().unwrap();
+            std::os::unix::fs::symlink(outside.path(), dir.path().join("a")).unwrap();
+            if let Ok(clean) = clean_relative_path(&raw) {
+                let through_link = clean == "a" || clean.starts_with("a/");
+                prop_assert_eq!(root.resolve(&clean).is_err(), through_link, "{:?}", clean);
+            }
+        }
     }
 }

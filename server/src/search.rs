@@ -1915,3 +1915,619 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Properties of the parser on all five endpoints: no input panics, and an error message stays
+    //! short whatever the input's length; valid filters and `order_by` entries, generated from each
+    //! endpoint's own schema (every entity alias in any case, bare, backticked and double-quoted
+    //! keys with doubled quotes inside, every comparator and its spellings, numbers in every notation
+    //! the grammar allows, strings with escaped quotes, `IN` lists, AND chains, any whitespace),
+    //! parse to exactly the clauses that were generated: the same count, keys and values.
+
+    use std::fmt;
+
+    use proptest::prelude::*;
+    use proptest::strategy::{BoxedStrategy, Union};
+
+    use super::*;
+
+    type FilterParser = fn(&str) -> Result<Vec<Clause>, SearchError>;
+    type OrderParser = fn(&str) -> Result<OrderBy, SearchError>;
+
+    struct Endpoint {
+        name: &'static str,
+        schema: &'static Schema,
+        filter: FilterParser,
+        order_by: OrderParser,
+    }
+
+    fn endpoints() -> [Endpoint; 5] {
+        [
+            Endpoint {
+                name: "runs",
+                schema: &RUNS,
+                filter: parse_run_filter,
+                order_by: parse_run_order_by,
+            },
+            Endpoint {
+                name: "experiments",
+                schema: &EXPERIMENTS,
+                filter: parse_experiment_filter,
+                order_by: parse_experiment_order_by,
+            },
+            Endpoint {
+                name: "registered models",
+                schema: &REGISTERED_MODELS,
+                filter: parse_registered_model_filter,
+                order_by: parse_registered_model_order_by,
+            },
+            Endpoint {
+                name: "model versions",
+                schema: &MODEL_VERSIONS,
+                filter: parse_model_version_filter,
+                order_by: parse_model_version_order_by,
+            },
+            Endpoint {
+                name: "logged models",
+                schema: &LOGGED_MODELS,
+                filter: parse_logged_model_filter,
+                order_by: parse_logged_model_order_field,
+            },
+        ]
+    }
+
+    /// Longest error message, in characters, for an input of any length (user input is quoted
+    /// through `snippet`).
+    const MAX_MESSAGE_CHARS: usize = 600;
+
+    /// Generated text and what it must parse to.
+    #[derive(Clone, Debug)]
+    struct Gen<T> {
+        text: String,
+        expected: T,
+    }
+
+    // --- lexical pieces ---
+
+    fn ws() -> BoxedStrategy<&'static str> {
+        prop::sample::select(vec![" ", "  ", "\t", "\n", "\r\n", "\u{a0}", " \u{3000} "]).boxed()
+    }
+
+    fn opt_ws() -> BoxedStrategy<&'static str> {
+        prop_oneof![Just(""), ws()].boxed()
+    }
+
+    /// `word` with each letter in upper or lower case.
+    fn any_case(word: &'static str) -> BoxedStrategy<String> {
+        proptest::collection::vec(any::<bool>(), word.chars().count())
+            .prop_map(move |upper| {
+                word.chars()
+                    .zip(upper)
+                    .map(|(c, up)| {
+                        if up {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        }
+                    })
+                    .collect()
+            })
+            .boxed()
+    }
+
+    /// `text` between `q`s, each `q` inside doubled.
+    fn quote(text: &str, q: char) -> String {
+        let doubled: String = [q, q].iter().collect();
+        format!("{q}{}{q}", text.replace(q, &doubled))
+    }
+
+    /// One part of a key: bare when it can be, else (or sometimes anyway) backticked or
+    /// double-quoted.
+    fn key_part(text: String) -> BoxedStrategy<String> {
+        let quoted = prop_oneof![Just(quote(&text, '`')), Just(quote(&text, '"'))];
+        if !text.is_empty() && text.chars().all(is_word_char) {
+            prop_oneof![2 => Just(text), 1 => quoted].boxed()
+        } else {
+            quoted.boxed()
+        }
+    }
+
+    /// An entity prefix of `schema` for `entity`, as written.
+    fn prefix(schema: &'static Schema, entity: Entity) -> BoxedStrategy<String> {
+        let aliases: Vec<&'static str> = schema
+            .entities
+            .iter()
+            .filter(|(_, e)| *e == entity)
+            .map(|(alias, _)| *alias)
+            .collect();
+        prop::sample::select(aliases)
+            .prop_flat_map(any_case)
+            .prop_flat_map(key_part)
+            .boxed()
+    }
+
+    /// A metric, param or tag key after its prefix: (as written, as the parser reports it). Either
+    /// dotted words (`mlflow.user`, each part bare or quoted) or any text in one quoted part.
+    fn free_key() -> BoxedStrategy<(String, String)> {
+        let dotted = proptest::collection::vec("[a-zA-Z0-9_é]{1,8}", 1..4).prop_flat_map(|words| {
+            let name = words.join(".");
+            let parts: Vec<BoxedStrategy<String>> = words.into_iter().map(key_part).collect();
+            parts.prop_map(move |parts| (parts.join("."), name.clone()))
+        });
+        let quoted = prop_oneof![any::<String>(), "[a-z`\". ]{1,10}"]
+            .prop_filter("a quoted key is not empty", |name| !name.is_empty())
+            .prop_flat_map(|name| {
+                prop_oneof![Just(quote(&name, '`')), Just(quote(&name, '"'))]
+                    .prop_map(move |text| (text, name.clone()))
+            });
+        prop_oneof![dotted, quoted].boxed()
+    }
+
+    /// A finite number in one of the notations of the grammar, and its value.
+    fn number() -> BoxedStrategy<(String, f64)> {
+        let value = prop_oneof![
+            any::<f64>().prop_filter("finite", |x| x.is_finite()),
+            (-1_000_000i32..1_000_000).prop_map(f64::from),
+            (-1000i32..1000, -30i32..30).prop_map(|(m, e)| f64::from(m) * 10f64.powi(e)),
+        ];
+        (value, 0usize..7)
+            .prop_map(|(x, style)| {
+                let plain = format!("{x}");
+                let text = match style {
+                    0 => plain,
+                    1 => format!("{x:e}"),
+                    2 => format!("{x:E}"),
+                    // An explicit `+` on a non-negative exponent.
+                    3 => {
+                        let e = format!("{x:e}");
+                        if e.contains("e-") { e } else { e.replace('e', "e+") }
+                    }
+                    // No digit before the point: `.5`, `-.5`.
+                    4 => plain
+                        .strip_prefix("0.")
+                        .map(|rest| format!(".{rest}"))
+                        .or_else(|| plain.strip_prefix("-0.").map(|rest| format!("-.{rest}")))
+                        .unwrap_or(plain),
+                    // No digit after the point: `5.`.
+                    5 if !plain.contains('.') => format!("{plain}."),
+                    // No digit after the point, then an exponent: `5.e3`.
+                    6 => {
+                        let e = format!("{x:e}");
+                        match e.split_once('e') {
+                            Some((mantissa, exp)) if !mantissa.contains('.') => format!("{mantissa}.e{exp}"),
+                            _ => e,
+                        }
+                    }
+                    _ => plain,
+                };
+                (text, x)
+            })
+            .boxed()
+    }
+
+    /// A quoted string value (single or double quotes) and its text.
+    fn string_value() -> BoxedStrategy<(String, String)> {
+        (
+            prop_oneof![any::<String>(), "[a-z'\" %_\\\\]{0,10}"],
+            any::<bool>(),
+        )
+            .prop_map(|(s, single)| (quote(&s, if single { '\'' } else { '"' }), s))
+            .boxed()
+    }
+
+    fn list_value() -> BoxedStrategy<(String, Vec<String>)> {
+        proptest::collection::vec((opt_ws(), string_value(), opt_ws()), 1..5)
+            .prop_map(|items| {
+                let text: Vec<String> = items.iter().map(|(a, (t, _), b)| format!("{a}{t}{b}")).collect();
+                let values = items.into_iter().map(|(_, (_, s), _)| s).collect();
+                (format!("({})", text.join(",")), values)
+            })
+            .boxed()
+    }
+
+    /// Every spelling of `cmp`; whether it is a word (and needs whitespace around it).
+    fn comparator_text(cmp: Comparator) -> (BoxedStrategy<String>, bool) {
+        let just = |s: &'static str| Just(s.to_owned()).boxed();
+        let words = |w: Vec<BoxedStrategy<String>>| {
+            w.prop_flat_map(|parts| {
+                let n = parts.len();
+                (Just(parts), proptest::collection::vec(ws(), n.saturating_sub(1)))
+            })
+            .prop_map(|(parts, gaps)| {
+                let mut out = String::new();
+                for (i, part) in parts.iter().enumerate() {
+                    if let Some(gap) = i.checked_sub(1).and_then(|g| gaps.get(g)) {
+                        out.push_str(gap);
+                    }
+                    out.push_str(part);
+                }
+                out
+            })
+            .boxed()
+        };
+        match cmp {
+            Comparator::Eq => (just("="), false),
+            Comparator::Ne => (prop_oneof![just("!="), just("<>")].boxed(), false),
+            Comparator::Gt => (just(">"), false),
+            Comparator::Ge => (just(">="), false),
+            Comparator::Lt => (just("<"), false),
+            Comparator::Le => (just("<="), false),
+            Comparator::Like => (any_case("like"), true),
+            Comparator::ILike => (any_case("ilike"), true),
+            Comparator::In => (any_case("in"), true),
+            Comparator::NotIn => (words(vec![any_case("not"), any_case("in")]), true),
+            Comparator::IsNull => (words(vec![any_case("is"), any_case("null")]), true),
+            Comparator::IsNotNull => (
+                words(vec![any_case("is"), any_case("not"), any_case("null")]),
+                true,
+            ),
+        }
+    }
+
+    // --- clauses ---
+
+    /// `key_text <cmp> value` for a key of `kind`, with a comparator that kind allows.
+    fn clause(key_text: String, entity: Entity, key: String, kind: KeyKind) -> BoxedStrategy<Gen<Clause>> {
+        let comparators = match kind {
+            KeyKind::Num => NUMERIC_CMPS,
+            KeyKind::Str => STRING_CMPS,
+            KeyKind::StrOrList => STRING_LIST_CMPS,
+        };
+        prop::sample::select(comparators)
+            .prop_flat_map(move |comparator| {
+                let value: BoxedStrategy<(String, Value)> = match (kind, comparator) {
+                    (KeyKind::Num, _) => number().prop_map(|(t, x)| (t, Value::Number(x))).boxed(),
+                    (_, Comparator::In | Comparator::NotIn) => {
+                        list_value().prop_map(|(t, l)| (t, Value::List(l))).boxed()
+                    }
+                    _ => string_value().prop_map(|(t, s)| (t, Value::String(s))).boxed(),
+                };
+                assemble(key_text.clone(), entity, key.clone(), comparator, Some(value))
+            })
+            .boxed()
+    }
+
+    fn assemble(
+        key_text: String,
+        entity: Entity,
+        key: String,
+        comparator: Comparator,
+        value: Option<BoxedStrategy<(String, Value)>>,
+    ) -> BoxedStrategy<Gen<Clause>> {
+        let (cmp_text, is_word) = comparator_text(comparator);
+        let gap = move || if is_word { ws() } else { opt_ws() };
+        let value = value.unwrap_or_else(|| Just((String::new(), Value::List(Vec::new()))).boxed());
+        (cmp_text, gap(), gap(), value)
+            .prop_map(move |(cmp_text, before, after, (value_text, value))| {
+                let after = if value_text.is_empty() { "" } else { after };
+                Gen {
+                    text: format!("{key_text}{before}{cmp_text}{after}{value_text}"),
+                    expected: Clause {
+                        entity,
+                        key: key.clone(),
+                        comparator,
+                        value,
+                    },
+                }
+            })
+            .boxed()
+    }
+
+    /// `<prefix>.<free key>` clauses of a metric, param or tag.
+    fn keyed_clause(schema: &'static Schema, entity: Entity, kind: KeyKind) -> BoxedStrategy<Gen<Clause>> {
+        (prefix(schema, entity), free_key())
+            .prop_flat_map(move |(prefix, (text, key))| clause(format!("{prefix}.{text}"), entity, key, kind))
+            .boxed()
+    }
+
+    fn tag_null_test(schema: &'static Schema) -> BoxedStrategy<Gen<Clause>> {
+        (
+            prefix(schema, Entity::Tag),
+            free_key(),
+            prop_oneof![Just(Comparator::IsNull), Just(Comparator::IsNotNull)],
+        )
+            .prop_flat_map(|(prefix, (text, key), comparator)| {
+                assemble(format!("{prefix}.{text}"), Entity::Tag, key, comparator, None)
+            })
+            .boxed()
+    }
+
+    /// A name as written (aliases in any case) and its canonical name and kind.
+    fn named<T: Copy + fmt::Debug + 'static>(
+        names: Vec<(&'static str, T)>,
+        aliases: &'static [(&'static str, &'static str)],
+    ) -> BoxedStrategy<(String, &'static str, T)> {
+        let mut choices: Vec<BoxedStrategy<(String, &'static str, T)>> = names
+            .iter()
+            .map(|&(name, kind)| Just((name.to_owned(), name, kind)).boxed())
+            .collect();
+        for &(alias, target) in aliases {
+            if let Some(&(canon, kind)) = names.iter().find(|(n, _)| *n == target) {
+                choices.push(any_case(alias).prop_map(move |a| (a, canon, kind)).boxed());
+            }
+        }
+        Union::new(choices).boxed()
+    }
+
+    /// An attribute, with or without one of the attribute prefixes.
+    fn attribute_key<T: Copy + fmt::Debug + 'static>(
+        schema: &'static Schema,
+        names: Vec<(&'static str, T)>,
+        aliases: &'static [(&'static str, &'static str)],
+    ) -> BoxedStrategy<(String, &'static str, T)> {
+        (
+            named(names, aliases),
+            prop::option::of(prefix(schema, Entity::Attribute)),
+        )
+            .prop_flat_map(|((written, canon, kind), prefix)| {
+                key_part(written).prop_map(move |part| {
+                    let text = match &prefix {
+                        Some(prefix) => format!("{prefix}.{part}"),
+                        None => part,
+                    };
+                    (text, canon, kind)
+                })
+            })
+            .boxed()
+    }
+
+    fn filter_clause(schema: &'static Schema) -> BoxedStrategy<Gen<Clause>> {
+        let has = |entity: Entity| schema.entities.iter().any(|(_, e)| *e == entity);
+        let mut kinds = Vec::new();
+        if has(Entity::Metric) {
+            kinds.push(keyed_clause(schema, Entity::Metric, KeyKind::Num));
+        }
+        if has(Entity::Param) {
+            kinds.push(keyed_clause(schema, Entity::Param, KeyKind::Str));
+        }
+        kinds.push(keyed_clause(schema, Entity::Tag, KeyKind::Str));
+        if schema.tag_null_tests {
+            kinds.push(tag_null_test(schema));
+        }
+        kinds.push(
+            attribute_key(schema, schema.filter_attrs.to_vec(), schema.filter_aliases)
+                .prop_flat_map(|(text, canon, kind)| clause(text, Entity::Attribute, canon.to_owned(), kind))
+                .boxed(),
+        );
+        if has(Entity::Dataset) {
+            kinds.push(
+                (
+                    prefix(schema, Entity::Dataset),
+                    prop::sample::select(DATASET_KEYS),
+                )
+                    .prop_flat_map(|(prefix, (name, kind))| {
+                        key_part(name.to_owned()).prop_flat_map(move |part| {
+                            clause(format!("{prefix}.{part}"), Entity::Dataset, name.to_owned(), kind)
+                        })
+                    })
+                    .boxed(),
+            );
+        }
+        Union::new(kinds).boxed()
+    }
+
+    /// One to five clauses joined by AND (any case, any whitespace), with whitespace around.
+    fn filter(schema: &'static Schema) -> BoxedStrategy<Gen<Vec<Clause>>> {
+        (
+            proptest::collection::vec((filter_clause(schema), ws(), any_case("and"), ws()), 1..6),
+            opt_ws(),
+            opt_ws(),
+        )
+            .prop_map(|(clauses, lead, trail)| {
+                let mut text = lead.to_owned();
+                let mut expected = Vec::new();
+                for (i, (clause, before, and, after)) in clauses.into_iter().enumerate() {
+                    if i > 0 {
+                        text.push_str(&format!("{before}{and}{after}"));
+                    }
+                    text.push_str(&clause.text);
+                    expected.push(clause.expected);
+                }
+                text.push_str(trail);
+                Gen { text, expected }
+            })
+            .boxed()
+    }
+
+    fn order_by(schema: &'static Schema) -> BoxedStrategy<Gen<OrderBy>> {
+        let mut keys: Vec<BoxedStrategy<(String, Entity, String)>> = Vec::new();
+        for &entity in schema.order_entities {
+            if entity == Entity::Attribute {
+                let names = schema.order_attrs.iter().map(|n| (*n, ())).collect();
+                keys.push(
+                    attribute_key(schema, names, schema.order_aliases)
+                        .prop_map(|(text, canon, ())| (text, Entity::Attribute, canon.to_owned()))
+                        .boxed(),
+                );
+            } else {
+                keys.push(
+                    (prefix(schema, entity), free_key())
+                        .prop_map(move |(prefix, (text, key))| (format!("{prefix}.{text}"), entity, key))
+                        .boxed(),
+                );
+            }
+        }
+        let direction = prop_oneof![
+            Just((String::new(), true)),
+            (ws(), any_case("asc")).prop_map(|(w, d)| (format!("{w}{d}"), true)),
+            (ws(), any_case("desc")).prop_map(|(w, d)| (format!("{w}{d}"), false)),
+        ];
+        (Union::new(keys), direction, opt_ws(), opt_ws())
+            .prop_map(|((key_text, entity, key), (dir, ascending), lead, trail)| Gen {
+                text: format!("{lead}{key_text}{dir}{trail}"),
+                expected: OrderBy {
+                    entity,
+                    key,
+                    ascending,
+                },
+            })
+            .boxed()
+    }
+
+    /// Text made of the grammar's tokens, so that deep parser states are reached often.
+    fn soup() -> BoxedStrategy<String> {
+        let token = prop_oneof![
+            prop::sample::select(vec![
+                "metrics",
+                "params",
+                "tags",
+                "attributes",
+                "datasets",
+                "dataset",
+                "run",
+                "attr",
+                "run_id",
+                "name",
+                "model_id",
+                "created",
+                "creation_time",
+                ".",
+                " ",
+                "\t",
+                "`",
+                "\"",
+                "'",
+                "''",
+                "(",
+                ")",
+                ",",
+                "=",
+                "==",
+                "!=",
+                "<>",
+                "<",
+                ">",
+                "<=",
+                ">=",
+                "!",
+                "-",
+                "+",
+                "e",
+                "E",
+                "1",
+                "2.5",
+                ".5",
+                "5.",
+                "1e999",
+                "AND",
+                "and",
+                "OR",
+                "NOT",
+                "IN",
+                "IS",
+                "NULL",
+                "LIKE",
+                "ILIKE",
+                "ASC",
+                "DESC",
+                "ü",
+                "日本",
+                "\u{0}",
+                "\u{a0}",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z0-9_]{1,70}",
+            ".{0,3}",
+        ];
+        proptest::collection::vec(token, 0..30)
+            .prop_map(|t| t.concat())
+            .boxed()
+    }
+
+    fn check_never_panics(text: &str) -> Result<(), TestCaseError> {
+        for endpoint in endpoints() {
+            let errors = [(endpoint.filter)(text).err(), (endpoint.order_by)(text).err()];
+            for err in errors.into_iter().flatten() {
+                let chars = err.0.chars().count();
+                prop_assert!(chars > 0, "{}: empty message", endpoint.name);
+                prop_assert!(
+                    chars <= MAX_MESSAGE_CHARS,
+                    "{}: {chars}-character message for a {}-character input: {}",
+                    endpoint.name,
+                    text.chars().count(),
+                    err.0
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn endpoint_and<T: fmt::Debug + Clone + 'static>(
+        generate: fn(&'static Schema) -> BoxedStrategy<Gen<T>>,
+    ) -> BoxedStrategy<(usize, Gen<T>)> {
+        (0..endpoints().len())
+            .prop_flat_map(move |i| generate(endpoints()[i].schema).prop_map(move |g| (i, g)))
+            .boxed()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_text_gives_ok_or_a_short_error(text in any::<String>()) {
+            check_never_panics(&text)?;
+        }
+
+        #[test]
+        fn grammar_soup_gives_ok_or_a_short_error(text in soup()) {
+            check_never_panics(&text)?;
+        }
+
+        #[test]
+        fn long_words_give_short_errors(
+            word in "[a-z]{100,400}",
+            shape in prop::sample::select(vec!["{w}", "metrics.{w} {w}", "{w}.x = 1", "tags.x = {w}",
+                "run_id IN ({w})", "attributes.{w} = 'a'", "metrics.a < 1{w}", "`{w}", "{w} DESC {w}"]),
+        ) {
+            check_never_panics(&shape.replace("{w}", &word))?;
+        }
+
+        #[test]
+        fn valid_filters_parse_to_the_generated_clauses((i, generated) in endpoint_and(filter)) {
+            let endpoint = &endpoints()[i];
+            let parsed = (endpoint.filter)(&generated.text);
+            prop_assert_eq!(
+                parsed.as_ref(),
+                Ok(&generated.expected),
+                "{} filter {:?}",
+                endpoint.name,
+                generated.text
+            );
+        }
+
+        #[test]
+        fn filters_joined_by_and_parse_to_the_concatenation(
+            (i, first) in endpoint_and(filter),
+            second_seed in any::<u64>(),
+        ) {
+            // A second filter for the same endpoint from a derived runner, then both joined.
+            let endpoint = &endpoints()[i];
+            let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+                ProptestConfig::default(),
+                proptest::test_runner::TestRng::from_seed(
+                    proptest::test_runner::RngAlgorithm::ChaCha,
+                    &[second_seed.to_le_bytes(), second_seed.to_be_bytes(), [7; 8], [9; 8]].concat(),
+                ),
+            );
+            let second = filter(endpoint.schema).new_tree(&mut runner).map_err(TestCaseError::fail)?.current();
+            let joined = format!("{} AND {}", first.text, second.text);
+            let mut expected = first.expected.clone();
+            expected.extend(second.expected.iter().cloned());
+            prop_assert_eq!((endpoint.filter)(&joined), Ok(expected), "{} filter {:?}", endpoint.name, joined);
+        }
+
+        #[test]
+        fn valid_order_by_entries_parse_to_the_generated_key((i, generated) in endpoint_and(order_by)) {
+            let endpoint = &endpoints()[i];
+            let parsed = (endpoint.order_by)(&generated.text);
+            prop_assert_eq!(
+                parsed.as_ref(),
+                Ok(&generated.expected),
+                "{} order_by {:?}",
+                endpoint.name,
+                generated.text
+            );
+        }
+    }
+}

@@ -687,3 +687,295 @@ mod tests {
         assert!(Cgroups::detect(dir.path()).is_none());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Properties of the `/proc/<pid>/cgroup` parser: any text is handled without a panic, and every
+    //! layout the module docs list, generated with random IDs, QoS, cgroup-namespace views, v1
+    //! hierarchies and noise lines, yields the pod UID and container ID that were put in.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Driver {
+        Systemd,
+        Cgroupfs,
+        /// kind: systemd below `kubelet.slice/kubelet-kubepods.slice`.
+        Kind,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Runtime {
+        Containerd,
+        CriO,
+        CriOConmon,
+        Docker,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Layout {
+        uid: String,
+        cid: String,
+        driver: Driver,
+        runtime: Runtime,
+        qos: Option<&'static str>,
+        /// The process sits in the pod cgroup itself, not in a container's.
+        in_pod_cgroup: bool,
+        /// Segments below the container (a container that makes its own cgroups).
+        below: Vec<&'static str>,
+        /// Leading segments hidden by a cgroup namespace, shown as `..`.
+        hidden: usize,
+    }
+
+    impl Layout {
+        /// The cgroup path of the process, as `/proc/<pid>/cgroup` shows it.
+        fn path(&self) -> String {
+            let Layout {
+                uid,
+                cid,
+                driver,
+                runtime,
+                qos,
+                ..
+            } = self;
+            let underscored = uid.replace('-', "_");
+            let mut segments: Vec<String> = match (driver, qos) {
+                (Driver::Systemd, Some(q)) => vec![
+                    "kubepods.slice".into(),
+                    format!("kubepods-{q}.slice"),
+                    format!("kubepods-{q}-pod{underscored}.slice"),
+                ],
+                (Driver::Systemd, None) => {
+                    vec![
+                        "kubepods.slice".into(),
+                        format!("kubepods-pod{underscored}.slice"),
+                    ]
+                }
+                (Driver::Kind, Some(q)) => vec![
+                    "kubelet.slice".into(),
+                    "kubelet-kubepods.slice".into(),
+                    format!("kubelet-kubepods-{q}.slice"),
+                    format!("kubelet-kubepods-{q}-pod{underscored}.slice"),
+                ],
+                (Driver::Kind, None) => vec![
+                    "kubelet.slice".into(),
+                    "kubelet-kubepods.slice".into(),
+                    format!("kubelet-kubepods-pod{underscored}.slice"),
+                ],
+                (Driver::Cgroupfs, Some(q)) => vec!["kubepods".into(), (*q).into(), format!("pod{uid}")],
+                (Driver::Cgroupfs, None) => vec!["kubepods".into(), format!("pod{uid}")],
+            };
+            // A namespace can hide the ancestors of the pod's segment, never the segment itself.
+            let hidden = self.hidden.min(segments.len() - 1);
+            segments.splice(..hidden, std::iter::repeat_n("..".to_owned(), hidden));
+            if !self.in_pod_cgroup {
+                let systemd = !matches!(driver, Driver::Cgroupfs);
+                segments.push(match (systemd, runtime) {
+                    (true, Runtime::Containerd) => format!("cri-containerd-{cid}.scope"),
+                    (true, Runtime::CriO) => format!("crio-{cid}.scope"),
+                    (true, Runtime::CriOConmon) => format!("crio-conmon-{cid}.scope"),
+                    (true, Runtime::Docker) => format!("docker-{cid}.scope"),
+                    (false, Runtime::CriO | Runtime::CriOConmon) => format!("crio-{cid}"),
+                    (false, Runtime::Containerd | Runtime::Docker) => cid.clone(),
+                });
+                segments.extend(self.below.iter().map(|s| (*s).to_owned()));
+            }
+            format!("/{}", segments.join("/"))
+        }
+
+        fn expected(&self) -> CgroupRef {
+            CgroupRef {
+                pod_uid: self.uid.clone(),
+                container_id: (!self.in_pod_cgroup).then(|| self.cid.clone()),
+            }
+        }
+    }
+
+    fn hex(len: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop::sample::select(b"0123456789abcdef".as_slice()), len)
+            .prop_map(|bytes| bytes.into_iter().map(char::from).collect())
+    }
+
+    fn uid() -> impl Strategy<Value = String> {
+        (hex(8), hex(4), hex(4), hex(4), hex(12)).prop_map(|(a, b, c, d, e)| format!("{a}-{b}-{c}-{d}-{e}"))
+    }
+
+    fn layout() -> impl Strategy<Value = Layout> {
+        (
+            uid(),
+            hex(64),
+            prop_oneof![Just(Driver::Systemd), Just(Driver::Cgroupfs), Just(Driver::Kind)],
+            prop_oneof![
+                Just(Runtime::Containerd),
+                Just(Runtime::CriO),
+                Just(Runtime::CriOConmon),
+                Just(Runtime::Docker)
+            ],
+            prop::option::of(prop::sample::select(vec!["burstable", "besteffort"])),
+            prop::bool::weighted(0.2),
+            proptest::collection::vec(
+                prop::sample::select(vec!["init.scope", "system.slice", "app", "worker-1.service"]),
+                0..3,
+            ),
+            0usize..5,
+        )
+            .prop_map(
+                |(uid, cid, driver, runtime, qos, in_pod_cgroup, below, hidden)| Layout {
+                    uid,
+                    cid,
+                    driver,
+                    runtime,
+                    qos,
+                    in_pod_cgroup,
+                    below,
+                    hidden,
+                },
+            )
+    }
+
+    /// `/proc/<pid>/cgroup` of a v1 node: one line per hierarchy, in the kernel's descending order,
+    /// each a controller list. The hierarchies the runtime manages carry the process's path; the
+    /// others (`rdma`, `misc`) may sit at the root.
+    fn v1_file(path: &str, unmanaged_at_root: &[bool]) -> String {
+        const HIERARCHIES: [&str; 12] = [
+            "hugetlb",
+            "memory",
+            "cpu,cpuacct",
+            "pids",
+            "blkio",
+            "devices",
+            "freezer",
+            "net_cls,net_prio",
+            "perf_event",
+            "cpuset",
+            "rdma",
+            "name=systemd",
+        ];
+        let mut text = String::new();
+        for (i, controllers) in HIERARCHIES.iter().enumerate() {
+            let at_root = matches!(*controllers, "rdma" | "hugetlb")
+                && unmanaged_at_root.get(i).copied().unwrap_or(false);
+            let line_path = if at_root { "/" } else { path };
+            text.push_str(&format!("{}:{controllers}:{line_path}\n", HIERARCHIES.len() - i));
+        }
+        text.push_str("0::/\n");
+        text
+    }
+
+    /// Lines that name no pod: other hierarchies, system services, user sessions.
+    fn noise_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0::/system.slice/containerd.service".to_owned()),
+            Just("13:misc:/".to_owned()),
+            Just("1:name=openrc:/user.slice/user-1000.slice/session-3.scope".to_owned()),
+            "[a-z=,]{0,12}".prop_map(|c| format!("14:{c}:/")),
+        ]
+    }
+
+    /// Text made of the pieces cgroup paths are made of, so the parser's branches are reached more
+    /// often than by uniformly random text.
+    fn cgroup_soup() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("pod".to_owned()),
+            Just("-pod".to_owned()),
+            Just("kubepods".to_owned()),
+            Just(".slice".to_owned()),
+            Just(".scope".to_owned()),
+            Just("cri-containerd-".to_owned()),
+            Just("crio-".to_owned()),
+            Just("crio-conmon-".to_owned()),
+            Just("docker-".to_owned()),
+            Just("/".to_owned()),
+            Just("/../".to_owned()),
+            Just(":".to_owned()),
+            Just("0::".to_owned()),
+            Just("\n".to_owned()),
+            Just("\r\n".to_owned()),
+            Just("-".to_owned()),
+            Just("_".to_owned()),
+            Just("é".to_owned()),
+            Just("\u{0}".to_owned()),
+            uid(),
+            uid().prop_map(|u| u.replace('-', "_")),
+            hex(64),
+            hex_any(1..70),
+            ".{0,8}",
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    fn hex_any(len: std::ops::Range<usize>) -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop::sample::select(b"0123456789abcdef".as_slice()), len)
+            .prop_map(|bytes| bytes.into_iter().map(char::from).collect())
+    }
+
+    /// What any answer must look like: a dashed UID that the input named, and a 64-hex-digit
+    /// container ID that the input named.
+    fn check_shape(text: &str, found: &CgroupRef) -> Result<(), TestCaseError> {
+        prop_assert!(
+            is_uid(&found.pod_uid) && !found.pod_uid.contains('_'),
+            "{found:?}"
+        );
+        let underscored = found.pod_uid.replace('-', "_");
+        prop_assert!(
+            text.contains(&found.pod_uid) || text.contains(&underscored),
+            "{found:?} not in {text:?}"
+        );
+        if let Some(cid) = &found.container_id {
+            prop_assert!(cid.len() == 64 && cid.bytes().all(|b| b.is_ascii_hexdigit()));
+            prop_assert!(text.contains(cid.as_str()));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_text_is_parsed_without_panicking(text in any::<String>()) {
+            if let Some(found) = parse_proc_cgroup(&text) {
+                check_shape(&text, &found)?;
+            }
+            let _ = parse_path(&text);
+        }
+
+        #[test]
+        fn text_made_of_cgroup_pieces_is_parsed_without_panicking(text in cgroup_soup()) {
+            if let Some(found) = parse_proc_cgroup(&text) {
+                check_shape(&text, &found)?;
+            }
+            if let Some(found) = parse_path(&text) {
+                check_shape(&text, &found)?;
+            }
+        }
+
+        #[test]
+        fn v2_files_name_the_pod_and_container_put_in(
+            layout in layout(),
+            noise in proptest::collection::vec(noise_line(), 0..3),
+            crlf in any::<bool>(),
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut lines = noise;
+            lines.push(format!("0::{}", layout.path()));
+            let text = lines.join(eol) + eol;
+            prop_assert_eq!(parse_proc_cgroup(&text), Some(layout.expected()), "{}", text);
+        }
+
+        #[test]
+        fn v1_files_name_the_pod_and_container_put_in(
+            layout in layout(),
+            at_root in proptest::collection::vec(any::<bool>(), 12),
+        ) {
+            let text = v1_file(&layout.path(), &at_root);
+            prop_assert_eq!(parse_proc_cgroup(&text), Some(layout.expected()), "{}", text);
+        }
+
+        #[test]
+        fn paths_name_the_pod_and_container_put_in(layout in layout()) {
+            prop_assert_eq!(parse_path(&layout.path()), Some(layout.expected()));
+        }
+    }
+}

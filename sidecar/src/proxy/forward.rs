@@ -255,12 +255,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if headers.contains_key(CONNECTION) {
+        // Bytes, not `to_str`: a value with one non-ASCII byte must not hide the names beside it.
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -271,21 +271,29 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Appends the client to `X-Forwarded-For`, as one value: every hop the client's headers list (in
+/// all of its `X-Forwarded-For` lines, in order), then the client.
 fn append_forwarded_for(headers: &mut HeaderMap, peer: HeaderValue) {
-    let value = match headers.get(X_FORWARDED_FOR) {
-        None => peer,
-        Some(prior) => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + peer.len());
-            joined.extend_from_slice(prior.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer.as_bytes());
-            match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
-                Ok(value) => value,
-                Err(_) => return,
-            }
-        }
-    };
-    headers.insert(X_FORWARDED_FOR, value);
+    let mut prior = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(|v| v.as_bytes().trim_ascii())
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if prior.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, peer);
+        return;
+    }
+    let mut joined = Vec::new();
+    for hop in prior {
+        joined.extend_from_slice(hop);
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    // Valid header bytes joined by ", " stay valid; should that ever fail, the client's value stays.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
 }
 
 #[cfg(test)]
@@ -352,5 +360,201 @@ mod tests {
         append_forwarded_for(&mut headers, HeaderValue::from_static("10.0.0.1"));
         append_forwarded_for(&mut headers, HeaderValue::from_static("10.0.0.2"));
         assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2");
+    }
+
+    // Found by the property tests below.
+
+    #[test]
+    fn every_forwarded_for_line_is_kept() {
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static(" "));
+        append_forwarded_for(&mut headers, HeaderValue::from_static("10.0.0.9"));
+        let values: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(values, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.9"]);
+    }
+
+    #[test]
+    fn a_non_ascii_byte_in_connection_does_not_hide_the_names_beside_it() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_bytes(b"x-secret, caf\xe9").unwrap());
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    //! Properties of the header handling, for any header names and values a client or model server
+    //! can send: hop-by-hop headers and those `Connection` names are never forwarded and everything
+    //! else is forwarded unchanged; the request id is the client's when usable, else a fresh UUID v4;
+    //! `X-Forwarded-For` lists every earlier hop, then the client.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any valid header name, often one of the hop-by-hop ones (in any case).
+    fn header_name() -> impl Strategy<Value = HeaderName> {
+        let hop = prop::sample::select(HOP_BY_HOP.to_vec()).prop_map(|n| n.as_str().to_owned());
+        let well_known = prop::sample::select(vec![
+            "content-type",
+            "content-length",
+            "x-request-id",
+            "x-forwarded-for",
+            "expect",
+            "host",
+            "x-a",
+            "x-b",
+        ])
+        .prop_map(str::to_owned);
+        let token = "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}";
+        prop_oneof![hop, well_known, token]
+            .prop_flat_map(|name| {
+                proptest::collection::vec(any::<bool>(), name.len()).prop_map(move |upper| {
+                    name.chars()
+                        .zip(upper)
+                        .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+                        .collect::<String>()
+                })
+            })
+            .prop_filter_map("a valid header name", |name| {
+                HeaderName::from_bytes(name.as_bytes()).ok()
+            })
+    }
+
+    /// Any valid header value: visible ASCII, spaces, tabs, obs-text bytes; often a list of names.
+    fn header_value() -> impl Strategy<Value = HeaderValue> {
+        let bytes = proptest::collection::vec(
+            prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff, Just(b',')],
+            0..40,
+        );
+        // A list of names, sometimes with a token that is not ASCII.
+        let names = (
+            proptest::collection::vec(
+                (header_name(), prop::sample::select(vec!["", " ", "\t", "  "])),
+                1..4,
+            ),
+            prop::option::of(prop::sample::select(vec!["caf\u{e9}", "\u{ff}", "x\u{80}y"])),
+        )
+            .prop_map(|(names, odd)| {
+                let mut text: Vec<u8> = names
+                    .iter()
+                    .map(|(n, ws)| format!("{ws}{}{ws}", n.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_bytes();
+                if let Some(odd) = odd {
+                    // Latin-1 bytes, as obs-text arrives on the wire.
+                    text.extend(b", ");
+                    text.extend(odd.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')));
+                }
+                text
+            });
+        prop_oneof![bytes, names]
+            .prop_filter_map("a valid header value", |b| HeaderValue::from_bytes(&b).ok())
+    }
+
+    fn header_map() -> impl Strategy<Value = HeaderMap> {
+        proptest::collection::vec((header_name(), header_value()), 0..16).prop_map(|pairs| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(name, value);
+            }
+            headers
+        })
+    }
+
+    /// The names `Connection` lists, lower-cased.
+    fn connection_names(headers: &HeaderMap) -> Vec<String> {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|name| String::from_utf8_lossy(name.trim_ascii()).to_ascii_lowercase())
+            .collect()
+    }
+
+    fn hops(value: &[u8]) -> Vec<Vec<u8>> {
+        value
+            .split(|&b| b == b',')
+            .map(|hop| hop.trim_ascii().to_vec())
+            .filter(|hop| !hop.is_empty())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn only_end_to_end_headers_are_forwarded_and_unchanged(headers in header_map()) {
+            let named = connection_names(&headers);
+            let mut stripped = headers.clone();
+            strip_hop_by_hop(&mut stripped);
+            for name in headers.keys() {
+                let hop_by_hop = HOP_BY_HOP.contains(name) || named.iter().any(|n| n == name.as_str());
+                if hop_by_hop {
+                    prop_assert!(!stripped.contains_key(name), "{name} was kept");
+                } else {
+                    let before: Vec<_> = headers.get_all(name).iter().collect();
+                    let after: Vec<_> = stripped.get_all(name).iter().collect();
+                    prop_assert_eq!(before, after, "{} changed", name);
+                }
+            }
+            prop_assert!(stripped.keys().all(|name| headers.contains_key(name)));
+            let mut again = stripped.clone();
+            strip_hop_by_hop(&mut again);
+            prop_assert_eq!(again, stripped);
+        }
+
+        #[test]
+        fn request_ids_are_the_clients_when_usable_else_a_uuid(headers in header_map(), id in header_value()) {
+            let mut headers = headers;
+            headers.insert(X_REQUEST_ID, id.clone());
+            let chosen = request_id(&headers);
+            prop_assert!(is_usable_request_id(&chosen));
+            let usable = !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.as_bytes().iter().all(u8::is_ascii_graphic);
+            if usable {
+                prop_assert_eq!(chosen, id);
+            } else {
+                let text = chosen.to_str().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let uuid = uuid::Uuid::parse_str(text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(uuid.get_version_num(), 4);
+            }
+        }
+
+        #[test]
+        fn forwarded_for_lists_every_hop_then_the_client(
+            headers in header_map(),
+            prior in proptest::collection::vec(header_value(), 0..4),
+            peer in prop_oneof![Just("10.1.2.3"), Just("::1"), Just("2001:db8::7")],
+        ) {
+            let mut headers = headers;
+            headers.remove(X_FORWARDED_FOR);
+            for value in &prior {
+                headers.append(X_FORWARDED_FOR, value.clone());
+            }
+            let others: Vec<(HeaderName, HeaderValue)> = headers
+                .iter()
+                .filter(|(n, _)| **n != X_FORWARDED_FOR)
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            append_forwarded_for(&mut headers, HeaderValue::from_static(peer));
+            let values: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+            prop_assert_eq!(values.len(), 1);
+            let mut expected: Vec<Vec<u8>> = prior.iter().flat_map(|v| hops(v.as_bytes())).collect();
+            expected.push(peer.as_bytes().to_vec());
+            prop_assert_eq!(hops(values[0].as_bytes()), expected);
+            let after: Vec<(HeaderName, HeaderValue)> = headers
+                .iter()
+                .filter(|(n, _)| **n != X_FORWARDED_FOR)
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            prop_assert_eq!(after, others);
+        }
     }
 }
