@@ -88,11 +88,15 @@ fn spawn_in_own_group(cmd: &mut Command) -> Child {
         .unwrap()
 }
 
-fn start_mlkube() -> Server {
+/// mlkube-server with `--sqlite-synchronous sync` (`full`, the default: answered once on disk;
+/// `normal`: answered before the disk has it).
+fn start_mlkube(sync: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = spawn_in_own_group(
         Command::new(env!("CARGO_BIN_EXE_mlkube-server"))
+            .arg("--sqlite-synchronous")
+            .arg(sync)
             .arg("--port")
             .arg(port.to_string())
             .arg("--backend-store-uri")
@@ -102,7 +106,7 @@ fn start_mlkube() -> Server {
             .env("MLKUBE_LOG", "warn"),
     );
     Server {
-        name: "mlkube",
+        name: if sync == "full" { "mlkube" } else { "mlkube (normal)" },
         base: format!("http://127.0.0.1:{port}"),
         child,
         _dir: dir,
@@ -462,11 +466,11 @@ async fn main() {
     // One server at a time, so they never compete for the two cores.
     let mut rows: Vec<Row> = Vec::new();
     let mut rss = Vec::new();
-    for which in ["mlkube", "mlflow"] {
-        let server = if which == "mlkube" {
-            start_mlkube()
-        } else {
-            start_mlflow(&mlflow, &workers)
+    for which in ["mlkube", "mlkube-normal", "mlflow"] {
+        let server = match which {
+            "mlkube" => start_mlkube("full"),
+            "mlkube-normal" => start_mlkube("normal"),
+            _ => start_mlflow(&mlflow, &workers),
         };
         wait_healthy(&client, &server.base).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -489,30 +493,36 @@ async fn main() {
         "mlkube-server vs mlflow server ({mlflow}, --workers {workers}), {seconds} s per workload, SQLite"
     );
     println!(
-        "{:<55} {:>12} {:>10} {:>12} {:>10} {:>9}",
-        "workload", "mlkube req/s", "p50 ms", "mlflow req/s", "p50 ms", "ratio"
+        "{:<55} {:>12} {:>8} {:>12} {:>12} {:>8} {:>9} {:>11}",
+        "workload", "mlkube req/s", "p50 ms", "normal req/s", "mlflow req/s", "p50 ms", "ratio", "full costs"
     );
+    // `full` (the default) answers a write once it is on disk; `normal` before: the last column is
+    // what that durability costs in throughput (docs/architecture.md, "Durability").
     for row in &rows {
-        let (a, b) = (&row.results[0], &row.results[1]);
+        let (a, n, b) = (&row.results[0], &row.results[1], &row.results[2]);
         println!(
-            "{:<55} {:>12.1} {:>10.2} {:>12.1} {:>10.2} {:>8.1}x   ({} / {} requests)",
+            "{:<55} {:>12.1} {:>8.2} {:>12.1} {:>12.1} {:>8.2} {:>8.1}x {:>10.0}%   ({} / {} / {} requests)",
             row.workload,
             a.rps,
             a.p50_ms,
+            n.rps,
             b.rps,
             b.p50_ms,
             a.rps / b.rps,
+            (1.0 - a.rps / n.rps) * 100.0,
             a.requests,
+            n.requests,
             b.requests
         );
     }
     println!(
-        "{:<55} {:>12.1} {:>10} {:>12.1} {:>10} {:>8.1}x smaller",
+        "{:<55} {:>12.1} {:>8} {:>12.1} {:>12.1} {:>8} {:>8.1}x smaller",
         "idle RSS (MB, process tree)",
         rss[0],
         "",
         rss[1],
+        rss[2],
         "",
-        rss[1] / rss[0]
+        rss[2] / rss[0]
     );
 }
