@@ -106,7 +106,11 @@ fn start_mlkube(sync: &str) -> Server {
             .env("MLKUBE_LOG", "warn"),
     );
     Server {
-        name: if sync == "full" { "mlkube" } else { "mlkube (normal)" },
+        name: if sync == "full" {
+            "mlkube"
+        } else {
+            "mlkube (normal)"
+        },
         base: format!("http://127.0.0.1:{port}"),
         child,
         _dir: dir,

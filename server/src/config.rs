@@ -24,9 +24,12 @@ pub struct Args {
     /// artifacts, else ./mlartifacts].
     #[arg(long, env = "MLKUBE_DEFAULT_ARTIFACT_ROOT")]
     pub default_artifact_root: Option<String>,
-    /// Local directory behind the artifact proxy [default: ./mlartifacts].
-    #[arg(long, env = "MLKUBE_ARTIFACTS_DESTINATION")]
-    pub artifacts_destination: Option<PathBuf>,
+    /// Where the artifact proxy keeps artifacts: a local directory, `s3://bucket[/prefix]`,
+    /// `gs://bucket[/prefix]`, `abfss://container@account.dfs.core.windows.net[/prefix]` or
+    /// `wasbs://container@account.blob.core.windows.net[/prefix]`, with the cloud's usual
+    /// credentials from the environment [default: ./mlartifacts].
+    #[arg(long, env = "MLKUBE_ARTIFACTS_DESTINATION", value_name = "DIR|URI")]
+    pub artifacts_destination: Option<String>,
     /// Serve the mlflow-artifacts proxy (on by default).
     #[arg(long, env = "MLKUBE_SERVE_ARTIFACTS", overrides_with = "no_serve_artifacts")]
     pub serve_artifacts: bool,
@@ -96,7 +99,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub backend_store_uri: String,
     pub default_artifact_root: String,
-    pub artifacts_destination: Option<PathBuf>,
+    pub artifacts_destination: Option<crate::artifacts::Destination>,
     pub max_request_body_bytes: usize,
     pub log_format: String,
     /// Serve /metrics.
@@ -206,16 +209,19 @@ impl Args {
             .or_else(|| env("MLFLOW_BACKEND_STORE_URI"))
             .unwrap_or_else(|| "sqlite:///mlkube.db".to_owned());
         let serve = !no_serve_artifacts;
-        let destination = artifacts_destination
-            .or_else(|| env("MLFLOW_ARTIFACTS_DESTINATION").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("mlartifacts"));
+        let destination = crate::artifacts::Destination::parse(
+            &artifacts_destination
+                .or_else(|| env("MLFLOW_ARTIFACTS_DESTINATION"))
+                .unwrap_or_else(|| "mlartifacts".to_owned()),
+        )
+        .map_err(ConfigError)?;
         let default_artifact_root = default_artifact_root
             .or_else(|| env("MLFLOW_DEFAULT_ARTIFACT_ROOT"))
             .unwrap_or_else(|| {
                 if serve {
                     "mlflow-artifacts:/".to_owned()
                 } else {
-                    destination.display().to_string()
+                    destination.to_string()
                 }
             });
         if max_request_body_bytes < 1024 {
@@ -301,7 +307,10 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:5000");
         assert_eq!(s.backend_store_uri, "sqlite:///mlkube.db");
         assert_eq!(s.default_artifact_root, "mlflow-artifacts:/");
-        assert_eq!(s.artifacts_destination, Some(PathBuf::from("mlartifacts")));
+        assert_eq!(
+            s.artifacts_destination,
+            Some(crate::artifacts::Destination::Local(PathBuf::from("mlartifacts")))
+        );
     }
 
     #[test]

@@ -32,12 +32,8 @@ pub enum RunError {
     Config(#[from] config::ConfigError),
     #[error("could not open the backend store")]
     Store(#[from] store::StoreError),
-    #[error("could not prepare the artifact directory {path}")]
-    Artifacts {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("could not prepare the artifact destination: {0}")]
+    Artifacts(String),
     #[error("could not listen on {addr}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -59,12 +55,9 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
     )
     .await?;
     let artifacts = match &settings.artifacts_destination {
-        Some(dir) => Some(Arc::new(artifacts::ArtifactRoot::open(dir).map_err(
-            |source| RunError::Artifacts {
-                path: dir.display().to_string(),
-                source,
-            },
-        )?)),
+        Some(destination) => Some(Arc::new(
+            artifacts::ArtifactRoot::connect(destination).map_err(RunError::Artifacts)?,
+        )),
         None => None,
     };
     let sql_store = Arc::new(store);

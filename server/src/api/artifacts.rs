@@ -9,14 +9,11 @@ use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
-use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::AppState;
-use crate::artifacts::{ArtifactRoot, clean_relative_path, path_from_uri, proxied_path};
+use crate::artifacts::{ArtifactRoot, clean_relative_path, io_stream, path_from_uri, proxied_path};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::wire::{Req, lenient, required_str};
 
@@ -64,29 +61,14 @@ async fn download(State(state): State<AppState>, uri: Uri) -> ApiResult<Response
 /// Send the proxied artifact at `clean` as an attachment (MLflow's XSS guard: never rendered on
 /// this origin, `nosniff`, text as `text/plain`). `shown` is the path named in errors.
 async fn file_response(root: &ArtifactRoot, clean: &str, shown: &str) -> ApiResult<Response> {
-    let path = root.resolve(clean)?;
-    let meta = match tokio::fs::symlink_metadata(&path).await {
-        Ok(meta) => meta,
-        Err(_) => return Err(ApiError::not_found(format!("Artifact '{shown}' does not exist."))),
-    };
-    if meta.is_dir() {
-        return Err(ApiError::invalid(format!(
-            "Artifact path refers to a directory, not a file: '{shown}'"
-        )));
-    }
-    if meta.file_type().is_symlink() {
-        return Err(ApiError::invalid(format!(
-            "Artifact '{shown}' is a symbolic link and is not served."
-        )));
-    }
-    let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
+    let file = root.read(clean, shown).await?;
     let name = clean.rsplit('/').next().unwrap_or("artifact");
-    let mut response = Body::from_stream(ReaderStream::new(file)).into_response();
+    let mut response = Body::from_stream(file.body).into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&artifact_mime_type(name)) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
     let safe_name: String = name
         .chars()
         .filter(|c| c.is_ascii_graphic() && *c != '"')
@@ -218,65 +200,14 @@ async fn get_model_version_artifact(
 async fn upload(State(state): State<AppState>, uri: Uri, body: Body) -> ApiResult<Json<Value>> {
     let root = root(&state)?;
     let clean = path_from_uri(&uri)?;
-    let path = root.resolve(&clean)?;
-    if tokio::fs::symlink_metadata(&path)
-        .await
-        .is_ok_and(|m| m.is_dir() || m.file_type().is_symlink())
-    {
-        return Err(ApiError::invalid(format!(
-            "Artifact '{clean}' exists and is not a regular file."
-        )));
-    }
-    let parent = path
-        .parent()
-        .ok_or_else(|| ApiError::invalid("An artifact path is required."))?;
-    tokio::fs::create_dir_all(parent)
-        .await
-        .map_err(|e| ApiError::invalid(format!("Cannot create the directory for '{clean}': {e}")))?;
-    // Re-check after creating directories, then write to a temporary file and rename it into
-    // place, so a failed upload never leaves a partial artifact.
-    let path = root.resolve(&clean)?;
-    let tmp = parent.join(format!(".mlkube-upload-{}", uuid::Uuid::new_v4().simple()));
-    let result = async {
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(ApiError::internal)?;
-        let stream = body.into_data_stream().map_err(std::io::Error::other);
-        let mut reader = StreamReader::new(stream);
-        tokio::io::copy(&mut reader, &mut file)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("Upload of '{clean}' failed: {e}")))?;
-        // On disk before it gets its name, and the name on disk before the upload is answered:
-        // an acknowledged artifact survives a power loss (docs/architecture.md, "Durability").
-        file.flush().await.map_err(ApiError::internal)?;
-        file.sync_all().await.map_err(ApiError::internal)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(ApiError::internal)?;
-        sync_dir(parent).await.map_err(ApiError::internal)
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result?;
+    root.write(&clean, io_stream(body.into_data_stream())).await?;
     Ok(Json(json!({})))
-}
-
-/// fsync a directory, so the names created in it are on disk.
-async fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    tokio::fs::File::open(dir).await?.sync_all().await
 }
 
 async fn delete(State(state): State<AppState>, uri: Uri) -> ApiResult<Json<Value>> {
     let root = root(&state)?;
     let clean = path_from_uri(&uri)?;
-    let path = root.resolve(&clean)?;
-    let meta = tokio::fs::symlink_metadata(&path)
-        .await
-        .map_err(|_| ApiError::not_found(format!("Artifact '{clean}' does not exist.")))?;
-    let removed = if meta.is_dir() {
-        tokio::fs::remove_dir_all(&path).await
-    } else {
-        tokio::fs::remove_file(&path).await
-    };
-    removed.map_err(ApiError::internal)?;
+    root.delete(&clean).await?;
     Ok(Json(json!({})))
 }
 
@@ -289,10 +220,7 @@ struct ListQuery {
 async fn list_proxied(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
     let root = root(&state)?;
     let clean = clean_relative_path(q.path.as_deref().unwrap_or(""))?;
-    let dir = root.resolve(&clean)?;
-    if tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_file()) {
-        return Ok(Json(json!({})));
-    }
+    // A file, or nothing, lists as empty.
     let files = root.list(&clean, "").await?;
     if files.is_empty() {
         return Ok(Json(json!({})));

@@ -1,14 +1,26 @@
-//! Proxied artifact storage on a local directory (`--artifacts-destination`), with the path checks
-//! that MLflow's CVE history asks for: every path is percent-decoded until it stops changing, then
-//! refused if it holds `..`, is absolute, or contains `\`, `;`, `#`, `?` or NUL; finally the real
-//! location (symlinks resolved) must stay under the root.
+//! Proxied artifact storage (`--artifacts-destination`: a local directory, S3, GCS or Azure), with
+//! the path checks that MLflow's CVE history asks for: every path is percent-decoded until it stops
+//! changing, then refused if it holds `..`, is absolute, or contains `\`, `;`, `#`, `?` or NUL; on
+//! a local directory the real location (symlinks resolved) must also stay under the root. Object
+//! keys are the cleaned path under the destination's prefix, so they cannot leave it either.
+
+mod destination;
+mod http_client;
+mod local;
+mod object;
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use percent_encoding::percent_decode_str;
 
 use crate::error::ApiError;
+
+pub use destination::Destination;
+pub use local::{LocalRoot, io_stream};
+pub use object::ObjectRoot;
 
 /// Decode `%XX` escapes repeatedly (double/triple encoding) until the text is stable.
 /// `None` when it never settles or is not UTF-8.
@@ -68,88 +80,88 @@ pub struct FileInfo {
     pub file_size: Option<i64>,
 }
 
-/// The artifact root served by the proxy.
-#[derive(Debug, Clone)]
-pub struct ArtifactRoot {
-    root: PathBuf,
+/// Where the proxy keeps artifacts (`--artifacts-destination`): a local directory or an object
+/// store. Every handler goes through these methods, so the path rules above apply to both.
+#[derive(Debug)]
+pub enum ArtifactRoot {
+    Local(LocalRoot),
+    Object(ObjectRoot),
 }
 
+/// An artifact being read: its size and its bytes, streamed.
+pub struct ArtifactFile {
+    pub size: u64,
+    pub body: BoxStream<'static, io::Result<Bytes>>,
+}
+
+/// A request body being uploaded.
+pub type UploadStream = BoxStream<'static, io::Result<Bytes>>;
+
 impl ArtifactRoot {
-    /// Create the directory if needed and remember its canonical path.
+    /// A local directory (created if needed).
     pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Self {
-            root: dir.canonicalize()?,
-        })
+        LocalRoot::open(dir).map(Self::Local)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Resolve a checked relative path under the root, refusing symlink escapes: the deepest
-    /// existing ancestor, with links resolved, must lie under the root.
-    pub fn resolve(&self, clean: &str) -> Result<PathBuf, ApiError> {
-        let path = if clean.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(clean)
-        };
-        let mut probe = path.as_path();
-        loop {
-            match probe.canonicalize() {
-                Ok(real) => {
-                    if !real.starts_with(&self.root) {
-                        return Err(ApiError::invalid(format!(
-                            "Invalid artifact path '{clean}': it resolves outside the artifact root."
-                        )));
-                    }
-                    break;
-                }
-                Err(_) => match probe.parent() {
-                    Some(parent) if parent.starts_with(&self.root) => probe = parent,
-                    _ => break,
-                },
+    /// The destination named by `--artifacts-destination`; object stores take their credentials
+    /// from the environment (docs/architecture.md, "Artifacts").
+    pub fn connect(destination: &Destination) -> Result<Self, String> {
+        match destination {
+            Destination::Local(dir) => {
+                Self::open(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))
             }
+            other => ObjectRoot::connect(other).map(Self::Object),
         }
-        Ok(path)
     }
 
-    /// List a directory (sorted by name); a missing directory lists as empty.
+    /// What the root is, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(l) => l.root().display().to_string(),
+            Self::Object(o) => o.describe().to_owned(),
+        }
+    }
+
+    /// Open the file at `clean` for reading; `shown` is the path named in errors.
+    pub async fn read(&self, clean: &str, shown: &str) -> Result<ArtifactFile, ApiError> {
+        match self {
+            Self::Local(l) => l.read(clean, shown).await,
+            Self::Object(o) => o.read(clean, shown).await,
+        }
+    }
+
+    /// Store `body` at `clean`; nothing is visible under that name unless the whole body arrived.
+    pub async fn write(&self, clean: &str, body: UploadStream) -> Result<(), ApiError> {
+        match self {
+            Self::Local(l) => l.write(clean, body).await,
+            Self::Object(o) => o.write(clean, body).await,
+        }
+    }
+
+    /// Delete the file, or everything under the directory, at `clean`.
+    pub async fn delete(&self, clean: &str) -> Result<(), ApiError> {
+        match self {
+            Self::Local(l) => l.delete(clean).await,
+            Self::Object(o) => o.delete(clean).await,
+        }
+    }
+
+    /// List the directory at `clean` (sorted by name), paths relative to `relative_to`; a missing
+    /// directory, or a file, lists as empty.
     pub async fn list(&self, clean: &str, relative_to: &str) -> Result<Vec<FileInfo>, ApiError> {
-        let dir = self.resolve(clean)?;
-        let mut out = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(err) if matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                return Ok(out);
-            }
-            Err(err) => return Err(ApiError::internal(err)),
-        };
-        while let Some(entry) = entries.next_entry().await.map_err(ApiError::internal)? {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if name.starts_with(".mlkube-upload-") {
-                continue;
-            }
-            let meta = entry.metadata().await.map_err(ApiError::internal)?;
-            if meta.file_type().is_symlink() {
-                continue;
-            }
-            let path = if relative_to.is_empty() {
-                name
-            } else {
-                format!("{relative_to}/{name}")
-            };
-            out.push(FileInfo {
-                path,
-                is_dir: meta.is_dir(),
-                file_size: (!meta.is_dir()).then_some(meta.len() as i64),
-            });
+        match self {
+            Self::Local(l) => l.list(clean, relative_to).await,
+            Self::Object(o) => o.list(clean, relative_to).await,
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+    }
+}
+
+/// `relative_to/name`, or `name` at the top.
+fn joined(relative_to: &str, name: &str) -> String {
+    if relative_to.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{relative_to}/{name}")
     }
 }
 
@@ -245,7 +257,7 @@ mod tests {
     fn symlink_escape_refused() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let root = ArtifactRoot::open(dir.path()).unwrap();
+        let root = LocalRoot::open(dir.path()).unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         assert!(root.resolve("link/secret").is_err());
         assert!(root.resolve("link").is_err());
@@ -328,7 +340,7 @@ mod proptests {
     }
 
     /// Every promise about an accepted, cleaned path.
-    fn check_clean(raw: &str, clean: &str, root: &ArtifactRoot) -> Result<(), TestCaseError> {
+    fn check_clean(raw: &str, clean: &str, root: &LocalRoot) -> Result<(), TestCaseError> {
         let path = Path::new(clean);
         prop_assert!(path.is_relative() && !path.has_root(), "{raw:?} -> {clean:?}");
         prop_assert!(
@@ -367,9 +379,9 @@ mod proptests {
         Ok(())
     }
 
-    fn temp_root() -> (tempfile::TempDir, ArtifactRoot) {
+    fn temp_root() -> (tempfile::TempDir, LocalRoot) {
         let dir = tempfile::tempdir().unwrap();
-        let root = ArtifactRoot::open(dir.path()).unwrap();
+        let root = LocalRoot::open(dir.path()).unwrap();
         (dir, root)
     }
 
