@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{child_meta, labels, model_labels, ports, pvc, security, server_labels};
-use crate::validate::{Artifacts, Backend, ValidatedModelDeployment, ValidatedTrackingServer};
+use crate::validate::{
+    Artifacts, AzureCredentials, Backend, ValidatedModelDeployment, ValidatedTrackingServer,
+};
 
 /// Name of the tracking server container.
 pub const SERVER_CONTAINER: &str = "mlkube-server";
@@ -30,6 +32,12 @@ const AUTH_VOLUME: &str = "auth-config";
 const AUTH_PATH: &str = "/etc/mlkube";
 const ARTIFACTS_VOLUME: &str = "artifacts";
 const ARTIFACTS_PATH: &str = "/artifacts";
+const GCS_CREDENTIALS_VOLUME: &str = "gcs-credentials";
+const GCS_CREDENTIALS_DIR: &str = "/etc/mlkube/gcs";
+/// Where the server finds a GCS JSON key file (`GOOGLE_APPLICATION_CREDENTIALS`).
+pub const GCS_CREDENTIALS_FILE: &str = "/etc/mlkube/gcs/key.json";
+/// Pod label that makes Azure Workload Identity's webhook inject the federated token.
+pub const AZURE_WORKLOAD_IDENTITY_LABEL: &str = "azure.workload.identity/use";
 const TRACKING_CA_VOLUME: &str = "tracking-ca";
 const TRACKING_CA_DIR: &str = "/etc/mlkube/tracking-ca";
 /// Where both model pod containers find `trackingCaBundle`.
@@ -149,9 +157,16 @@ pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
     }
     args.push("--default-artifact-root".into());
     args.push(ts.artifacts.default_artifact_root());
-    if let Artifacts::Pvc(_) = ts.artifacts {
+    // The proxy's destination: the PVC's mount, or the object store (its credentials come
+    // from the environment, see `artifact_store_env`). A `Direct` bucket has no proxy to feed.
+    let destination = match &ts.artifacts {
+        Artifacts::Pvc(_) => Some(ARTIFACTS_PATH.to_owned()),
+        other if other.proxied() => other.object_store_uri(),
+        _ => None,
+    };
+    if let Some(destination) = destination {
         args.push("--artifacts-destination".into());
-        args.push(ARTIFACTS_PATH.into());
+        args.push(destination);
     }
     if ts.metrics_enabled {
         args.push("--expose-prometheus".into());
@@ -177,17 +192,15 @@ pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
     args
 }
 
-fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
+/// The S3 variables every AWS SDK (and mlkube-server) reads: the access key from its Secret,
+/// MLflow's custom endpoint, the region.
+fn s3_env(
+    endpoint: Option<&String>,
+    region: Option<&String>,
+    credentials: Option<&crate::crd::tracking_server::CredentialsSecretRef>,
+) -> Vec<EnvVar> {
     let mut env_vars = Vec::new();
-    if let Backend::Postgres { uri } = &ts.backend {
-        env_vars.push(env_from_secret("MLKUBE_BACKEND_STORE_URI", &uri.name, &uri.key));
-    }
-    if let Artifacts::S3 {
-        endpoint,
-        credentials,
-        ..
-    } = &ts.artifacts
-    {
+    if let Some(credentials) = credentials {
         env_vars.push(env_from_secret(
             "AWS_ACCESS_KEY_ID",
             &credentials.name,
@@ -198,10 +211,52 @@ fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
             &credentials.name,
             &credentials.secret_access_key_key,
         ));
-        if let Some(endpoint) = endpoint {
-            env_vars.push(env("MLFLOW_S3_ENDPOINT_URL", endpoint.clone()));
-        }
     }
+    if let Some(region) = region {
+        // botocore reads AWS_DEFAULT_REGION, most other SDKs AWS_REGION.
+        env_vars.push(env("AWS_DEFAULT_REGION", region.clone()));
+        env_vars.push(env("AWS_REGION", region.clone()));
+    }
+    if let Some(endpoint) = endpoint {
+        env_vars.push(env("MLFLOW_S3_ENDPOINT_URL", endpoint.clone()));
+    }
+    env_vars
+}
+
+/// What the server needs to reach its object store. Keys only ever arrive through
+/// `secretKeyRef` (or, for GCS, a mounted file); with workload identity there is nothing here:
+/// the identity's webhook or metadata server provides it.
+fn artifact_store_env(artifacts: &Artifacts) -> Vec<EnvVar> {
+    match artifacts {
+        Artifacts::Pvc(_) => Vec::new(),
+        Artifacts::S3 {
+            endpoint,
+            region,
+            credentials,
+            ..
+        } => s3_env(endpoint.as_ref(), region.as_ref(), credentials.as_ref()),
+        Artifacts::Gcs { credentials, .. } => credentials
+            .iter()
+            .map(|_| env("GOOGLE_APPLICATION_CREDENTIALS", GCS_CREDENTIALS_FILE))
+            .collect(),
+        Artifacts::Azure { credentials, .. } => credentials
+            .iter()
+            .map(|c| match c {
+                AzureCredentials::AccountKey(r) => {
+                    env_from_secret("AZURE_STORAGE_ACCOUNT_KEY", &r.name, &r.key)
+                }
+                AzureCredentials::SasToken(r) => env_from_secret("AZURE_STORAGE_SAS_TOKEN", &r.name, &r.key),
+            })
+            .collect(),
+    }
+}
+
+fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
+    let mut env_vars = Vec::new();
+    if let Backend::Postgres { uri } = &ts.backend {
+        env_vars.push(env_from_secret("MLKUBE_BACKEND_STORE_URI", &uri.name, &uri.key));
+    }
+    env_vars.extend(artifact_store_env(&ts.artifacts));
     if let Some(auth) = &ts.auth {
         env_vars.push(env_from_secret(
             "MLKUBE_ADMIN_USERNAME",
@@ -219,6 +274,17 @@ fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
         ));
     }
     env_vars
+}
+
+/// Labels of the server pods: the Deployment's, plus Azure Workload Identity's opt-in label
+/// when the pods use a ServiceAccount for an Azure container (its webhook mutates only pods
+/// labelled so).
+fn server_pod_labels(ts: &ValidatedTrackingServer) -> BTreeMap<String, String> {
+    let mut labels = server_labels(ts);
+    if ts.service_account_name.is_some() && matches!(ts.artifacts, Artifacts::Azure { .. }) {
+        labels.insert(AZURE_WORKLOAD_IDENTITY_LABEL.to_owned(), "true".to_owned());
+    }
+    labels
 }
 
 /// The tracking server's Deployment. A SQLite store or a ReadWriteOnce artifact volume forces
@@ -244,6 +310,31 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
             pvc::artifacts_claim_name(&ts.owner.name),
         ));
         mounts.push(mount(ARTIFACTS_VOLUME, ARTIFACTS_PATH));
+    }
+    if let Artifacts::Gcs {
+        credentials: Some(key),
+        ..
+    } = &ts.artifacts
+    {
+        // Only the key file, readable by the pod's group (fsGroup) and nobody else.
+        volumes.push(Volume {
+            name: GCS_CREDENTIALS_VOLUME.to_owned(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(key.name.clone()),
+                items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                    key: key.key.clone(),
+                    path: "key.json".to_owned(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(GCS_CREDENTIALS_VOLUME, GCS_CREDENTIALS_DIR)
+        });
     }
     if ts.auth.is_some() {
         volumes.push(Volume {
@@ -323,14 +414,18 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
             strategy: Some(strategy),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(server_labels(ts)),
+                    labels: Some(server_pod_labels(ts)),
                     annotations,
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    // Still no Kubernetes API token with a serviceAccountName: EKS IRSA and Azure
+                    // Workload Identity project their own audience-bound token into the pod, and
+                    // GKE Workload Identity answers on the node's metadata server.
                     automount_service_account_token: Some(false),
                     containers: vec![container],
                     security_context: Some(security::restricted_pod()),
+                    service_account_name: ts.service_account_name.clone(),
                     volumes: Some(volumes),
                     ..Default::default()
                 }),
@@ -457,20 +552,14 @@ fn model_env(md: &ValidatedModelDeployment) -> Vec<EnvVar> {
     env_vars.push(env("MLKUBE_MODEL_PORT", md.port.to_string()));
     env_vars.push(env("MLKUBE_MODEL_URI", md.model_uri.clone()));
     env_vars.push(env("MLKUBE_MODEL_VERSION", md.model.version.clone()));
-    if let Some((endpoint, credentials)) = &md.tracking.s3 {
-        env_vars.push(env_from_secret(
-            "AWS_ACCESS_KEY_ID",
-            &credentials.name,
-            &credentials.access_key_id_key,
+    // Only a `Direct` bucket: with the artifact proxy the model is downloaded through the
+    // tracking server (`MLFLOW_TRACKING_URI` above) and the pod holds no store credentials.
+    if let Some(s3) = &md.tracking.s3 {
+        env_vars.extend(s3_env(
+            s3.endpoint.as_ref(),
+            s3.region.as_ref(),
+            Some(&s3.credentials),
         ));
-        env_vars.push(env_from_secret(
-            "AWS_SECRET_ACCESS_KEY",
-            &credentials.name,
-            &credentials.secret_access_key_key,
-        ));
-        if let Some(endpoint) = endpoint {
-            env_vars.push(env("MLFLOW_S3_ENDPOINT_URL", endpoint.clone()));
-        }
     }
     env_vars.push(env("TMPDIR", TMP_PATH));
     // The user's variables come last so they can override ours.

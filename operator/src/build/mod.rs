@@ -308,18 +308,36 @@ pub(crate) mod tests {
         assert_eq!(labels[labels::MODEL_VERSION], "12");
     }
 
+    /// Tracking servers on every artifact store and credential mode.
+    pub(crate) fn every_store() -> Vec<serde_json::Value> {
+        let pg = json!({"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}});
+        vec![
+            json!({}),
+            json!({"replicas": 3, "backendStore": pg, "artifactStore": {"s3": {"bucket": "models", "credentialsSecretRef": {"name": "s3"}}}}),
+            json!({"replicas": 3, "backendStore": pg, "artifactStore": {"s3": {"bucket": "models", "access": "Direct", "credentialsSecretRef": {"name": "s3"}}}}),
+            json!({"replicas": 3, "backendStore": pg, "serviceAccountName": "mlflow-irsa", "artifactStore": {"s3": {"bucket": "models", "region": "us-west-2"}}}),
+            json!({"replicas": 2, "backendStore": pg, "artifactStore": {"gcs": {"bucket": "ml-artifacts", "credentialsSecretRef": {"name": "gcs"}}}}),
+            json!({"replicas": 2, "backendStore": pg, "serviceAccountName": "mlflow-gcs", "artifactStore": {"gcs": {"bucket": "ml-artifacts"}}}),
+            json!({"replicas": 2, "backendStore": pg, "artifactStore": {"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az", "sasTokenKey": "sas"}}}}),
+            json!({"replicas": 2, "backendStore": pg, "serviceAccountName": "mlflow-azure", "artifactStore": {"azure": {"account": "mlstore", "container": "artifacts", "dfs": true}}}),
+        ]
+    }
+
     #[test]
     fn workload_pods_meet_the_restricted_standard() {
-        let server = tracking_server(&vts(json!({}), true));
-        let model = model_deployment(&vmd(json!({}), true));
-        for d in server.deployments.iter().chain(&model.deployments) {
+        let mut deployments: Vec<Deployment> = every_store()
+            .into_iter()
+            .flat_map(|spec| tracking_server(&vts(spec, true)).deployments)
+            .collect();
+        deployments.extend(model_deployment(&vmd(json!({}), true)).deployments);
+        for d in &deployments {
             let pod = pod(d);
             let psc = pod.security_context.as_ref().unwrap();
             assert_eq!(psc.run_as_non_root, Some(true));
             assert_ne!(psc.run_as_user, Some(0));
             assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+            // A serviceAccountName (workload identity) still mounts no Kubernetes API token.
             assert_eq!(pod.automount_service_account_token, Some(false));
-            assert!(pod.service_account_name.is_none());
             assert!(pod.host_pid.is_none() && pod.host_network.is_none());
             for volume in pod.volumes.iter().flatten() {
                 assert!(volume.host_path.is_none(), "{:?}", volume.name);
@@ -453,8 +471,14 @@ pub(crate) mod tests {
             "the URI never goes on the command line"
         );
         assert!(
-            args.windows(2)
-                .any(|w| w == ["--default-artifact-root", "s3://models/prod"])
+            args.windows(4).any(|w| w
+                == [
+                    "--default-artifact-root",
+                    "mlflow-artifacts:/",
+                    "--artifacts-destination",
+                    "s3://models/prod"
+                ]),
+            "S3 is proxied by default: {args:?}"
         );
         assert!(args.windows(2).any(|w| w == ["--app-name", "basic-auth"]));
         assert!(
@@ -506,6 +530,318 @@ pub(crate) mod tests {
         let svc = service::build_tracking_server_service(&pg);
         let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
         assert_eq!((port.name.as_deref(), port.port), (Some("http"), 5000));
+    }
+
+    fn postgres(artifact_store: serde_json::Value, extra: serde_json::Value) -> ValidatedTrackingServer {
+        let mut spec = json!({"replicas": 3,
+            "backendStore": {"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}},
+            "artifactStore": artifact_store});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        vts(spec, true)
+    }
+
+    /// An env var as (name, literal value, (Secret, key)).
+    type Env = (String, Option<String>, Option<(String, String)>);
+
+    fn server_env(d: &Deployment) -> Vec<Env> {
+        pod(d).containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let secret = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref())
+                    .map(|r| (r.name.clone(), r.key.clone()));
+                (e.name.clone(), e.value.clone(), secret)
+            })
+            .collect()
+    }
+
+    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        args.windows(2).find(|w| w[0] == name).map(|w| w[1].as_str())
+    }
+
+    #[test]
+    fn every_destination_reaches_the_server_command_line() {
+        let cases = [
+            (
+                json!({"pvc": {"accessModes": ["ReadWriteMany"]}}),
+                "mlflow-artifacts:/",
+                Some("/artifacts"),
+            ),
+            (
+                json!({"s3": {"bucket": "models"}}),
+                "mlflow-artifacts:/",
+                Some("s3://models"),
+            ),
+            (
+                json!({"s3": {"bucket": "models", "prefix": "team/a", "access": "Proxied", "credentialsSecretRef": {"name": "s3"}}}),
+                "mlflow-artifacts:/",
+                Some("s3://models/team/a"),
+            ),
+            (
+                json!({"s3": {"bucket": "models", "prefix": "prod", "access": "Direct", "credentialsSecretRef": {"name": "s3"}}}),
+                "s3://models/prod",
+                None,
+            ),
+            (
+                json!({"gcs": {"bucket": "ml-artifacts", "prefix": "prod"}}),
+                "mlflow-artifacts:/",
+                Some("gs://ml-artifacts/prod"),
+            ),
+            (
+                json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az"}}}),
+                "mlflow-artifacts:/",
+                Some("wasbs://artifacts@mlstore.blob.core.windows.net"),
+            ),
+            (
+                json!({"azure": {"account": "mlstore", "container": "artifacts", "prefix": "prod", "dfs": true,
+                                 "credentialsSecretRef": {"name": "az"}}}),
+                "mlflow-artifacts:/",
+                Some("abfss://artifacts@mlstore.dfs.core.windows.net/prod"),
+            ),
+        ];
+        for (store, root, destination) in cases {
+            let v = postgres(store.clone(), json!({}));
+            let args = deployment::tracking_server_args(&v);
+            assert_eq!(flag(&args, "--default-artifact-root"), Some(root), "{store}");
+            assert_eq!(flag(&args, "--artifacts-destination"), destination, "{store}");
+            let d = deployment::build_tracking_server_deployment(&v);
+            assert_eq!(
+                d.spec.strategy.as_ref().unwrap().type_.as_deref(),
+                Some("RollingUpdate"),
+                "{store}: every replica sees the artifacts, so pods roll"
+            );
+            assert!(pvc::build_tracking_server_pvcs(&v).len() <= 1, "{store}");
+        }
+    }
+
+    #[test]
+    fn proxied_s3_credentials_come_from_the_secret() {
+        let v = postgres(
+            json!({"s3": {"bucket": "models", "prefix": "prod", "endpoint": "http://minio.storage:9000", "region": "eu-west-1",
+                          "credentialsSecretRef": {"name": "s3", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"}}}),
+            json!({}),
+        );
+        let env = server_env(&deployment::build_tracking_server_deployment(&v));
+        let s = |n: &str, k: &str| Some((n.to_owned(), k.to_owned()));
+        assert_eq!(
+            env,
+            [
+                ("MLKUBE_BACKEND_STORE_URI".to_owned(), None, s("db", "uri")),
+                ("AWS_ACCESS_KEY_ID".to_owned(), None, s("s3", "id")),
+                ("AWS_SECRET_ACCESS_KEY".to_owned(), None, s("s3", "secret")),
+                (
+                    "AWS_DEFAULT_REGION".to_owned(),
+                    Some("eu-west-1".to_owned()),
+                    None
+                ),
+                ("AWS_REGION".to_owned(), Some("eu-west-1".to_owned()), None),
+                (
+                    "MLFLOW_S3_ENDPOINT_URL".to_owned(),
+                    Some("http://minio.storage:9000".to_owned()),
+                    None
+                ),
+            ]
+        );
+        assert!(v.artifacts.direct_s3().is_none(), "model servers get nothing");
+        // Workload identity: no keys at all, the pods run as the annotated ServiceAccount.
+        let irsa = postgres(
+            json!({"s3": {"bucket": "models"}}),
+            json!({"serviceAccountName": "mlflow-irsa"}),
+        );
+        let d = deployment::build_tracking_server_deployment(&irsa);
+        assert!(server_env(&d).iter().all(|(name, ..)| !name.starts_with("AWS_")));
+        assert_eq!(pod(&d).service_account_name.as_deref(), Some("mlflow-irsa"));
+        assert_eq!(pod(&d).automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn direct_s3_is_todays_behaviour() {
+        let v = postgres(
+            json!({"s3": {"bucket": "models", "access": "Direct", "endpoint": "http://minio:9000", "credentialsSecretRef": {"name": "s3"}}}),
+            json!({}),
+        );
+        let direct = v.artifacts.direct_s3().unwrap();
+        assert_eq!(direct.credentials.name, "s3");
+        assert_eq!(direct.endpoint.as_deref(), Some("http://minio:9000"));
+        let env = server_env(&deployment::build_tracking_server_deployment(&v));
+        assert!(
+            env.iter()
+                .any(|(n, _, s)| n == "AWS_SECRET_ACCESS_KEY" && s.is_some())
+        );
+    }
+
+    #[test]
+    fn gcs_key_file_is_mounted_read_only() {
+        let v = postgres(
+            json!({"gcs": {"bucket": "ml-artifacts", "credentialsSecretRef": {"name": "gcs", "key": "sa.json"}}}),
+            json!({}),
+        );
+        let d = deployment::build_tracking_server_deployment(&v);
+        let env = server_env(&d);
+        assert!(env.contains(&(
+            "GOOGLE_APPLICATION_CREDENTIALS".to_owned(),
+            Some("/etc/mlkube/gcs/key.json".to_owned()),
+            None
+        )));
+        let volume = pod(&d)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "gcs-credentials")
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("gcs"));
+        let item = &secret.items.as_ref().unwrap()[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("sa.json", "key.json"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount = pod(&d).containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "gcs-credentials")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/mlkube/gcs", Some(true))
+        );
+        // GKE Workload Identity: no key, no volume, the ServiceAccount.
+        let wi = postgres(
+            json!({"gcs": {"bucket": "ml-artifacts"}}),
+            json!({"serviceAccountName": "mlflow-gcs"}),
+        );
+        let d = deployment::build_tracking_server_deployment(&wi);
+        assert!(
+            server_env(&d)
+                .iter()
+                .all(|(n, ..)| n != "GOOGLE_APPLICATION_CREDENTIALS")
+        );
+        assert!(
+            pod(&d)
+                .volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != "gcs-credentials")
+        );
+        assert_eq!(pod(&d).service_account_name.as_deref(), Some("mlflow-gcs"));
+    }
+
+    #[test]
+    fn azure_credentials_and_workload_identity() {
+        let key = postgres(
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az"}}}),
+            json!({}),
+        );
+        let d = deployment::build_tracking_server_deployment(&key);
+        assert!(server_env(&d).contains(&(
+            "AZURE_STORAGE_ACCOUNT_KEY".to_owned(),
+            None,
+            Some(("az".to_owned(), "AZURE_STORAGE_ACCOUNT_KEY".to_owned()))
+        )));
+        let labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(!labels.contains_key(deployment::AZURE_WORKLOAD_IDENTITY_LABEL));
+        let sas = postgres(
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az", "sasTokenKey": "sas"}}}),
+            json!({}),
+        );
+        assert!(
+            server_env(&deployment::build_tracking_server_deployment(&sas)).contains(&(
+                "AZURE_STORAGE_SAS_TOKEN".to_owned(),
+                None,
+                Some(("az".to_owned(), "sas".to_owned()))
+            ))
+        );
+        let wi = postgres(
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "dfs": true}}),
+            json!({"serviceAccountName": "mlflow-azure"}),
+        );
+        let d = deployment::build_tracking_server_deployment(&wi);
+        assert!(server_env(&d).iter().all(|(n, ..)| !n.starts_with("AZURE_")));
+        assert_eq!(pod(&d).service_account_name.as_deref(), Some("mlflow-azure"));
+        let labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels[deployment::AZURE_WORKLOAD_IDENTITY_LABEL], "true");
+        assert!(
+            !d.spec
+                .selector
+                .match_labels
+                .as_ref()
+                .unwrap()
+                .contains_key(deployment::AZURE_WORKLOAD_IDENTITY_LABEL),
+            "the selector is immutable and never carries it"
+        );
+    }
+
+    #[test]
+    fn model_pods_get_store_credentials_only_from_a_direct_bucket() {
+        let access = |store: serde_json::Value| {
+            let ts = ts(json!({"replicas": 3,
+                "backendStore": {"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}},
+                "artifactStore": store, "auth": {"adminSecretRef": {"name": "admin"}}}));
+            TrackingAccess::for_tracking_server(&ts)
+        };
+        let model_env = |tracking: TrackingAccess| {
+            let v = validate::validate_model_deployment(
+                &md(json!({"trackingServerRef": {"name": "mlflow"}, "model": {"name": "Churn Model", "alias": "champion"}})),
+                &resolved(),
+                tracking,
+                true,
+                &Defaults::for_version("1.2.3"),
+            )
+            .unwrap();
+            let d = deployment::build_model_deployment(&v);
+            pod(&d)
+                .containers
+                .iter()
+                .flat_map(|c| c.env.clone().unwrap_or_default())
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+        };
+        for store in [
+            json!({"s3": {"bucket": "models", "credentialsSecretRef": {"name": "s3"}}}),
+            json!({"gcs": {"bucket": "ml-artifacts", "credentialsSecretRef": {"name": "gcs"}}}),
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az"}}}),
+        ] {
+            let names = model_env(access(store.clone()));
+            assert!(names.contains(&"MLFLOW_TRACKING_URI".to_owned()));
+            assert!(names.contains(&"MLFLOW_TRACKING_PASSWORD".to_owned()));
+            for name in &names {
+                assert!(
+                    !name.starts_with("AWS_")
+                        && !name.starts_with("AZURE_")
+                        && !name.starts_with("GOOGLE_")
+                        && name != "MLFLOW_S3_ENDPOINT_URL",
+                    "{store}: {name}"
+                );
+            }
+        }
+        let names = model_env(access(
+            json!({"s3": {"bucket": "models", "access": "Direct", "region": "eu-west-1",
+                                                  "credentialsSecretRef": {"name": "s3"}}}),
+        ));
+        for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+            assert!(names.contains(&name.to_owned()), "{name}: {names:?}");
+        }
     }
 
     #[test]
@@ -684,6 +1020,11 @@ mod round_trip {
     #[test]
     fn every_built_object_reads_back_as_its_type() {
         let defaults = Defaults::for_version("1.0.0");
+        for spec in super::tests::every_store() {
+            check(&tracking_server(
+                &validate::validate_tracking_server(&ts(spec), true, &defaults).unwrap(),
+            ));
+        }
         let full = ts(json!({"auth": {"adminSecretRef": {"name": "admin"}},
             "nodeSampler": {"enabled": true, "tolerations": [{"operator": "Exists"}]},
             "resources": {"limits": {"memory": "1Gi"}}}));

@@ -33,7 +33,9 @@ use super::{SecretKeyRef, ServiceMonitorSettings, default_one, default_true};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.backendStore.sqlite) || self.replicas <= 1").message("a sqlite backendStore supports exactly one replica; use postgres to run more").reason(Reason::FieldValueForbidden))]
-#[x_kube(validation = Rule::new("!has(self.artifactStore.pvc) || self.replicas <= 1 || self.artifactStore.pvc.accessModes.exists(m, m == 'ReadWriteMany')").message("more than one replica sharing an artifact PVC needs accessModes to include ReadWriteMany"))]
+// Every replica must see every artifact: an object store does, a PVC only when ReadWriteMany.
+#[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.artifactStore.s3) || has(self.artifactStore.gcs) || has(self.artifactStore.azure) || (has(self.artifactStore.pvc) && self.artifactStore.pvc.accessModes.exists(m, m == 'ReadWriteMany'))").message("more than one replica needs an artifact store every replica sees: an object store (artifactStore.s3, gcs or azure) or an artifactStore.pvc whose accessModes include ReadWriteMany"))]
+#[x_kube(validation = Rule::new("!has(self.artifactStore.azure) || has(self.artifactStore.azure.credentialsSecretRef) || has(self.serviceAccountName)").message("artifactStore.azure needs credentials: set artifactStore.azure.credentialsSecretRef (account key or SAS token) or spec.serviceAccountName (Azure Workload Identity)"))]
 pub struct TrackingServerSpec {
     /// Container image of mlkube-server. Default: the image matching the operator's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,10 +55,20 @@ pub struct TrackingServerSpec {
     #[serde(default)]
     pub backend_store: BackendStore,
 
-    /// Where artifacts (models, plots, files) are stored. Exactly one of `pvc` and `s3`.
-    /// Default: a 10Gi PersistentVolumeClaim served through the server's artifact proxy.
+    /// Where artifacts (models, plots, files) are stored. Exactly one of `pvc`, `s3`, `gcs` and
+    /// `azure`. Default: a 10Gi PersistentVolumeClaim served through the server's artifact proxy.
     #[serde(default)]
     pub artifact_store: ArtifactStore,
+
+    /// ServiceAccount the server pods run as, for workload identity: an IAM role through EKS
+    /// IRSA (the account annotated `eks.amazonaws.com/role-arn`), a Google service account
+    /// through GKE Workload Identity, or an Azure identity through Azure Workload Identity (the
+    /// pods are labelled `azure.workload.identity/use: "true"`). The account must exist in the
+    /// same namespace; the operator neither creates it nor grants it anything, and the pods
+    /// still get no Kubernetes API token. Default: the namespace's default ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub service_account_name: Option<String>,
 
     /// HTTP basic authentication (MLflow's `basic-auth` app).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,19 +205,24 @@ fn default_access_modes() -> Vec<AccessMode> {
     vec![AccessMode::ReadWriteOnce]
 }
 
-/// Artifact store: exactly one of `pvc` and `s3`.
+/// Artifact store: exactly one of `pvc`, `s3`, `gcs` and `azure`.
 #[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.pvc) != has(self.s3)").message("set exactly one of artifactStore.pvc and artifactStore.s3"))]
+#[x_kube(validation = Rule::new("[has(self.pvc), has(self.s3), has(self.gcs), has(self.azure)].filter(x, x).size() == 1").message("set exactly one of artifactStore.pvc, artifactStore.s3, artifactStore.gcs and artifactStore.azure"))]
 pub struct ArtifactStore {
     /// Artifacts on a PersistentVolumeClaim, served to clients by the server's artifact proxy
     /// (`mlflow-artifacts:/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<VolumeSpec>,
-    /// Artifacts in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW). Clients and model servers
-    /// read and write the bucket directly.
+    /// Artifacts in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3ArtifactStore>,
+    /// Artifacts in a Google Cloud Storage bucket, served through the server's artifact proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsArtifactStore>,
+    /// Artifacts in an Azure Storage container, served through the server's artifact proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureArtifactStore>,
 }
 
 impl Default for ArtifactStore {
@@ -213,13 +230,36 @@ impl Default for ArtifactStore {
         Self {
             pvc: Some(VolumeSpec::default()),
             s3: None,
+            gcs: None,
+            azure: None,
+        }
+    }
+}
+
+/// How clients and model servers reach the artifacts of an object store.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ArtifactAccess {
+    // Through the tracking server (`mlflow-artifacts:/`): only the server holds the store's
+    // credentials. (Variant docs would turn the schema's enum into a oneOf.)
+    #[default]
+    Proxied,
+    // Straight to the bucket (`s3://…`): every client and model server holds credentials.
+    Direct,
+}
+
+impl ArtifactAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxied => "Proxied",
+            Self::Direct => "Direct",
         }
     }
 }
 
 /// An S3-compatible bucket.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.access != 'Direct' || has(self.credentialsSecretRef)").message("access: Direct gives clients and model servers the bucket's credentials, so it needs credentialsSecretRef; with workload identity (spec.serviceAccountName) use access: Proxied"))]
 pub struct S3ArtifactStore {
     /// Bucket name.
     #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
@@ -228,12 +268,27 @@ pub struct S3ArtifactStore {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[^/].*[^/]$|^[^/]$"))]
     pub prefix: Option<String>,
-    /// Endpoint URL of a non-AWS store, e.g. `http://minio.storage:9000`.
+    /// Endpoint URL of a non-AWS store, e.g. `http://minio.storage:9000`
+    /// (`MLFLOW_S3_ENDPOINT_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^https?://.+"))]
     pub endpoint: Option<String>,
-    /// Secret with the keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
-    pub credentials_secret_ref: CredentialsSecretRef,
+    /// Region of the bucket, e.g. `eu-west-1` (`AWS_REGION` and `AWS_DEFAULT_REGION`).
+    /// Default: what the credentials or the environment say, else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), pattern(r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// Secret with an access key: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`. Leave it out
+    /// to use workload identity (`spec.serviceAccountName`, EKS IRSA) or the node's instance
+    /// role. Required with `access: Direct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
+    /// `Proxied`: clients and model servers go through the tracking server's artifact proxy
+    /// and need no credentials (the server runs with `--artifacts-destination s3://…`).
+    /// `Direct`: new experiments record `s3://…` and every client and model server reads and
+    /// writes the bucket with its own credentials. Default: `Proxied`.
+    #[serde(default)]
+    pub access: ArtifactAccess,
 }
 
 /// A Secret holding S3 credentials.
@@ -257,6 +312,96 @@ fn default_access_key_key() -> String {
 
 fn default_secret_key_key() -> String {
     "AWS_SECRET_ACCESS_KEY".to_owned()
+}
+
+/// A Google Cloud Storage bucket, always behind the tracking server's artifact proxy.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.access == 'Proxied'").message("gcs artifacts are served through the tracking server only: set access: Proxied (or leave it out); clients and model servers then need no Google credentials"))]
+pub struct GcsArtifactStore {
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 222), pattern(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$"))]
+    pub bucket: String,
+    /// Object name prefix inside the bucket, without leading or trailing slashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512), pattern(r"^[^/].*[^/]$|^[^/]$"))]
+    pub prefix: Option<String>,
+    /// Secret key holding a service account's JSON key file. It is mounted read-only into the
+    /// server pods and named by `GOOGLE_APPLICATION_CREDENTIALS`. Leave it out to use GKE
+    /// Workload Identity (`spec.serviceAccountName`) or the node's service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<GcsCredentialsSecretRef>,
+    /// Only `Proxied`: the server runs with `--artifacts-destination gs://…`. Default: `Proxied`.
+    #[serde(default)]
+    pub access: ArtifactAccess,
+}
+
+/// A Secret holding a Google service account JSON key file.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsCredentialsSecretRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the JSON key file. Default: `key.json`.
+    #[serde(default = "default_gcs_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_gcs_key() -> String {
+    "key.json".to_owned()
+}
+
+/// An Azure Storage container (Blob Storage or Data Lake Storage Gen2), always behind the
+/// tracking server's artifact proxy.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.access == 'Proxied'").message("azure artifacts are served through the tracking server only: set access: Proxied (or leave it out); clients and model servers then need no Azure credentials"))]
+pub struct AzureArtifactStore {
+    /// Storage account name.
+    #[schemars(length(min = 3, max = 24), pattern(r"^[a-z0-9]+$"))]
+    pub account: String,
+    /// Container name.
+    #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub container: String,
+    /// Blob name prefix inside the container, without leading or trailing slashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512), pattern(r"^[^/].*[^/]$|^[^/]$"))]
+    pub prefix: Option<String>,
+    /// `true`: the Data Lake Storage endpoint,
+    /// `abfss://<container>@<account>.dfs.core.windows.net` (accounts with a hierarchical
+    /// namespace). `false`: the Blob endpoint, `wasbs://<container>@<account>.blob.core.windows.net`
+    /// (any account). Default: false.
+    #[serde(default)]
+    pub dfs: bool,
+    /// Secret with the storage account key or a SAS token. Leave it out to use Azure Workload
+    /// Identity (`spec.serviceAccountName`); one of the two is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<AzureCredentialsSecretRef>,
+    /// Only `Proxied`: the server runs with `--artifacts-destination abfss://…` or `wasbs://…`.
+    /// Default: `Proxied`.
+    #[serde(default)]
+    pub access: ArtifactAccess,
+}
+
+/// A Secret holding an Azure Storage account key or SAS token.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.accountKeyKey) && has(self.sasTokenKey))").message("set at most one of accountKeyKey and sasTokenKey (neither: the account key under AZURE_STORAGE_ACCOUNT_KEY)"))]
+pub struct AzureCredentialsSecretRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the storage account key (`AZURE_STORAGE_ACCOUNT_KEY`). Default, when
+    /// `sasTokenKey` is not set: `AZURE_STORAGE_ACCOUNT_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub account_key_key: Option<String>,
+    /// Key holding a SAS token (`AZURE_STORAGE_SAS_TOKEN`) instead of the account key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub sas_token_key: Option<String>,
 }
 
 /// Basic authentication with an admin account from a Secret.

@@ -1,12 +1,15 @@
 //! How model pods and the operator's registry client reach a tracking server: its URL, the
-//! basic-auth account, the CA bundle of an `https://` server, and the artifact store's S3
-//! credentials.
+//! basic-auth account, the CA bundle of an `https://` server, and, when the server's S3 bucket
+//! is read directly (`access: Direct`), the bucket's credentials. A server that proxies its
+//! artifacts (`mlflow-artifacts:/`, the default) gives model pods no store credentials at all:
+//! they download through the tracking server with `MLFLOW_TRACKING_URI` and the basic-auth
+//! account.
 
 use kube::ResourceExt;
 
-use super::tracking_server::tracking_server_url;
+use super::tracking_server::{DirectS3, artifacts_of, tracking_server_url};
 use crate::crd::model_deployment::CaBundleRef;
-use crate::crd::tracking_server::{AdminSecretRef, CredentialsSecretRef};
+use crate::crd::tracking_server::AdminSecretRef;
 use crate::crd::{ModelDeployment, TrackingServer};
 
 /// What the model pods need to talk to the tracking server and its artifact store.
@@ -15,8 +18,9 @@ pub struct TrackingAccess {
     pub uri: String,
     /// Basic-auth account, as a Secret (`MLFLOW_TRACKING_USERNAME` / `_PASSWORD`).
     pub auth: Option<AdminSecretRef>,
-    /// S3 endpoint and credentials when the artifacts live in a bucket.
-    pub s3: Option<(Option<String>, CredentialsSecretRef)>,
+    /// The bucket's endpoint, region and credentials when clients read it directly
+    /// (`access: Direct`); `None` when artifacts go through the tracking server.
+    pub s3: Option<DirectS3>,
     /// The CA bundle an `https://` tracking server is verified with (`trackingCaBundle`).
     pub ca_bundle: Option<CaBundleRef>,
 }
@@ -42,11 +46,10 @@ impl TrackingAccess {
                 .as_ref()
                 .filter(|a| a.enabled)
                 .map(|a| a.admin_secret_ref.clone()),
-            s3: spec
-                .artifact_store
-                .s3
-                .as_ref()
-                .map(|s3| (s3.endpoint.clone(), s3.credentials_secret_ref.clone())),
+            // A store the schema refuses gives nothing; the TrackingServer's own status says why.
+            s3: artifacts_of(&spec.artifact_store, spec.service_account_name.as_ref())
+                .ok()
+                .and_then(|a| a.direct_s3()),
             ca_bundle: None,
         }
     }

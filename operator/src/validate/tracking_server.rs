@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 
 use super::owner::owner_of;
 use super::{Defaults, Owner, ValidationError, duration_secs};
-use crate::crd::tracking_server::{AdminSecretRef, CredentialsSecretRef, Permission, VolumeSpec};
+use crate::crd::tracking_server::{
+    AdminSecretRef, ArtifactAccess, ArtifactStore, CredentialsSecretRef, Permission, VolumeSpec,
+};
 use crate::crd::{SecretKeyRef, ServiceMonitorSettings, TrackingServer};
 
 /// A PersistentVolumeClaim to create.
@@ -44,6 +46,7 @@ pub enum Backend {
     Postgres { uri: SecretKeyRef },
 }
 
+/// Where the artifacts live, with every default resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Artifacts {
     Pvc(Volume),
@@ -51,21 +54,200 @@ pub enum Artifacts {
         bucket: String,
         prefix: Option<String>,
         endpoint: Option<String>,
-        credentials: CredentialsSecretRef,
+        region: Option<String>,
+        credentials: Option<CredentialsSecretRef>,
+        access: ArtifactAccess,
+    },
+    Gcs {
+        bucket: String,
+        prefix: Option<String>,
+        /// The Secret key holding the JSON key file.
+        credentials: Option<SecretKeyRef>,
+    },
+    Azure {
+        account: String,
+        container: String,
+        prefix: Option<String>,
+        dfs: bool,
+        credentials: Option<AzureCredentials>,
     },
 }
 
+/// The Secret key an Azure Storage container is reached with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AzureCredentials {
+    /// The storage account key (`AZURE_STORAGE_ACCOUNT_KEY`).
+    AccountKey(SecretKeyRef),
+    /// A SAS token (`AZURE_STORAGE_SAS_TOKEN`).
+    SasToken(SecretKeyRef),
+}
+
+/// The S3 bucket a `Direct` tracking server hands to model servers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectS3 {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub credentials: CredentialsSecretRef,
+}
+
+fn with_prefix(root: String, prefix: Option<&String>) -> String {
+    match prefix {
+        Some(prefix) => format!("{root}/{prefix}"),
+        None => root,
+    }
+}
+
 impl Artifacts {
-    /// `--default-artifact-root` of the server.
-    pub fn default_artifact_root(&self) -> String {
+    /// Whether clients reach the artifacts through the server's proxy (`mlflow-artifacts:/`).
+    pub fn proxied(&self) -> bool {
+        !matches!(
+            self,
+            Self::S3 {
+                access: ArtifactAccess::Direct,
+                ..
+            }
+        )
+    }
+
+    /// The object store's URI (`s3://…`, `gs://…`, `abfss://…`, `wasbs://…`); `None` on a PVC.
+    pub fn object_store_uri(&self) -> Option<String> {
         match self {
-            Self::Pvc(_) => "mlflow-artifacts:/".to_owned(),
-            Self::S3 { bucket, prefix, .. } => match prefix {
-                Some(prefix) => format!("s3://{bucket}/{prefix}"),
-                None => format!("s3://{bucket}"),
-            },
+            Self::Pvc(_) => None,
+            Self::S3 { bucket, prefix, .. } => Some(with_prefix(format!("s3://{bucket}"), prefix.as_ref())),
+            Self::Gcs { bucket, prefix, .. } => Some(with_prefix(format!("gs://{bucket}"), prefix.as_ref())),
+            Self::Azure {
+                account,
+                container,
+                prefix,
+                dfs,
+                ..
+            } => {
+                let root = if *dfs {
+                    format!("abfss://{container}@{account}.dfs.core.windows.net")
+                } else {
+                    format!("wasbs://{container}@{account}.blob.core.windows.net")
+                };
+                Some(with_prefix(root, prefix.as_ref()))
+            }
         }
     }
+
+    /// `--default-artifact-root` of the server: the proxy, or the bucket itself when direct.
+    pub fn default_artifact_root(&self) -> String {
+        match self.object_store_uri() {
+            Some(uri) if !self.proxied() => uri,
+            _ => "mlflow-artifacts:/".to_owned(),
+        }
+    }
+
+    /// What model servers need to read a `Direct` bucket; `None` when they go through the proxy.
+    pub fn direct_s3(&self) -> Option<DirectS3> {
+        match self {
+            Self::S3 {
+                endpoint,
+                region,
+                credentials: Some(credentials),
+                access: ArtifactAccess::Direct,
+                ..
+            } => Some(DirectS3 {
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                credentials: credentials.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The artifact store of a spec, checked (the CRD's CEL rules say the same at `kubectl apply`).
+pub fn artifacts_of(
+    store: &ArtifactStore,
+    service_account: Option<&String>,
+) -> Result<Artifacts, ValidationError> {
+    let artifacts = match (&store.pvc, &store.s3, &store.gcs, &store.azure) {
+        (Some(pvc), None, None, None) => Artifacts::Pvc(Volume::from_spec(pvc, "10Gi")),
+        (None, Some(s3), None, None) => {
+            if s3.access == ArtifactAccess::Direct && s3.credentials_secret_ref.is_none() {
+                return Err(ValidationError::field(
+                    "spec.artifactStore.s3.credentialsSecretRef",
+                    "access: Direct gives clients and model servers the bucket's credentials, so it needs credentialsSecretRef",
+                ));
+            }
+            Artifacts::S3 {
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                credentials: s3.credentials_secret_ref.clone(),
+                access: s3.access,
+            }
+        }
+        (None, None, Some(gcs), None) => {
+            if gcs.access != ArtifactAccess::Proxied {
+                return Err(ValidationError::field(
+                    "spec.artifactStore.gcs.access",
+                    "gcs artifacts are served through the tracking server only: set access: Proxied",
+                ));
+            }
+            Artifacts::Gcs {
+                bucket: gcs.bucket.clone(),
+                prefix: gcs.prefix.clone(),
+                credentials: gcs.credentials_secret_ref.as_ref().map(|r| SecretKeyRef {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                }),
+            }
+        }
+        (None, None, None, Some(azure)) => {
+            if azure.access != ArtifactAccess::Proxied {
+                return Err(ValidationError::field(
+                    "spec.artifactStore.azure.access",
+                    "azure artifacts are served through the tracking server only: set access: Proxied",
+                ));
+            }
+            let credentials = match &azure.credentials_secret_ref {
+                None => None,
+                Some(r) => Some(match (&r.account_key_key, &r.sas_token_key) {
+                    (Some(_), Some(_)) => {
+                        return Err(ValidationError::field(
+                            "spec.artifactStore.azure.credentialsSecretRef",
+                            "set at most one of accountKeyKey and sasTokenKey",
+                        ));
+                    }
+                    (None, Some(key)) => AzureCredentials::SasToken(SecretKeyRef {
+                        name: r.name.clone(),
+                        key: key.clone(),
+                    }),
+                    (key, None) => AzureCredentials::AccountKey(SecretKeyRef {
+                        name: r.name.clone(),
+                        key: key
+                            .clone()
+                            .unwrap_or_else(|| "AZURE_STORAGE_ACCOUNT_KEY".to_owned()),
+                    }),
+                }),
+            };
+            if credentials.is_none() && service_account.is_none() {
+                return Err(ValidationError::field(
+                    "spec.artifactStore.azure",
+                    "needs credentialsSecretRef (account key or SAS token) or spec.serviceAccountName (Azure Workload Identity)",
+                ));
+            }
+            Artifacts::Azure {
+                account: azure.account.clone(),
+                container: azure.container.clone(),
+                prefix: azure.prefix.clone(),
+                dfs: azure.dfs,
+                credentials,
+            }
+        }
+        _ => {
+            return Err(ValidationError::field(
+                "spec.artifactStore",
+                "set exactly one of pvc, s3, gcs and azure",
+            ));
+        }
+    };
+    Ok(artifacts)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -97,6 +279,8 @@ pub struct ValidatedTrackingServer {
     pub resources: Option<ResourceRequirements>,
     pub backend: Backend,
     pub artifacts: Artifacts,
+    /// `spec.serviceAccountName`: the pods' identity for workload identity.
+    pub service_account_name: Option<String>,
     pub auth: Option<Auth>,
     pub metrics_enabled: bool,
     /// `Some(seconds)` when statistics are on.
@@ -161,21 +345,7 @@ pub fn validate_tracking_server(
             ));
         }
     };
-    let artifacts = match (&spec.artifact_store.pvc, &spec.artifact_store.s3) {
-        (Some(pvc), None) => Artifacts::Pvc(Volume::from_spec(pvc, "10Gi")),
-        (None, Some(s3)) => Artifacts::S3 {
-            bucket: s3.bucket.clone(),
-            prefix: s3.prefix.clone(),
-            endpoint: s3.endpoint.clone(),
-            credentials: s3.credentials_secret_ref.clone(),
-        },
-        _ => {
-            return Err(ValidationError::field(
-                "spec.artifactStore",
-                "set exactly one of pvc and s3",
-            ));
-        }
-    };
+    let artifacts = artifacts_of(&spec.artifact_store, spec.service_account_name.as_ref())?;
     if spec.replicas < 0 {
         return Err(ValidationError::field("spec.replicas", "must not be negative"));
     }
@@ -191,7 +361,7 @@ pub fn validate_tracking_server(
     {
         return Err(ValidationError::field(
             "spec.artifactStore.pvc.accessModes",
-            "more than one replica sharing an artifact PVC needs ReadWriteMany",
+            "more than one replica needs an artifact store every replica sees: an object store (s3, gcs or azure) or a pvc with ReadWriteMany",
         ));
     }
     if let Some(prefix) = &spec.ui.static_prefix
@@ -246,6 +416,7 @@ pub fn validate_tracking_server(
         resources: spec.resources.clone(),
         backend,
         artifacts,
+        service_account_name: spec.service_account_name.clone(),
         auth,
         metrics_enabled: spec.metrics.enabled,
         statistics_interval_secs,
@@ -263,6 +434,7 @@ pub fn validate_tracking_server(
 mod tests {
     use super::*;
     use crate::build::tests::ts;
+    use crate::validate::AzureCredentials;
     use serde_json::json;
 
     fn defaults() -> Defaults {
@@ -296,5 +468,76 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("at least 60s"), "{err}");
+    }
+
+    #[test]
+    fn object_store_rules_hold_without_the_schema() {
+        let pg = json!({"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}});
+        let refused = |store: serde_json::Value, extra: serde_json::Value, needle: &str| {
+            let mut spec = json!({"replicas": 3, "backendStore": pg.clone(), "artifactStore": store});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            let err = validate_tracking_server(&ts(spec.clone()), true, &defaults()).unwrap_err();
+            assert_eq!(err.reason(), "InvalidSpec");
+            assert!(err.to_string().contains(needle), "{spec}: {err}");
+        };
+        refused(
+            json!({"s3": {"bucket": "models", "access": "Direct"}}),
+            json!({}),
+            "needs credentialsSecretRef",
+        );
+        refused(
+            json!({"gcs": {"bucket": "ml-artifacts", "access": "Direct"}}),
+            json!({}),
+            "set access: Proxied",
+        );
+        refused(
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "access": "Direct",
+                             "credentialsSecretRef": {"name": "az"}}}),
+            json!({}),
+            "set access: Proxied",
+        );
+        refused(
+            json!({"azure": {"account": "mlstore", "container": "artifacts"}}),
+            json!({}),
+            "spec.serviceAccountName",
+        );
+        refused(
+            json!({"azure": {"account": "mlstore", "container": "artifacts",
+                             "credentialsSecretRef": {"name": "az", "accountKeyKey": "k", "sasTokenKey": "s"}}}),
+            json!({}),
+            "at most one of accountKeyKey and sasTokenKey",
+        );
+        refused(
+            json!({"s3": {"bucket": "models"}, "gcs": {"bucket": "ml-artifacts"}}),
+            json!({}),
+            "exactly one of pvc, s3, gcs and azure",
+        );
+        refused(json!({"pvc": {}}), json!({}), "ReadWriteMany");
+        let ok = |store: serde_json::Value, extra: serde_json::Value| {
+            let mut spec = json!({"replicas": 3, "backendStore": pg.clone(), "artifactStore": store});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            validate_tracking_server(&ts(spec), true, &defaults()).unwrap()
+        };
+        let azure = ok(
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az"}}}),
+            json!({}),
+        );
+        assert!(matches!(
+            &azure.artifacts,
+            Artifacts::Azure { credentials: Some(AzureCredentials::AccountKey(r)), .. }
+                if r.name == "az" && r.key == "AZURE_STORAGE_ACCOUNT_KEY"
+        ));
+        let wi = ok(
+            json!({"azure": {"account": "mlstore", "container": "artifacts"}}),
+            json!({"serviceAccountName": "mlflow-azure"}),
+        );
+        assert_eq!(wi.service_account_name.as_deref(), Some("mlflow-azure"));
+        let s3 = ok(json!({"s3": {"bucket": "models"}}), json!({}));
+        assert!(s3.artifacts.proxied() && !s3.recreate());
+        assert_eq!(s3.artifacts.object_store_uri().as_deref(), Some("s3://models"));
     }
 }
