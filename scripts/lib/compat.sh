@@ -41,6 +41,7 @@ run_compat_suite() {
     shift 3
     local label="mlflow-${version} client -> ${kind} on ${backend}"
     [[ "${MLKUBE_COMPAT_AUTH:-0}" == 1 ]] && label+=" with basic auth (test_auth.py + smoke)"
+    [[ "${MLKUBE_COMPAT_ARTIFACTS:-local}" == s3 ]] && label+=", artifacts on S3"
     banner "compat: ${label}"
     if ((_compat_cleanup_registered == 0)); then
         push_cleanup _compat_cleanup
@@ -76,6 +77,7 @@ run_compat_suite() {
                 MLKUBE_TRACKING_URI="$SERVER_URL" \
                     MLKUBE_COMPAT_ARTIFACT_ROOT="$SERVER_ARTIFACT_ROOT" \
                     MLKUBE_COMPAT_UPSTREAM="$upstream" \
+                    MLKUBE_COMPAT_ARTIFACTS="${MLKUBE_COMPAT_ARTIFACTS:-local}" \
                     MLFLOW_TRACKING_URI="$SERVER_URL" \
                     exec setsid "${venv}/bin/python" -m pytest tests/compat -p no:cacheprovider -q -rfEs \
                     --tb=short "$@"

@@ -9,6 +9,8 @@
 #   stop_tracking_server   stops it (whole process group: upstream forks workers).
 #
 # For KIND mlkube, a set MLKUBE_UI_DIR is passed on as `--ui-dir` (the MLflow web UI build to serve).
+# With MLKUBE_COMPAT_ARTIFACTS=s3 the artifact destination is a fresh bucket on the test S3 server
+# (scripts/lib/s3.sh, MLKUBE_TEST_S3_ENDPOINT) and SERVER_ARTIFACT_ROOT is empty.
 #
 # With MLKUBE_COMPAT_AUTH=1 the server runs with basic auth (`--app-name basic-auth`, MLflow's INI file
 # written to WORKDIR/basic_auth.ini, default_permission READ, a random admin password) and the admin's
@@ -28,12 +30,24 @@ start_tracking_server() {
     SERVER_ARTIFACT_ROOT="${workdir}/artifacts"
     SERVER_LOG="${workdir}/server.log"
     mkdir -p "$SERVER_ARTIFACT_ROOT"
+    local destination="$SERVER_ARTIFACT_ROOT"
+    local store_env=()
+    if [[ "${MLKUBE_COMPAT_ARTIFACTS:-local}" == s3 ]]; then
+        # A fresh bucket on the test S3 server (scripts/lib/s3.sh); the suite cannot look inside it.
+        [[ -n "${MLKUBE_TEST_S3_ENDPOINT:-}" ]] || die "MLKUBE_COMPAT_ARTIFACTS=s3 needs s3_start first"
+        local bucket="compat-${RANDOM}${RANDOM}"
+        curl -fsS -X PUT "${MLKUBE_TEST_S3_ENDPOINT}/${bucket}" >/dev/null || die "could not create bucket ${bucket}"
+        destination="s3://${bucket}/artifacts"
+        SERVER_ARTIFACT_ROOT=""
+        store_env=(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+            "MLFLOW_S3_ENDPOINT_URL=${MLKUBE_TEST_S3_ENDPOINT}")
+    fi
     local cmd=()
     case "$kind" in
         mlkube)
             [[ -x "${MLKUBE_SERVER_BIN:-}" ]] || die "MLKUBE_SERVER_BIN (${MLKUBE_SERVER_BIN:-unset}) is not an executable"
             cmd=("$MLKUBE_SERVER_BIN" --host 127.0.0.1 --port "$port"
-                --backend-store-uri "$backend" --artifacts-destination "$SERVER_ARTIFACT_ROOT")
+                --backend-store-uri "$backend" --artifacts-destination "$destination")
             # MLflow's web UI build to serve (tests/ui sets it to the client venv's mlflow/server/js/build).
             if [[ -n "${MLKUBE_UI_DIR:-}" ]]; then
                 cmd+=(--ui-dir "$MLKUBE_UI_DIR")
@@ -42,7 +56,7 @@ start_tracking_server() {
         upstream)
             [[ -x "${venv}/bin/mlflow" ]] || die "no mlflow in ${venv}"
             cmd=("${venv}/bin/mlflow" server --host 127.0.0.1 --port "$port" --workers 1
-                --backend-store-uri "$backend" --artifacts-destination "$SERVER_ARTIFACT_ROOT")
+                --backend-store-uri "$backend" --artifacts-destination "$destination")
             ;;
         *) die "unknown server kind ${kind}" ;;
     esac
@@ -59,7 +73,7 @@ start_tracking_server() {
     # Own session/process group, so stopping it also stops any workers it forked. The working directory
     # is WORKDIR so that nothing the server writes by default lands in the repository.
     (cd "$workdir" && if [[ -n "$auth_ini" ]]; then export MLFLOW_AUTH_CONFIG_PATH="$auth_ini"; fi &&
-        NO_COLOR=1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec setsid "${cmd[@]}") >"$SERVER_LOG" 2>&1 &
+        NO_COLOR=1 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec env "${store_env[@]}" setsid "${cmd[@]}") >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     push_cleanup stop_tracking_server
     SERVER_URL="http://127.0.0.1:${port}"

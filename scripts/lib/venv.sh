@@ -7,10 +7,11 @@
 # file records exactly what was installed; a venv whose marker does not match is rebuilt from scratch,
 # so a half-finished install is never reused.
 
-# Packages next to the MLflow client. scikit-learn and pandas drive the log_model / log_input tests.
+# Packages next to the MLflow client. scikit-learn and pandas drive the log_model / log_input tests;
+# boto3 lets upstream `mlflow server` use an s3:// artifact destination (compat runs on S3).
 _mlkube_venv_requirements() {
     local version=$1
-    printf '%s\n' "mlflow==${version}" pytest requests scikit-learn pandas
+    printf '%s\n' "mlflow==${version}" pytest requests scikit-learn pandas boto3
     case "$version" in
         2.*) printf '%s\n' 'sqlalchemy<2.1' ;;
         # MLflow 3's mlflow.server.auth (get_app_client("basic-auth"), test_auth.py) needs its `auth` extra.

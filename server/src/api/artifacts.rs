@@ -1,5 +1,5 @@
-//! Artifacts: the `mlflow-artifacts` proxy (GET/PUT/DELETE a file, list a directory; multipart
-//! upload answers NOT_IMPLEMENTED) and the run-scoped `artifacts/list` RPC.
+//! Artifacts: the `mlflow-artifacts` proxy (GET/PUT/DELETE a file, list a directory, MLflow's
+//! multipart upload on S3) and the run-scoped `artifacts/list` RPC.
 
 use std::sync::Arc;
 
@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::artifacts::{ArtifactRoot, clean_relative_path, io_stream, path_from_uri, proxied_path};
+use crate::artifacts::{
+    ArtifactRoot, MAX_PARTS, clean_relative_path, io_stream, path_from_uri, proxied_path,
+};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::wire::{Req, lenient, required_str};
 
@@ -25,18 +27,9 @@ pub fn proxy_router() -> Router<AppState> {
             "/mlflow-artifacts/artifacts/{*path}",
             get(download).put(upload).delete(delete),
         )
-        .route(
-            "/mlflow-artifacts/mpu/create/{*path}",
-            post(multipart_not_implemented),
-        )
-        .route(
-            "/mlflow-artifacts/mpu/complete/{*path}",
-            post(multipart_not_implemented),
-        )
-        .route(
-            "/mlflow-artifacts/mpu/abort/{*path}",
-            post(multipart_not_implemented),
-        )
+        .route("/mlflow-artifacts/mpu/create/{*path}", post(multipart_create))
+        .route("/mlflow-artifacts/mpu/complete/{*path}", post(multipart_complete))
+        .route("/mlflow-artifacts/mpu/abort/{*path}", post(multipart_abort))
 }
 
 pub fn rpc_router() -> Router<AppState> {
@@ -228,11 +221,133 @@ async fn list_proxied(State(state): State<AppState>, Query(q): Query<ListQuery>)
     Ok(Json(json!({ "files": files })))
 }
 
-async fn multipart_not_implemented() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotImplemented,
-        "Multipart upload is not supported by this artifact store; upload the file with a single PUT.",
-    )
+// === MLflow's proxied multipart upload ===
+//
+// `mpu/create/<dir>` with `{path, num_parts}` starts an upload of `<dir>/<file name of path>` and
+// answers one presigned PUT URL per part; the client uploads the parts straight to the store and
+// sends their ETags to `mpu/complete/<dir>` (or gives up with `mpu/abort/<dir>`). Only S3 hands
+// out such URLs here; elsewhere the answer is the NOT_IMPLEMENTED message MLflow's client falls
+// back from, to one streamed PUT.
+
+#[derive(Debug, Deserialize)]
+struct MultipartCreate {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    path: Option<String>,
+    #[serde(default)]
+    num_parts: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MultipartPart {
+    #[serde(default)]
+    part_number: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    etag: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MultipartComplete {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    upload_id: Option<String>,
+    #[serde(default)]
+    parts: Option<Vec<MultipartPart>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MultipartAbort {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    upload_id: Option<String>,
+}
+
+/// `<dir>/<file name of path>` for a multipart request (the client sends its local file's path;
+/// only the name counts, as upstream).
+fn multipart_target(uri: &Uri, path: Option<String>) -> ApiResult<String> {
+    let dir = crate::artifacts::mpu_path_from_uri(uri)?;
+    let path = required_str(path, "path")?;
+    let name = path.rsplit(['/', '\\']).next().unwrap_or_default();
+    let name = clean_relative_path(name)?;
+    if name.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "Invalid value '{path}' for parameter 'path': it names no file."
+        )));
+    }
+    Ok(format!("{dir}/{name}"))
+}
+
+async fn multipart_create(
+    State(state): State<AppState>,
+    uri: Uri,
+    Req(req): Req<MultipartCreate>,
+) -> ApiResult<Json<Value>> {
+    let root = root(&state)?;
+    let store = root.multipart()?;
+    let target = multipart_target(&uri, req.path)?;
+    let num_parts = req.num_parts.unwrap_or(1);
+    let num_parts = u32::try_from(num_parts)
+        .ok()
+        .filter(|n| (1..=MAX_PARTS).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid value {num_parts} for parameter 'num_parts': it must be between 1 and {MAX_PARTS}."
+            ))
+        })?;
+    let created = store.create_multipart(&target, num_parts).await?;
+    let credentials: Vec<Value> = created
+        .parts
+        .iter()
+        .map(|(part, url)| json!({"url": url, "part_number": part, "headers": {}}))
+        .collect();
+    Ok(Json(
+        json!({"upload_id": created.upload_id, "credentials": credentials}),
+    ))
+}
+
+async fn multipart_complete(
+    State(state): State<AppState>,
+    uri: Uri,
+    Req(req): Req<MultipartComplete>,
+) -> ApiResult<Json<Value>> {
+    let root = root(&state)?;
+    let store = root.multipart()?;
+    let target = multipart_target(&uri, req.path)?;
+    let upload_id = required_str(req.upload_id, "upload_id")?;
+    let parts = req
+        .parts
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'parts'."))?;
+    let mut numbered = Vec::with_capacity(parts.len());
+    for part in parts {
+        let number = part
+            .part_number
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=MAX_PARTS).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "Invalid value for parameter 'parts': every part needs a part_number between 1 and {MAX_PARTS}."
+                ))
+            })?;
+        let etag = required_str(part.etag, "parts.etag")?;
+        numbered.push((number, etag));
+    }
+    store.complete_multipart(&target, &upload_id, numbered).await?;
+    Ok(Json(json!({})))
+}
+
+async fn multipart_abort(
+    State(state): State<AppState>,
+    uri: Uri,
+    Req(req): Req<MultipartAbort>,
+) -> ApiResult<Json<Value>> {
+    let root = root(&state)?;
+    let store = root.multipart()?;
+    let target = multipart_target(&uri, req.path)?;
+    let upload_id = required_str(req.upload_id, "upload_id")?;
+    store.abort_multipart(&target, &upload_id).await?;
+    Ok(Json(json!({})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 
 pub use destination::Destination;
 pub use local::{LocalRoot, io_stream};
-pub use object::ObjectRoot;
+pub use object::{MAX_PARTS, MultipartCreated, ObjectRoot};
 
 /// Decode `%XX` escapes repeatedly (double/triple encoding) until the text is stable.
 /// `None` when it never settles or is not UTF-8.
@@ -156,6 +156,30 @@ impl ArtifactRoot {
     }
 }
 
+/// What MLflow's client looks for to fall back from a proxied multipart upload to one PUT: the
+/// message must start with exactly this.
+pub const MULTIPART_UNSUPPORTED: &str =
+    "Multipart upload is not supported for the current artifact repository";
+
+/// The answer to a multipart request on a destination without it (a local directory, GCS,
+/// Azure): the client then streams one PUT, which the proxy passes on without buffering.
+pub fn multipart_unsupported() -> ApiError {
+    ApiError::new(
+        crate::error::ErrorCode::NotImplemented,
+        format!("{MULTIPART_UNSUPPORTED}; upload the file with a single PUT."),
+    )
+}
+
+impl ArtifactRoot {
+    /// The object store behind the proxy, when it takes multipart uploads from clients.
+    pub fn multipart(&self) -> Result<&ObjectRoot, ApiError> {
+        match self {
+            Self::Object(o) if o.supports_multipart() => Ok(o),
+            _ => Err(multipart_unsupported()),
+        }
+    }
+}
+
 /// `relative_to/name`, or `name` at the top.
 fn joined(relative_to: &str, name: &str) -> String {
     if relative_to.is_empty() {
@@ -189,6 +213,24 @@ pub fn path_from_uri(uri: &axum::http::Uri) -> Result<String, ApiError> {
         .map(|i| &raw[i + PROXY_PREFIX.len()..])
         .unwrap_or("");
     let clean = clean_relative_path(rest)?;
+    if clean.is_empty() {
+        return Err(ApiError::invalid("An artifact path is required."));
+    }
+    Ok(clean)
+}
+
+const MPU_PREFIX: &str = "/mlflow-artifacts/mpu/";
+
+/// The directory of a multipart-upload request: what follows `/mlflow-artifacts/mpu/<operation>/`,
+/// checked and cleaned (basic auth authorises the same path).
+pub fn mpu_path_from_uri(uri: &axum::http::Uri) -> Result<String, ApiError> {
+    let raw = uri.path();
+    let rest = raw
+        .find(MPU_PREFIX)
+        .map(|i| &raw[i + MPU_PREFIX.len()..])
+        .unwrap_or("");
+    let path = rest.split_once('/').map(|(_, path)| path).unwrap_or("");
+    let clean = clean_relative_path(path)?;
     if clean.is_empty() {
         return Err(ApiError::invalid("An artifact path is required."));
     }

@@ -37,14 +37,31 @@ fn retry_config() -> RetryConfig {
 #[derive(Debug)]
 pub struct ObjectRoot {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is S3: MLflow's proxied multipart upload hands clients presigned
+    /// part URLs, which only S3 gives here.
+    s3: Option<Arc<object_store::aws::AmazonS3>>,
     prefix: String,
     uri: String,
 }
+
+/// A multipart upload a client was handed: its id and one presigned URL per part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultipartCreated {
+    pub upload_id: String,
+    /// `(part_number, url)`, part numbers from 1.
+    pub parts: Vec<(u32, String)>,
+}
+
+/// How long a presigned part URL stays valid.
+const PART_URL_VALIDITY: Duration = Duration::from_secs(3600);
+/// S3's limit on parts per upload.
+pub const MAX_PARTS: u32 = 10_000;
 
 impl ObjectRoot {
     /// Connect to `destination` with credentials from the environment (nothing is contacted
     /// yet: a wrong key shows on the first request).
     pub fn connect(destination: &Destination) -> Result<Self, String> {
+        let mut s3: Option<Arc<object_store::aws::AmazonS3>> = None;
         let store: Arc<dyn ObjectStore> = match destination {
             Destination::S3 { bucket, .. } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
@@ -63,10 +80,12 @@ impl ObjectRoot {
                 if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
                     b = b.with_region("us-east-1");
                 }
-                Arc::new(
+                let built = Arc::new(
                     b.build()
                         .map_err(|e| format!("S3 destination {destination}: {e}"))?,
-                )
+                );
+                s3 = Some(built.clone());
+                built
             }
             Destination::Gcs { bucket, .. } => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
@@ -89,17 +108,16 @@ impl ObjectRoot {
             ),
             Destination::Local(_) => return Err("a local directory is not an object store".to_owned()),
         };
-        Ok(Self::with_store(
-            store,
-            destination.prefix(),
-            destination.to_string(),
-        ))
+        let mut root = Self::with_store(store, destination.prefix(), destination.to_string());
+        root.s3 = s3;
+        Ok(root)
     }
 
     /// Any object store under `prefix` (tests use object_store's in-memory store).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, uri: String) -> Self {
         Self {
             store,
+            s3: None,
             prefix: prefix.trim_matches('/').to_owned(),
             uri,
         }
@@ -249,6 +267,73 @@ impl ObjectRoot {
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    /// Whether clients may upload parts straight to the store (S3).
+    pub fn supports_multipart(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    fn s3(&self) -> Result<&object_store::aws::AmazonS3, ApiError> {
+        self.s3.as_deref().ok_or_else(super::multipart_unsupported)
+    }
+
+    /// Start a multipart upload of `num_parts` parts to `clean` and presign a PUT URL for each.
+    pub async fn create_multipart(&self, clean: &str, num_parts: u32) -> Result<MultipartCreated, ApiError> {
+        use object_store::multipart::MultipartStore;
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let s3 = self.s3()?;
+        let key = self.key(clean);
+        let upload_id = s3
+            .create_multipart(&key)
+            .await
+            .map_err(|e| store_error(&self.uri, e))?;
+        let mut parts = Vec::with_capacity(num_parts as usize);
+        for part in 1..=num_parts {
+            let number = part.to_string();
+            let options = SignedUrlOptions::default()
+                .with_query([("partNumber", number.as_str()), ("uploadId", upload_id.as_str())]);
+            let url = s3
+                .signed_url_opts(axum::http::Method::PUT, &key, PART_URL_VALIDITY, &options)
+                .await
+                .map_err(|e| store_error(&self.uri, e))?;
+            parts.push((part, url.to_string()));
+        }
+        Ok(MultipartCreated { upload_id, parts })
+    }
+
+    /// Complete a multipart upload from the parts' ETags (any order; numbered 1..n).
+    pub async fn complete_multipart(
+        &self,
+        clean: &str,
+        upload_id: &str,
+        mut parts: Vec<(u32, String)>,
+    ) -> Result<(), ApiError> {
+        use object_store::multipart::{MultipartStore, PartId};
+        let s3 = self.s3()?;
+        parts.sort_by_key(|p| p.0);
+        if parts.iter().enumerate().any(|(i, p)| p.0 as usize != i + 1) {
+            return Err(ApiError::invalid(
+                "Invalid value for parameter 'parts': part numbers must run from 1 without gaps.",
+            ));
+        }
+        let ids = parts
+            .into_iter()
+            .map(|(_, etag)| PartId { content_id: etag })
+            .collect();
+        s3.complete_multipart(&self.key(clean), &upload_id.to_owned(), ids)
+            .await
+            .map_err(|e| store_error(&self.uri, e))?;
+        Ok(())
+    }
+
+    /// Abort a multipart upload: the store drops the parts uploaded so far.
+    pub async fn abort_multipart(&self, clean: &str, upload_id: &str) -> Result<(), ApiError> {
+        use object_store::multipart::MultipartStore;
+        self.s3()?
+            .abort_multipart(&self.key(clean), &upload_id.to_owned())
+            .await
+            .map_err(|e| store_error(&self.uri, e))
     }
 
     async fn has_children(&self, key: &Key) -> Result<bool, ApiError> {

@@ -504,16 +504,8 @@ async fn check_artifact_path(
 /// The clean artifact path of a proxy request: what follows `/mlflow-artifacts/artifacts/` (as the
 /// proxy handlers find it) or `/mlflow-artifacts/mpu/<operation>/`.
 fn proxied_artifact_path(uri: &axum::http::Uri) -> Result<String, ApiError> {
-    const MPU: &str = "/mlflow-artifacts/mpu/";
-    let raw = uri.path();
-    if let Some(i) = raw.find(MPU) {
-        let rest = &raw[i + MPU.len()..];
-        let path = rest.split_once('/').map(|(_, path)| path).unwrap_or("");
-        let clean = clean_relative_path(path)?;
-        if clean.is_empty() {
-            return Err(ApiError::invalid("An artifact path is required."));
-        }
-        return Ok(clean);
+    if uri.path().contains("/mlflow-artifacts/mpu/") {
+        return crate::artifacts::mpu_path_from_uri(uri);
     }
     crate::artifacts::path_from_uri(uri)
 }
