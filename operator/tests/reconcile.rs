@@ -1453,3 +1453,334 @@ async fn md_with_a_missing_ca_bundle_says_so() {
     );
     assert!(registry.asked.lock().unwrap().is_empty());
 }
+
+// === Object-store artifacts ===
+
+/// A TrackingServer on PostgreSQL with `replicas` pods, this artifact store and `extra` spec.
+fn ts_on_object_store(replicas: i32, artifact_store: Value, extra: Value) -> TrackingServer {
+    let mut spec = json!({
+        "replicas": replicas,
+        "backendStore": {"postgres": {"uriSecretRef": {"name": "mlflow-db", "key": "uri"}}},
+        "artifactStore": artifact_store,
+    });
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    tracking_server(spec)
+}
+
+/// The first reconcile of a TrackingServer that needs no volume and no auth ConfigMap: every
+/// request, in order; nothing is written for PVCs (there are none to create).
+fn ts_create_pass_without_volumes() -> Vec<Step> {
+    vec![
+        get(DISCOVERY, monitoring_api()),
+        get(
+            list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+            list(vec![]),
+        ),
+        get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
+        get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
+        absent(APPS, "deployments", "mlflow"),
+        patch(apply_uri(APPS, "deployments", "mlflow")),
+        get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
+        get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+        get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
+        absent(CORE, "services", "mlflow"),
+        patch(apply_uri(CORE, "services", "mlflow")),
+        get(list_uri(MONITORING, "servicemonitors", SELECTOR_TS), list(vec![])),
+        absent(MONITORING, "servicemonitors", "mlflow"),
+        patch(apply_uri(MONITORING, "servicemonitors", "mlflow")),
+        ts_status(),
+    ]
+}
+
+/// Reconcile `ts` once through its whole create path; the applied Deployment.
+async fn applied_server_deployment(ts: TrackingServer) -> Value {
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, ts_create_pass_without_volumes());
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let status = &seen.last().unwrap().body["status"];
+    assert_eq!(condition(status, "Degraded")["status"], "False");
+    sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow"),
+    )
+    .clone()
+}
+
+fn args_of(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn env_named<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == name)
+}
+
+/// Every store credential a container could carry, whatever the cloud.
+fn store_credentials(container: &Value) -> Vec<String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str())
+        .filter(|n| {
+            n.starts_with("AWS_")
+                || n.starts_with("AZURE_")
+                || n.starts_with("GOOGLE_")
+                || *n == "MLFLOW_S3_ENDPOINT_URL"
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn ts_proxied_s3_with_three_replicas() {
+    let ts = ts_on_object_store(
+        3,
+        json!({"s3": {"bucket": "mlflow-artifacts", "prefix": "prod", "region": "eu-west-1",
+                      "endpoint": "http://minio.storage.svc:9000",
+                      "credentialsSecretRef": {"name": "mlflow-s3"}}}),
+        json!({}),
+    );
+    let deployment = applied_server_deployment(ts).await;
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    // Every replica reaches the same bucket: pods roll, they are not recreated.
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let server = &pod["containers"][0];
+    let args = args_of(server);
+    assert!(
+        args.windows(4).any(|w| w
+            == [
+                "--default-artifact-root",
+                "mlflow-artifacts:/",
+                "--artifacts-destination",
+                "s3://mlflow-artifacts/prod"
+            ]),
+        "{args:?}"
+    );
+    // The keys reach the server only through secretKeyRef, never as literal values.
+    for (name, key) in [
+        ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ] {
+        let var = env_named(server, name).unwrap();
+        assert!(var["value"].is_null(), "{var}");
+        assert_eq!(
+            var["valueFrom"]["secretKeyRef"],
+            json!({"name": "mlflow-s3", "key": key})
+        );
+    }
+    assert_eq!(env_named(server, "AWS_REGION").unwrap()["value"], "eu-west-1");
+    assert_eq!(
+        env_named(server, "MLFLOW_S3_ENDPOINT_URL").unwrap()["value"],
+        "http://minio.storage.svc:9000"
+    );
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["persistentVolumeClaim"].is_null())
+    );
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert!(pod["serviceAccountName"].is_null());
+}
+
+#[tokio::test]
+async fn ts_gcs_with_a_mounted_key_file() {
+    let ts = ts_on_object_store(
+        2,
+        json!({"gcs": {"bucket": "example-mlflow-artifacts", "prefix": "prod",
+                       "credentialsSecretRef": {"name": "mlflow-gcs-key", "key": "sa.json"}}}),
+        json!({}),
+    );
+    let deployment = applied_server_deployment(ts).await;
+    let pod = &deployment["spec"]["template"]["spec"];
+    let server = &pod["containers"][0];
+    assert!(
+        args_of(server)
+            .windows(2)
+            .any(|w| w == ["--artifacts-destination", "gs://example-mlflow-artifacts/prod"])
+    );
+    assert_eq!(
+        env_named(server, "GOOGLE_APPLICATION_CREDENTIALS").unwrap(),
+        &json!({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/etc/mlkube/gcs/key.json"})
+    );
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "gcs-credentials")
+        .unwrap();
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "mlflow-gcs-key", "defaultMode": 288,
+               "items": [{"key": "sa.json", "path": "key.json"}]})
+    );
+    let mount = server["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "gcs-credentials")
+        .unwrap();
+    assert_eq!(
+        mount,
+        &json!({"name": "gcs-credentials", "mountPath": "/etc/mlkube/gcs", "readOnly": true})
+    );
+}
+
+#[tokio::test]
+async fn ts_azure_with_workload_identity() {
+    let ts = ts_on_object_store(
+        2,
+        json!({"azure": {"account": "examplemlstore", "container": "mlflow", "prefix": "prod", "dfs": true}}),
+        json!({"serviceAccountName": "mlflow-azure"}),
+    );
+    let deployment = applied_server_deployment(ts).await;
+    let template = &deployment["spec"]["template"];
+    let pod = &template["spec"];
+    let server = &pod["containers"][0];
+    assert!(args_of(server).windows(2).any(|w| w
+        == [
+            "--artifacts-destination",
+            "abfss://mlflow@examplemlstore.dfs.core.windows.net/prod"
+        ]));
+    // The identity's webhook injects AZURE_CLIENT_ID, AZURE_TENANT_ID and the federated token
+    // into pods labelled for it; the operator adds no key and no API token.
+    assert_eq!(pod["serviceAccountName"], "mlflow-azure");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        template["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+    assert!(deployment["spec"]["selector"]["matchLabels"]["azure.workload.identity/use"].is_null());
+    assert_eq!(store_credentials(server), Vec::<String>::new());
+}
+
+/// A ModelDeployment's create pass against the TrackingServer `ts`, which has basic auth on
+/// (its admin Secret `admin` is read for the registry lookup).
+fn md_create_pass_on(ts: &TrackingServer) -> Vec<Step> {
+    let mut steps = md_full_pass(None);
+    steps[0] = get(
+        format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+        Reply::Json(serde_json::to_value(ts).unwrap()),
+    );
+    let admin = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "admin", "namespace": NAMESPACE},
+        "data": {"username": "YWRtaW4=", "password": "cGFzc3dvcmQ="}});
+    steps.insert(
+        1,
+        get(
+            format!("{CORE}/namespaces/{NAMESPACE}/secrets/admin"),
+            Reply::Json(admin),
+        ),
+    );
+    steps
+}
+
+async fn applied_model_deployment(ts: &TrackingServer, registry: Arc<FakeRegistry>) -> Value {
+    let (ctx, handle) = context(registry);
+    let server = serve(handle, md_create_pass_on(ts));
+    guarded(model_deployment::reconcile(Arc::new(model_deployment(None)), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    )
+    .clone()
+}
+
+#[tokio::test]
+async fn md_on_a_proxied_tracking_server_loads_through_it_without_store_credentials() {
+    let ts = ts_on_object_store(
+        3,
+        json!({"s3": {"bucket": "mlflow-artifacts", "prefix": "prod", "region": "eu-west-1",
+                      "credentialsSecretRef": {"name": "mlflow-s3"}}}),
+        json!({"auth": {"adminSecretRef": {"name": "admin"}}}),
+    );
+    let registry = FakeRegistry::resolving("3");
+    let deployment = applied_model_deployment(&ts, registry.clone()).await;
+    assert_eq!(
+        *registry.asked.lock().unwrap(),
+        vec![(
+            "admin@http://mlflow.ml.svc:5000".to_owned(),
+            "models:/churn@champion".to_owned()
+        )]
+    );
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let model = &containers[0];
+    // `models:/churn/3` resolves to `mlflow-artifacts:/…`, which MLflow downloads from
+    // MLFLOW_TRACKING_URI's artifact proxy with the tracking account: nothing else is needed.
+    assert_eq!(model["command"][4], "models:/churn/3");
+    assert_eq!(
+        env_named(model, "MLFLOW_TRACKING_URI").unwrap()["value"],
+        "http://mlflow.ml.svc:5000"
+    );
+    assert_eq!(
+        env_named(model, "MLFLOW_TRACKING_PASSWORD").unwrap()["valueFrom"]["secretKeyRef"],
+        json!({"name": "admin", "key": "password"})
+    );
+    for container in containers {
+        assert_eq!(
+            store_credentials(container),
+            Vec::<String>::new(),
+            "{}",
+            container["name"]
+        );
+    }
+    assert!(
+        !serde_json::to_string(&deployment).unwrap().contains("mlflow-s3"),
+        "the bucket's Secret is not referenced anywhere in the model pods"
+    );
+}
+
+#[tokio::test]
+async fn md_on_a_direct_s3_tracking_server_gets_the_bucket_credentials() {
+    let ts = ts_on_object_store(
+        3,
+        json!({"s3": {"bucket": "mlflow-artifacts", "access": "Direct", "region": "eu-west-1",
+                      "endpoint": "http://minio.storage.svc:9000",
+                      "credentialsSecretRef": {"name": "mlflow-s3"}}}),
+        json!({"auth": {"adminSecretRef": {"name": "admin"}}}),
+    );
+    let deployment = applied_model_deployment(&ts, FakeRegistry::resolving("3")).await;
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let model = &containers[0];
+    assert_eq!(
+        store_credentials(model),
+        [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_REGION",
+            "MLFLOW_S3_ENDPOINT_URL"
+        ]
+    );
+    assert_eq!(
+        env_named(model, "AWS_SECRET_ACCESS_KEY").unwrap()["valueFrom"]["secretKeyRef"],
+        json!({"name": "mlflow-s3", "key": "AWS_SECRET_ACCESS_KEY"})
+    );
+    // The sidecar only posts predictions to the tracking server.
+    assert_eq!(store_credentials(&containers[1]), Vec::<String>::new());
+}
