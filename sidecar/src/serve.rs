@@ -4,6 +4,12 @@
 //! On shutdown the listener is closed first (new connections are refused), every open connection is
 //! told to finish the request it is serving and close (idle keep-alive connections close at once), and
 //! whatever is still open when the drain deadline passes is aborted.
+//!
+//! Against idle and slow clients ([`ConnectionLimits`]): a new connection costs a task and a socket
+//! until its first byte arrives (hyper's 16 KiB of buffers come only then), and is closed if that
+//! byte does not come within the header read timeout; hyper then gives each request head that long
+//! again. The dispatcher caps the connections open at once and answers those over the cap with a 503
+//! of its own.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -18,15 +24,33 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::Service;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What one connection may do before it is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request head must be complete this long after the connection's first byte, or after the
+    /// previous response; a connection that sends nothing for this long is closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// hyper's own default header read timeout.
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// How a listener's drain ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +91,9 @@ impl Accept for TcpListener {
 
 /// Serves HTTP/1.1 connections from `acceptor` until `shutdown` is cancelled (or the acceptor runs
 /// dry), then drains them within `drain_timeout`. `make_service` builds one service per connection.
+/// Connections get the default [`ConnectionLimits`].
 pub async fn serve<A, M, S, B>(
-    mut acceptor: A,
+    acceptor: A,
     make_service: M,
     shutdown: CancellationToken,
     drain_timeout: Duration,
@@ -82,7 +107,38 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let builder = http1::Builder::new();
+    serve_with_limits(
+        acceptor,
+        make_service,
+        ConnectionLimits::default(),
+        shutdown,
+        drain_timeout,
+    )
+    .await
+}
+
+/// [`serve`] with explicit per-connection limits.
+pub async fn serve_with_limits<A, M, S, B>(
+    mut acceptor: A,
+    make_service: M,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+) -> DrainReport
+where
+    A: Accept,
+    M: Fn(SocketAddr) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let ConnectionLimits { header_read_timeout } = limits;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     loop {
@@ -103,10 +159,33 @@ where
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(error = %err, "cannot set TCP_NODELAY");
                 }
-                let conn = builder.serve_connection(TokioIo::new(stream), make_service(peer));
-                let conn = graceful.watch(conn);
+                let service = make_service(peer);
+                let watcher = graceful.watcher();
+                let builder = builder.clone();
+                let closing = shutdown.clone();
                 connections.spawn(async move {
                     let _guard = guard;
+                    // Nothing of hyper's is allocated before the first byte, so idle connections
+                    // cost little; they get the header read timeout to send it.
+                    tokio::select! {
+                        biased;
+                        () = closing.cancelled() => return,
+                        first = tokio::time::timeout(header_read_timeout, stream.readable()) => {
+                            match first {
+                                Ok(Ok(())) => {}
+                                Ok(Err(err)) => {
+                                    tracing::debug!(error = %err, %peer, "connection failed before its first byte");
+                                    return;
+                                }
+                                Err(_elapsed) => {
+                                    tracing::debug!(%peer, "closed a connection that sent nothing");
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    // Boxed: the task's future stays small while the connection waits above.
+                    let conn = Box::pin(watcher.watch(builder.serve_connection(TokioIo::new(stream), service)));
                     if let Err(err) = conn.await {
                         tracing::debug!(error = %err, %peer, "connection ended with an error");
                     }
@@ -165,15 +244,40 @@ impl Accept for WorkerQueue {
     }
 }
 
-/// The accepting end: hands each connection to the worker with the fewest open connections.
+/// Connections over the cap being answered 503 at once; beyond this many they are closed unanswered.
+const MAX_REFUSING: usize = 256;
+/// How long a refused connection is read from after its 503, so that closing it does not reset it
+/// under the answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// The answer to a connection over the cap, in MLflow's error shape.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 104\r\n\
+\r\n\
+{\"error_code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"the sidecar has too many open connections; retry later\"}";
+
+/// The accepting end: hands each connection to the worker with the fewest open connections, up to
+/// `max_connections` open at once.
 pub struct Dispatcher {
     workers: Vec<(mpsc::UnboundedSender<Handoff>, Arc<AtomicUsize>)>,
     next: usize,
+    max_connections: usize,
+    /// Whether the last connection was refused, to log once per episode rather than per refusal.
+    refusing: bool,
+    refusals: Arc<Semaphore>,
 }
 
 impl Dispatcher {
-    /// A dispatcher and the queues of `workers` workers.
+    /// A dispatcher and the queues of `workers` workers, with no connection cap.
     pub fn new(workers: usize) -> (Dispatcher, Vec<WorkerQueue>) {
+        Self::with_max_connections(workers, usize::MAX)
+    }
+
+    /// A dispatcher that keeps at most `max_connections` open, and the queues of `workers` workers.
+    pub fn with_max_connections(workers: usize, max_connections: usize) -> (Dispatcher, Vec<WorkerQueue>) {
         let (senders, queues) = (0..workers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -185,9 +289,20 @@ impl Dispatcher {
             Dispatcher {
                 workers: senders,
                 next: 0,
+                max_connections,
+                refusing: false,
+                refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
             },
             queues,
         )
+    }
+
+    /// Connections the workers have open.
+    fn open(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|(_, open)| open.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Accepts on `listener` until `shutdown`, then closes it.
@@ -198,14 +313,62 @@ impl Dispatcher {
                 () = shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
-            match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
-                Ok(handoff) => self.hand_off(handoff),
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            if self.open() >= self.max_connections {
+                self.refuse(stream, peer);
+                continue;
+            }
+            if self.refusing {
+                self.refusing = false;
+                tracing::info!(
+                    max_connections = self.max_connections,
+                    "accepting connections again"
+                );
+            }
+            match stream.into_std() {
+                Ok(stream) => self.hand_off((stream, peer)),
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             }
         }
+    }
+
+    /// Answers a connection over the cap with a 503 and closes it (without an answer when too many
+    /// are being refused already).
+    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if !self.refusing {
+            self.refusing = true;
+            tracing::warn!(
+                max_connections = self.max_connections,
+                %peer,
+                "connection limit reached; new connections are answered 503 until some close"
+            );
+        }
+        let Ok(permit) = Arc::clone(&self.refusals).try_acquire_owned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            if stream.write_all(TOO_MANY_CONNECTIONS).await.is_err() || stream.shutdown().await.is_err() {
+                return;
+            }
+            // Read what the client sends until it closes (or the linger ends), so the close is a FIN
+            // after the answer and not a reset that could discard it.
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        });
     }
 
     fn hand_off(&mut self, handoff: Handoff) {
@@ -231,6 +394,19 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusal_is_one_well_formed_response() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error_code"], "TOO_MANY_CONNECTIONS");
+    }
 
     #[tokio::test]
     async fn connections_go_to_the_least_loaded_worker() {

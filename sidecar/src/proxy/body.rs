@@ -1,18 +1,22 @@
 //! Body wrappers of the data path. Both stream frame by frame; neither buffers anything except the
 //! size-capped capture tap of a sampled request.
 //!
-//! [`RequestBody`] counts the client's bytes, enforces the body limit and observes the request size.
+//! [`RequestBody`] counts the client's bytes, enforces the body limit and the body timeout (on the
+//! time spent waiting for the client, [`ClientWait`]) and observes the request size.
 //! [`ResponseBody`] carries the request's [`RequestGuard`]: latency, in-flight and response size are
 //! recorded when the last frame is handed to the connection (or when the body is dropped early), so a
 //! client that has read the whole response also sees the metrics updated.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Sleep;
 
 use super::capture::{Sampled, Tap};
 use super::forward::Shared;
@@ -26,6 +30,63 @@ pub enum RequestBodyError {
     TooLarge { limit: u64 },
     #[error("reading the request body from the client failed")]
     Read(#[source] hyper::Error),
+    #[error("the client kept its request body waiting for more than {timeout:?}")]
+    TimedOut { timeout: Duration },
+}
+
+// === impl ClientWait ===
+
+/// How long a request has waited for its client's body bytes: the body timeout is measured on it,
+/// and the request timeout leaves it out, so a slow client is never counted as a slow model.
+///
+/// Both sides run on one worker thread; the atomics only make it `Sync`.
+#[derive(Debug)]
+pub(crate) struct ClientWait {
+    origin: Instant,
+    /// Finished waits, nanoseconds.
+    waited: AtomicU64,
+    /// When the current wait began, in nanoseconds after `origin` plus one; 0 while not waiting.
+    since: AtomicU64,
+}
+
+impl ClientWait {
+    pub(crate) fn new() -> Self {
+        ClientWait {
+            origin: Instant::now(),
+            waited: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Time spent waiting up to `now`, the current wait included.
+    pub(crate) fn total(&self, now: Instant) -> Duration {
+        let waited = self.waited.load(Ordering::Relaxed);
+        let current = match self.since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => self.nanos(now).saturating_sub(since - 1),
+        };
+        Duration::from_nanos(waited.saturating_add(current))
+    }
+
+    fn begin(&self, now: Instant) {
+        if self.since.load(Ordering::Relaxed) == 0 {
+            self.since
+                .store(self.nanos(now).saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    fn end(&self) {
+        if self.since.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let since = self.since.swap(0, Ordering::Relaxed);
+        let current = self.nanos(Instant::now()).saturating_sub(since - 1);
+        self.waited.fetch_add(current, Ordering::Relaxed);
+    }
 }
 
 // === impl RequestBody ===
@@ -37,6 +98,10 @@ pub struct RequestBody {
     limit: u64,
     metrics: Arc<WorkerMetrics>,
     tap: Option<(Arc<Sampled>, Tap)>,
+    /// The body timeout and the clock it runs on; `None` for a body that was over with its head.
+    wait: Option<(Arc<ClientWait>, Duration)>,
+    /// Wakes the body when the timeout passes during a wait for the client.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
@@ -45,6 +110,7 @@ impl RequestBody {
         limit: u64,
         metrics: Arc<WorkerMetrics>,
         tap: Option<(Arc<Sampled>, Tap)>,
+        wait: Option<(Arc<ClientWait>, Duration)>,
     ) -> Self {
         RequestBody {
             inner,
@@ -52,7 +118,37 @@ impl RequestBody {
             limit,
             metrics,
             tap,
+            wait,
+            timer: None,
         }
+    }
+
+    /// The client has not sent the next bytes yet: pending, or the timeout error once the wait
+    /// adds up to more than the body timeout.
+    fn wait_for_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let Some((wait, timeout)) = &self.wait else {
+            return Poll::Pending;
+        };
+        let now = Instant::now();
+        wait.begin(now);
+        let left = timeout.saturating_sub(wait.total(now));
+        if !left.is_zero() {
+            let deadline = tokio::time::Instant::from_std(now + left);
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.tap = None;
+        Poll::Ready(Some(Err(RequestBodyError::TimedOut { timeout: *timeout })))
     }
 
     /// Hands the captured request payload to the response side.
@@ -72,7 +168,14 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some((wait, _)) = &this.wait {
+            match polled {
+                Poll::Pending => return this.wait_for_client(cx),
+                Poll::Ready(_) => wait.end(),
+            }
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;

@@ -91,6 +91,37 @@ pub struct Args {
     #[arg(long, env = "MLKUBE_MAX_REQUEST_BODY_BYTES", value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_body_bytes: u64,
 
+    /// Seconds a client has to send a complete request head, from its first byte or from the
+    /// previous response on the connection; a connection that sends nothing for this long (a new
+    /// one, or an idle keep-alive one) is closed.
+    #[arg(
+        long,
+        env = "MLKUBE_HEADER_READ_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
+    pub header_read_timeout: f64,
+
+    /// Seconds a client may keep the sidecar waiting for its request body (time spent waiting for
+    /// the model server to read it does not count); then 408. Time waiting for the client does not
+    /// count against --request-timeout.
+    #[arg(
+        long,
+        env = "MLKUBE_REQUEST_BODY_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 60.0
+    )]
+    pub request_body_timeout: f64,
+
+    /// Client connections open at once; further ones are answered 503 and closed.
+    #[arg(
+        long,
+        env = "MLKUBE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 16384
+    )]
+    pub max_connections: usize,
+
     /// Seconds that in-flight requests get to finish after SIGTERM before they are cut off.
     #[arg(
         long,
@@ -205,6 +236,9 @@ pub struct Config {
     pub model: ModelIdentity,
     pub request_timeout: Duration,
     pub max_request_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub request_body_timeout: Duration,
+    pub max_connections: usize,
     pub shutdown_timeout: Duration,
     pub worker_threads: NonZeroUsize,
     /// `None` when capture is off (sample rate 0).
@@ -270,6 +304,9 @@ impl Args {
             upstream_health_interval,
             request_timeout,
             max_request_body_bytes,
+            header_read_timeout,
+            request_body_timeout,
+            max_connections,
             shutdown_timeout,
             worker_threads,
             tracking_uri,
@@ -346,6 +383,26 @@ impl Args {
                 "must be at least 1",
             ));
         }
+        let header_read_timeout = seconds(
+            header_read_timeout,
+            "--header-read-timeout",
+            "MLKUBE_HEADER_READ_TIMEOUT",
+            false,
+        )?;
+        let request_body_timeout = seconds(
+            request_body_timeout,
+            "--request-body-timeout",
+            "MLKUBE_REQUEST_BODY_TIMEOUT",
+            false,
+        )?;
+        if max_connections == 0 {
+            return Err(invalid(
+                "--max-connections",
+                "MLKUBE_MAX_CONNECTIONS",
+                "0".to_owned(),
+                "must be at least 1",
+            ));
+        }
         let shutdown_timeout = seconds(
             shutdown_timeout,
             "--shutdown-timeout",
@@ -375,6 +432,9 @@ impl Args {
             model,
             request_timeout,
             max_request_body_bytes,
+            header_read_timeout,
+            request_body_timeout,
+            max_connections,
             shutdown_timeout,
             worker_threads,
             capture,
@@ -637,6 +697,9 @@ mod tests {
             }
         );
         assert_eq!(config.request_timeout, Duration::from_secs(60));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.request_body_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_connections, 16384);
         assert!(
             config.capture.is_none(),
             "capture is off unless a sample rate is given"
@@ -676,8 +739,17 @@ mod tests {
             "json",
             "--worker-threads",
             "3",
+            "--header-read-timeout",
+            "5",
+            "--request-body-timeout",
+            "7.5",
+            "--max-connections",
+            "100",
         ])
         .unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.request_body_timeout, Duration::from_millis(7500));
+        assert_eq!(config.max_connections, 100);
         assert_eq!(config.upstream.authority.as_str(), "localhost:5001");
         assert_eq!(
             config.upstream.health_uri.to_string(),
@@ -751,6 +823,18 @@ mod tests {
         assert_eq!(
             invalid_flag(parse(&["--max-request-body-bytes", "0"])),
             "--max-request-body-bytes"
+        );
+        assert_eq!(
+            invalid_flag(parse(&["--header-read-timeout", "0"])),
+            "--header-read-timeout"
+        );
+        assert_eq!(
+            invalid_flag(parse(&["--request-body-timeout", "inf"])),
+            "--request-body-timeout"
+        );
+        assert_eq!(
+            invalid_flag(parse(&["--max-connections", "0"])),
+            "--max-connections"
         );
         assert_eq!(
             invalid_flag(parse(&["--capture-sample-rate", "1.5"])),

@@ -15,10 +15,10 @@ use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::Service;
 
-use super::body::{RequestBody, RequestBodyError, RequestGuard, ResponseBody};
+use super::body::{ClientWait, RequestBody, RequestBodyError, RequestGuard, ResponseBody};
 use super::capture::Capturer;
 use super::metrics::{ErrorReason, WorkerMetrics};
 use super::upstream::{UpstreamError, UpstreamPool};
@@ -49,6 +49,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 pub(crate) struct Shared {
     pub(crate) upstream: Arc<UpstreamPool>,
     pub(crate) request_timeout: Duration,
+    /// Longest total wait for the client's body bytes.
+    pub(crate) request_body_timeout: Duration,
     pub(crate) max_request_body: u64,
     /// This worker's shard of the request-path metrics.
     pub(crate) metrics: Arc<WorkerMetrics>,
@@ -111,6 +113,11 @@ impl Local {
         reason: ErrorReason::UpstreamUnavailable,
         body: br#"{"error_code":"UPSTREAM_UNAVAILABLE","message":"the model server could not be reached"}"#,
     };
+    const BODY_TIMEOUT: Local = Local {
+        status: StatusCode::REQUEST_TIMEOUT,
+        reason: ErrorReason::Client4xx,
+        body: br#"{"error_code":"REQUEST_TIMEOUT","message":"the client did not send its request body in time"}"#,
+    };
     const TIMEOUT: Local = Local {
         status: StatusCode::GATEWAY_TIMEOUT,
         reason: ErrorReason::Timeout,
@@ -145,11 +152,14 @@ async fn forward(
         .as_ref()
         .and_then(|c| c.sample(&request_id, declared_len).map(|s| (c, s)));
     let request_tap = sampled.as_ref().map(|(c, s)| (Arc::clone(s), c.tap()));
+    // No clock for a request without a body: it cannot keep anyone waiting.
+    let wait = (!body.is_end_stream()).then(|| Arc::new(ClientWait::new()));
     let body = RequestBody::new(
         body,
         shared.max_request_body,
         Arc::clone(&shared.metrics),
         request_tap,
+        wait.clone().map(|w| (w, shared.request_body_timeout)),
     );
 
     strip_hop_by_hop(&mut parts.headers);
@@ -167,14 +177,16 @@ async fn forward(
     }
 
     let upstream = shared.upstream.send(Request::from_parts(parts, body));
-    let (response, lease) = match tokio::time::timeout(shared.request_timeout, upstream).await {
-        Ok(Ok(exchange)) => exchange,
-        Ok(Err(err)) => {
+    let (response, lease) = match within_upstream_time(upstream, shared.request_timeout, wait.as_deref())
+        .await
+    {
+        Some(Ok(exchange)) => exchange,
+        Some(Err(err)) => {
             let answer = classify(&err);
             tracing::debug!(error = %error_chain(&err), status = %answer.status, "upstream request failed");
             return Ok(local(guard, answer, request_id));
         }
-        Err(_elapsed) => {
+        None => {
             tracing::debug!(timeout = ?shared.request_timeout, "upstream did not answer in time");
             return Ok(local(guard, Local::TIMEOUT, request_id));
         }
@@ -191,6 +203,30 @@ async fn forward(
     };
     let body = ResponseBody::upstream(body, guard, lease, error.is_none(), capture);
     Ok(Response::from_parts(parts, body))
+}
+
+/// Awaits `upstream` for `timeout` of the upstream's own time: whatever the request spent waiting for
+/// its client's body (`wait`) moves the deadline on. `None` when the time ran out.
+async fn within_upstream_time<F: Future>(
+    upstream: F,
+    timeout: Duration,
+    wait: Option<&ClientWait>,
+) -> Option<F::Output> {
+    let Some(wait) = wait else {
+        return tokio::time::timeout(timeout, upstream).await.ok();
+    };
+    let start = std::time::Instant::now();
+    let mut upstream = std::pin::pin!(upstream);
+    loop {
+        let waited = wait.total(std::time::Instant::now());
+        let deadline = tokio::time::Instant::from_std(start + timeout + waited);
+        if let Ok(output) = tokio::time::timeout_at(deadline, upstream.as_mut()).await {
+            return Some(output);
+        }
+        if wait.total(std::time::Instant::now()) == waited {
+            return None;
+        }
+    }
 }
 
 /// Answers the client without the upstream.
@@ -222,6 +258,7 @@ fn classify(err: &UpstreamError) -> Local {
         match cause.downcast_ref::<RequestBodyError>() {
             Some(RequestBodyError::TooLarge { .. }) => return Local::TOO_LARGE,
             Some(RequestBodyError::Read(_)) => return Local::BAD_REQUEST,
+            Some(RequestBodyError::TimedOut { .. }) => return Local::BODY_TIMEOUT,
             None => source = cause.source(),
         }
     }

@@ -27,7 +27,7 @@ use http::uri::Authority;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ pub use self::admin::Readiness;
 pub use self::config::{Args, Config, ConfigError};
 pub use self::forward::X_REQUEST_ID;
 pub use self::metrics::ProxyMetrics;
-use crate::serve::{Dispatcher, DrainReport, WorkerQueue, serve};
+use crate::serve::{ConnectionLimits, Dispatcher, DrainReport, WorkerQueue, serve_with_limits};
 
 /// How long an idle keep-alive connection to the upstream stays in the pool.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,11 +103,15 @@ impl Sidecar {
             model,
             request_timeout,
             max_request_body_bytes,
+            header_read_timeout,
+            request_body_timeout,
+            max_connections,
             shutdown_timeout,
             worker_threads,
             capture,
             log_format: _,
         } = config;
+        let limits = ConnectionLimits { header_read_timeout };
 
         let proxy_listener = bind(listen).await?;
         let admin_listener = bind(metrics_listen).await?;
@@ -152,13 +156,15 @@ impl Sidecar {
             None => (None, None),
         };
 
-        let (dispatcher, queues) = Dispatcher::new(worker_threads.get());
+        let (dispatcher, queues) = Dispatcher::with_max_connections(worker_threads.get(), max_connections);
         let mut workers = Vec::with_capacity(queues.len());
         for (index, queue) in queues.into_iter().enumerate() {
             let worker = Worker {
                 authority: upstream.authority.clone(),
                 request_timeout,
+                request_body_timeout,
                 max_request_body: max_request_body_bytes,
+                limits,
                 metrics: metrics.worker(index),
                 capture: capturer.clone(),
                 shutdown: proxy_shutdown.clone(),
@@ -176,16 +182,17 @@ impl Sidecar {
             background_shutdown.clone(),
         ));
         let admin = admin::AdminService::new(metrics, Arc::clone(&readiness));
-        let admin_task = tokio::spawn(serve(
+        let admin_task = tokio::spawn(serve_with_limits(
             admin_listener,
             move |_peer| admin.clone(),
+            limits,
             background_shutdown.clone(),
             ADMIN_DRAIN_TIMEOUT,
         ));
 
         tracing::info!(
             %proxy_addr, %metrics_addr, model_name = %model.name, model_version = %model.version,
-            worker_threads, "mlkube-sidecar serving"
+            worker_threads, max_connections, "mlkube-sidecar serving"
         );
         Ok(Sidecar {
             proxy_addr,
@@ -263,7 +270,9 @@ impl Sidecar {
 struct Worker {
     authority: Authority,
     request_timeout: Duration,
+    request_body_timeout: Duration,
     max_request_body: u64,
+    limits: ConnectionLimits,
     metrics: Arc<metrics::WorkerMetrics>,
     capture: Option<capture::Capturer>,
     shutdown: CancellationToken,
@@ -292,7 +301,9 @@ impl Worker {
         let Worker {
             authority,
             request_timeout,
+            request_body_timeout,
             max_request_body,
+            limits,
             metrics,
             capture,
             shutdown,
@@ -301,13 +312,15 @@ impl Worker {
         let shared = Arc::new(forward::Shared {
             upstream: Arc::new(upstream::UpstreamPool::new(authority)),
             request_timeout,
+            request_body_timeout,
             max_request_body,
             metrics,
             capture,
         });
-        serve(
+        serve_with_limits(
             queue,
             move |peer| forward::ProxyService::new(Arc::clone(&shared), peer),
+            limits,
             shutdown,
             drain_timeout,
         )
@@ -319,6 +332,20 @@ impl Worker {
 pub async fn run(config: Config) -> Result<ShutdownReport, Error> {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::Signal)?;
+    let open_files = raise_open_files_limit();
+    let wanted = u64::try_from(config.max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(OPEN_FILES_SLACK);
+    if open_files.is_some_and(|limit| limit < wanted) {
+        tracing::warn!(
+            open_files_limit = open_files,
+            max_connections = config.max_connections,
+            "the open-files limit is below --max-connections plus room for upstream connections; \
+             accepting will fail before the connection limit is reached"
+        );
+    } else {
+        tracing::debug!(open_files_limit = open_files, "open-files limit");
+    }
     let sidecar = Sidecar::start(config).await?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -330,10 +357,54 @@ pub async fn run(config: Config) -> Result<ShutdownReport, Error> {
     Ok(sidecar.shutdown().await)
 }
 
+/// File descriptors wanted beyond one per client connection: upstream connections, listeners,
+/// the capture client.
+const OPEN_FILES_SLACK: u64 = 1024;
+/// Linux's default `fs.nr_open`, the most a hard limit of "unlimited" can be raised to.
+const MAX_OPEN_FILES: u64 = 1 << 20;
+
+/// Raises the soft limit on open files to the hard one, as Go programs do at start: container
+/// runtimes may start processes at 1024, which a thousand idle clients would use up. Returns the
+/// limit in force (`None`: unlimited).
+fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    let current = current?;
+    let target = maximum.unwrap_or(MAX_OPEN_FILES);
+    if target <= current {
+        return Some(current);
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => Some(target),
+        Err(err) => {
+            tracing::warn!(error = %err, current, target, "cannot raise the open-files limit");
+            Some(current)
+        }
+    }
+}
+
+/// Connections the kernel completes and queues while the dispatcher is busy (capped by
+/// `net.core.somaxconn`); tokio's default of 1024 overflows in a 100 ms stall under a connection
+/// burst, and each overflow costs the client a 1 s SYN retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As std's TcpListener::bind does on Unix: a restarted sidecar can rebind at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| Error::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Error> {
