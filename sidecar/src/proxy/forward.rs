@@ -333,6 +333,67 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: HeaderValue) {
     }
 }
 
+/// Fuzzing entry (`fuzz/`, cargo feature `fuzzing`): `data` read as `name:value` lines becomes a
+/// header map that goes through the request path's header handling, and every promise the property
+/// tests below check is asserted; a fuzzer hears of a broken one as a panic.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_headers(data: &[u8]) {
+    let mut headers = HeaderMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(&value[1..])) {
+            headers.append(name, value);
+        }
+    }
+
+    let id = request_id(&headers);
+    assert!(is_usable_request_id(&id));
+    if let Some(sent) = headers.get(X_REQUEST_ID).filter(|v| is_usable_request_id(v)) {
+        assert_eq!(&id, sent);
+    }
+
+    let named: Vec<Vec<u8>> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|n| n.trim_ascii().to_ascii_lowercase())
+        .collect();
+    let mut stripped = headers.clone();
+    strip_hop_by_hop(&mut stripped);
+    for name in headers.keys() {
+        let named_here = named.iter().any(|n| n.as_slice() == name.as_str().as_bytes());
+        if HOP_BY_HOP.contains(name) || named_here {
+            assert!(!stripped.contains_key(name), "{name} forwarded");
+        } else {
+            assert!(
+                headers.get_all(name).iter().eq(stripped.get_all(name).iter()),
+                "{name} changed"
+            );
+        }
+    }
+
+    let hops = |value: &[u8]| -> Vec<Vec<u8>> {
+        value
+            .split(|&b| b == b',')
+            .map(|hop| hop.trim_ascii().to_vec())
+            .filter(|hop| !hop.is_empty())
+            .collect()
+    };
+    let mut expected: Vec<Vec<u8>> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| hops(v.as_bytes()))
+        .collect();
+    expected.push(b"10.0.0.1".to_vec());
+    append_forwarded_for(&mut headers, HeaderValue::from_static("10.0.0.1"));
+    let forwarded: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+    assert_eq!(forwarded.len(), 1);
+    assert!(forwarded.first().is_some_and(|v| hops(v.as_bytes()) == expected));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

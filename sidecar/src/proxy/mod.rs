@@ -35,6 +35,9 @@ use tokio_util::sync::CancellationToken;
 pub use self::admin::Readiness;
 pub use self::config::{Args, Config, ConfigError};
 pub use self::forward::X_REQUEST_ID;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use self::forward::fuzz_headers;
 pub use self::metrics::ProxyMetrics;
 use crate::serve::{ConnectionLimits, Dispatcher, DrainReport, WorkerQueue, serve_with_limits};
 
