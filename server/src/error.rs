@@ -20,6 +20,11 @@ pub enum ErrorCode {
     TemporarilyUnavailable,
     /// Too many requests (failed logins): 429.
     ResourceExhausted,
+    /// A method the route does not serve: 405 (MLflow has no code of its own for it; the endpoint
+    /// is not found for that method).
+    MethodNotAllowed,
+    /// A request body over `--max-request-body-bytes`: 413.
+    RequestTooLarge,
 }
 
 impl ErrorCode {
@@ -36,6 +41,8 @@ impl ErrorCode {
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
             Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::MethodNotAllowed => "ENDPOINT_NOT_FOUND",
+            Self::RequestTooLarge => "BAD_REQUEST",
         }
     }
 
@@ -52,6 +59,8 @@ impl ErrorCode {
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }

@@ -4,8 +4,9 @@
 //! CVE-2023-43472 CSRF fix), int64 accepted as numbers or strings, NaN/Infinity as strings.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -27,16 +28,47 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Req<T> {
             if method == Method::POST || method == Method::PUT {
                 require_json_content_type(req.headers())?;
             }
-            let bytes = Bytes::from_request(req, state).await.map_err(|err| {
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("Could not read the request body: {err}"),
-                )
-            })?;
+            let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
             body_to_json(&bytes)?
         };
         from_value(value).map(Req)
     }
+}
+
+/// A body past `--max-request-body-bytes`: 413.
+pub fn body_too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestTooLarge,
+        "The request body is larger than this server accepts (--max-request-body-bytes).",
+    )
+}
+
+/// What a body that could not be read answers: 413 past the body limit, else 400.
+pub fn body_rejection(err: BytesRejection) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_too_large()
+    } else {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("Could not read the request body: {err}"),
+        )
+    }
+}
+
+/// [`body_rejection`] for a body read with `axum::body::to_bytes`.
+pub fn body_read_error(err: axum::Error) -> ApiError {
+    let inner = err.into_inner();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return body_too_large();
+        }
+        source = err.source();
+    }
+    ApiError::new(
+        ErrorCode::BadRequest,
+        format!("Could not read the request body: {inner}"),
+    )
 }
 
 /// Decode a message from JSON, turning serde's complaint into MLflow's error.

@@ -152,3 +152,42 @@ async fn traversal_shapes_are_refused_and_touch_nothing() {
     assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE");
     assert!(outside.exists());
 }
+
+/// What tests/reliability/hostile.py found on the proxy: names no file system takes were 500s,
+/// a repeated `path` in a listing a text/plain 400, and two DELETEs of one file a 500 for the
+/// second; all are MLflow JSON client errors now.
+#[tokio::test]
+async fn hostile_artifact_requests_get_client_errors() {
+    let app = test_app().await;
+    let run_id = app.create_run("0").await;
+    let base = format!("0/{run_id}/artifacts");
+    let long = "n".repeat(300);
+    let req = Request::put(format!("{PROXY}/{base}/{long}"))
+        .body(Body::from("x"))
+        .unwrap();
+    let (s, b) = app.send(req).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE");
+    for uri in [
+        format!("{PROXY}?path={base}/{long}"),
+        format!("{PROXY}/{base}/{long}"),
+        format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={long}"),
+        format!("/get-artifact?run_id={run_id}&path={long}"),
+    ] {
+        let (s, b) = app.call(Method::GET, &uri, None).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE");
+    }
+    let (s, b) = app
+        .call(Method::GET, &format!("{PROXY}?path={base}&path=x"), None)
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+
+    let file = format!("{PROXY}/{base}/doomed.txt");
+    let (s, b) = app.send(Request::put(&file).body(Body::from("x")).unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let deletes = (0..8).map(|_| app.call(Method::DELETE, &file, None));
+    let answers = futures_util::future::join_all(deletes).await;
+    assert!(answers.iter().any(|(s, _)| *s == StatusCode::OK));
+    for (s, b) in answers.into_iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST");
+    }
+}

@@ -1286,3 +1286,27 @@ async fn postgres_core_flow() {
         "the prediction older than the retention age"
     );
 }
+
+/// What tests/reliability/hostile.py found on the monitoring routes: a batch over the body limit was
+/// a 400 (now MLflow's 413), a wrong method an empty 405.
+#[tokio::test]
+async fn oversized_batches_and_wrong_methods() {
+    let m = mon_app(MonitoringSettings::default()).await;
+    let big = json!({"predictions": [{"request_id": "r", "model_name": "m", "model_version": "1",
+        "outputs": "x".repeat(2 << 20)}]});
+    for declared in [true, false] {
+        let body = big.to_string();
+        let mut req =
+            Request::post("/api/2.0/mlkube/predictions/log-batch").header("content-type", "application/json");
+        if declared {
+            req = req.header("content-length", body.len());
+        }
+        let (s, b) = m.app.send(req.body(Body::from(body)).unwrap()).await;
+        assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST");
+    }
+    let (s, b) = m
+        .app
+        .call(Method::GET, "/api/2.0/mlkube/predictions/log-batch", None)
+        .await;
+    assert_error(s, &b, StatusCode::METHOD_NOT_ALLOWED, "ENDPOINT_NOT_FOUND");
+}

@@ -627,3 +627,60 @@ async fn basic_auth_covers_the_ui() {
     assert_eq!(b["data"]["mlflowGetRun"]["run"]["info"]["runUuid"], run.as_str());
     assert_eq!(b["data"]["mlflowGetRun"]["run"]["experiment"]["name"], "secret");
 }
+
+/// What tests/reliability/hostile.py found on the UI's routes: an undecodable static-file path was a
+/// text/plain 400 and an over-long one a 500; a GraphQL body over the limit a text/plain 413;
+/// fragments spreading each other many times over took exponential time to count (a query of
+/// 40-wide, 8-deep spreads held a worker thread for minutes); a wrong method an empty 405.
+#[tokio::test]
+async fn hostile_ui_requests() {
+    let app = test_app_ui(true).await;
+    for uri in [
+        "/static-files/%FF%FE.js".to_owned(),
+        format!("/static-files/{}", "a".repeat(60_000)),
+        format!("/static-files/static/{}.js", "a".repeat(256)),
+    ] {
+        let (s, _, _) = raw(&app, get(&uri)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{}", &uri[..40]);
+    }
+
+    let big = format!(r#"{{"query": "{}"}}"#, "x".repeat(2 << 20));
+    let req = Request::post("/graphql")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(big))
+        .unwrap();
+    let (s, b) = app.send(req).await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST");
+
+    let mut fan: Vec<String> = (0..7)
+        .map(|i| {
+            format!(
+                "fragment F{i} on Query {{ {} }}",
+                format!("...F{} ", i + 1).repeat(40)
+            )
+        })
+        .collect();
+    fan.push("fragment F7 on Query { test(inputString: \"x\") { output } } { ...F0 }".to_owned());
+    let started = std::time::Instant::now();
+    let b = graphql(&app, None, &fan.join(" "), json!({})).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(b["errors"][0].as_str().unwrap().contains("root fields"), "{b}");
+    let long = format!(
+        "{{ test(inputString: \"{}\") {{ output }} }}",
+        "x".repeat(100_000)
+    );
+    let b = graphql(&app, None, &long, json!({})).await;
+    assert!(b["errors"][0].as_str().unwrap().contains("bytes"), "{b}");
+
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri("/graphql")
+        .body(Body::empty())
+        .unwrap();
+    let (s, b) = app.send(req).await;
+    assert_error(s, &b, StatusCode::METHOD_NOT_ALLOWED, "ENDPOINT_NOT_FOUND");
+    // The page keeps MLflow's plain answers only for what it does not have.
+    let (s, _, body) = raw(&app, get("/static-files/missing.js")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(serde_json::from_slice::<Value>(&body).is_err());
+}

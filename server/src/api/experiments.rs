@@ -174,8 +174,7 @@ async fn search_experiments(
             req.view_type.unwrap_or_default()
         ))
     })?;
-    let filter = search::parse_experiment_filter(req.filter.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let filter = paging::filter(req.filter.as_deref(), search::parse_experiment_filter)?;
     let order_by = paging::order_by(&req.order_by, search::parse_experiment_order_by)?;
     let max_results = paging::max_results(req.max_results, 1000, 50000)?;
     let offset = paging::decode(req.page_token.as_deref())?;

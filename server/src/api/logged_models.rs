@@ -241,8 +241,15 @@ struct WireOrder {
 }
 
 async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>) -> ApiResult<Json<Value>> {
-    let filter = crate::search::parse_logged_model_filter(req.filter.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let filter = paging::filter(req.filter.as_deref(), crate::search::parse_logged_model_filter)?;
+    paging::check_order_by_count(req.order_by.len())?;
+    if req.datasets.len() > paging::MAX_FILTER_VALUES {
+        return Err(ApiError::invalid(format!(
+            "A search may name at most {} datasets; this one names {}.",
+            paging::MAX_FILTER_VALUES,
+            req.datasets.len()
+        )));
+    }
     let datasets = req
         .datasets
         .into_iter()
@@ -274,7 +281,7 @@ async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>
     let page = state
         .store
         .search_logged_models(&LoggedModelSearch {
-            experiment_ids: req.experiment_ids,
+            experiment_ids: paging::ids("experiment_ids", req.experiment_ids)?,
             filter,
             datasets,
             order_by,

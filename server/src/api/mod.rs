@@ -13,13 +13,16 @@ pub mod registry;
 pub mod runs;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::prometheus::{serve as serve_metrics, track as track_metrics};
 pub use crate::state::AppState;
+use crate::wire::body_too_large;
 
 /// The MLflow RPC routes, mounted under each API prefix.
 fn rpc_routes() -> Router<AppState> {
@@ -82,8 +85,88 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             state.store.clone(),
             durable_writes,
         ))
+        .layer(axum::middleware::from_fn(mlflow_rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_oversized,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
+}
+
+/// The proxy's upload route: its body streams to storage and has no size limit.
+const UPLOAD_ROUTE: &str = "/mlflow-artifacts/artifacts/{*path}";
+
+fn route_template(request: &Request) -> Option<&str> {
+    request.extensions().get::<MatchedPath>().map(MatchedPath::as_str)
+}
+
+/// A body declared larger than `--max-request-body-bytes` is refused before any of it is read
+/// (413), except an upload to the artifact proxy. Bodies without a length are held to the same
+/// limit by the extractors while they are read.
+async fn refuse_oversized(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let upload = request.method() == Method::PUT
+        && route_template(&request).is_some_and(|t| t.ends_with(UPLOAD_ROUTE));
+    if !upload && declared.is_some_and(|n| n > max as u64) {
+        return body_too_large().into_response();
+    }
+    next.run(request).await
+}
+
+/// axum answers what it cannot route or extract (a method the route does not serve, a path
+/// parameter or query string that does not decode, an unreadable body) in plain text or with an
+/// empty body; those answers leave in MLflow's JSON error shape like every other error, keeping
+/// their status where MLflow has a code for it and their `Allow` / `WWW-Authenticate` /
+/// `Retry-After` headers. The web UI's page and files (`/`, `/static-files/…`) keep their plain
+/// 404s, as MLflow's do.
+async fn mlflow_rejections(request: Request, next: Next) -> Response {
+    let ui = route_template(&request).is_some_and(|t| t == "/" || t.starts_with("/static-files/"));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !status.is_client_error() || (ui && status == StatusCode::NOT_FOUND) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let (code, message) = match status {
+        // The route adds `Allow` after this layer.
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            format!("The method {method} is not allowed for {path}; the Allow header lists those that are."),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => return body_too_large().into_response(),
+        StatusCode::UNAUTHORIZED => (ErrorCode::Unauthenticated, text),
+        StatusCode::FORBIDDEN => (ErrorCode::PermissionDenied, text),
+        StatusCode::NOT_FOUND => (ErrorCode::EndpointNotFound, text),
+        _ => (ErrorCode::BadRequest, text),
+    };
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("Bad request").to_owned()
+    } else {
+        message
+    };
+    let mut answer = ApiError::new(code, message).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 /// A request that may have written is answered only once its commits are on disk: SQLite's group

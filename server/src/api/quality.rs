@@ -39,7 +39,9 @@ use crate::quality::webhook::check_url;
 use crate::quality::windows::Window;
 use crate::quality::{QualityQuery, ScoreSpec, Task, parse_number, reference_from_inputs};
 use crate::store::now_ms;
-use crate::wire::{Req, from_value, lenient, query_to_json, require_json_content_type, required_str};
+use crate::wire::{
+    Req, body_rejection, from_value, lenient, query_to_json, require_json_content_type, required_str,
+};
 
 /// Longest request id, model name, model version or monitor name.
 pub const MAX_NAME_LENGTH: usize = 256;
@@ -73,12 +75,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json_content_type(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|err| {
-            ApiError::new(
-                ErrorCode::BadRequest,
-                format!("Could not read the request body: {err}"),
-            )
-        })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
         decode_body(&bytes).map(JsonBody)
     }
 }

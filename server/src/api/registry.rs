@@ -344,8 +344,7 @@ async fn search_models(
     State(state): State<AppState>,
     Req(req): Req<SearchRequest>,
 ) -> ApiResult<Json<Value>> {
-    let filter = search::parse_registered_model_filter(req.filter.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let filter = paging::filter(req.filter.as_deref(), search::parse_registered_model_filter)?;
     let order_by = paging::order_by(&req.order_by, search::parse_registered_model_order_by)?;
     let max_results = paging::max_results(req.max_results, 100, 1000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
@@ -519,8 +518,7 @@ async fn search_versions(
     State(state): State<AppState>,
     Req(req): Req<SearchRequest>,
 ) -> ApiResult<Json<Value>> {
-    let filter = search::parse_model_version_filter(req.filter.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let filter = paging::filter(req.filter.as_deref(), search::parse_model_version_filter)?;
     let order_by = paging::order_by(&req.order_by, search::parse_model_version_order_by)?;
     let max_results = paging::max_results(req.max_results, 1000, 200_000)?;
     let offset = paging::decode(req.page_token.as_deref())?;

@@ -1,6 +1,8 @@
 //! Runs: create, get, update, delete, restore, search, and everything logged to a run (metrics,
 //! params, tags, batches, models, inputs, outputs).
 
+use std::collections::BTreeSet;
+
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -198,15 +200,14 @@ async fn search_runs(State(state): State<AppState>, Req(req): Req<SearchRuns>) -
             req.run_view_type.clone().unwrap_or_default()
         ))
     })?;
-    let filter = search::parse_run_filter(req.filter.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let filter = paging::filter(req.filter.as_deref(), search::parse_run_filter)?;
     let order_by = paging::order_by(&req.order_by, search::parse_run_order_by)?;
     let max_results = paging::max_results(req.max_results, 1000, 50000)?;
     let offset = paging::decode(req.page_token.as_deref())?;
     let page = state
         .store
         .search_runs(&RunSearch {
-            experiment_ids: req.experiment_ids,
+            experiment_ids: paging::ids("experiment_ids", req.experiment_ids)?,
             filter,
             view,
             order_by,
@@ -266,10 +267,28 @@ struct LogMetric {
     metric: WireMetric,
 }
 
+/// Every logged model the metrics name must exist. Asked before the batch is handed to the store,
+/// which finds an unknown model only after writing the batch's metrics in its transaction: on
+/// SQLite that failed transaction is rolled back after the store's writer lock is released, and a
+/// concurrent write then fails with "database is locked" (a 500 caused by a client's typo).
+async fn require_logged_models(state: &AppState, metrics: &[Metric]) -> ApiResult<()> {
+    let ids: BTreeSet<&str> = metrics
+        .iter()
+        .filter_map(|m| m.model.as_ref())
+        .map(|link| link.model_id.as_str())
+        .collect();
+    for id in ids {
+        state.store.get_logged_model(id).await?;
+    }
+    Ok(())
+}
+
 async fn log_metric(State(state): State<AppState>, Req(req): Req<LogMetric>) -> ApiResult<Json<Value>> {
     let run_id = req.run.id()?;
     let metric = req.metric.into_metric("")?;
-    state.store.log_batch(&run_id, &[metric], &[], &[]).await?;
+    let metrics = [metric];
+    require_logged_models(&state, &metrics).await?;
+    state.store.log_batch(&run_id, &metrics, &[], &[]).await?;
     Ok(Json(json!({})))
 }
 
@@ -340,6 +359,7 @@ async fn log_batch(State(state): State<AppState>, Req(req): Req<LogBatch>) -> Ap
         .map(|p| param(p.key, p.value, "params.key"))
         .collect::<ApiResult<Vec<_>>>()?;
     let tags = req.tags.into_iter().map(run_tag).collect::<ApiResult<Vec<_>>>()?;
+    require_logged_models(&state, &metrics).await?;
     state.store.log_batch(&run_id, &metrics, &params, &tags).await?;
     Ok(Json(json!({})))
 }

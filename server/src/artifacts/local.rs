@@ -135,7 +135,11 @@ impl LocalRoot {
         } else {
             tokio::fs::remove_file(&path).await
         };
-        removed.map_err(ApiError::internal)
+        removed.map_err(|err| match err.kind() {
+            // Deleted by a concurrent request since we looked.
+            io::ErrorKind::NotFound => ApiError::not_found(format!("Artifact '{clean}' does not exist.")),
+            _ => ApiError::internal(err),
+        })
     }
 
     pub(super) async fn list(&self, clean: &str, relative_to: &str) -> Result<Vec<FileInfo>, ApiError> {
@@ -155,7 +159,12 @@ impl LocalRoot {
             if name.starts_with(UPLOAD_PREFIX) {
                 continue;
             }
-            let meta = entry.metadata().await.map_err(ApiError::internal)?;
+            let meta = match entry.metadata().await {
+                Ok(meta) => meta,
+                // Deleted by a concurrent request while we list.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(ApiError::internal(err)),
+            };
             if meta.file_type().is_symlink() {
                 continue;
             }

@@ -36,6 +36,10 @@ pub fn fully_decode(input: &str) -> Option<String> {
     None
 }
 
+/// Longest file or directory name, and longest artifact path.
+pub const MAX_NAME_BYTES: usize = 255;
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// Check a client-supplied relative artifact path and return its clean form (`a/b/c`, or empty for
 /// the root).
 pub fn clean_relative_path(raw: &str) -> Result<String, ApiError> {
@@ -68,7 +72,20 @@ pub fn clean_relative_path(raw: &str) -> Result<String, ApiError> {
     {
         return Err(bad("drive letters are not allowed"));
     }
-    Ok(parts.join("/"))
+    // What a file system can name (Linux's NAME_MAX and PATH_MAX); past it every file operation
+    // fails, so it is the client's mistake, not the server's.
+    if parts.iter().any(|p| p.len() > MAX_NAME_BYTES) {
+        return Err(ApiError::invalid(format!(
+            "Invalid artifact path: a file or directory name is longer than {MAX_NAME_BYTES} bytes."
+        )));
+    }
+    let clean = parts.join("/");
+    if clean.len() > MAX_PATH_BYTES {
+        return Err(ApiError::invalid(format!(
+            "Invalid artifact path: it is longer than {MAX_PATH_BYTES} bytes."
+        )));
+    }
+    Ok(clean)
 }
 
 /// One entry of a directory listing.
@@ -280,6 +297,16 @@ mod tests {
         );
         assert_eq!(clean_relative_path("./a//b/").unwrap(), "a/b");
         assert_eq!(clean_relative_path("").unwrap(), "");
+    }
+
+    #[test]
+    fn names_past_the_file_system_limits() {
+        let name = "n".repeat(MAX_NAME_BYTES);
+        assert!(clean_relative_path(&format!("0/{name}")).is_ok());
+        assert!(clean_relative_path(&format!("0/{name}n")).is_err());
+        let deep = vec!["d"; MAX_PATH_BYTES / 2].join("/");
+        assert_eq!(clean_relative_path(&deep).unwrap().len(), MAX_PATH_BYTES - 1);
+        assert!(clean_relative_path(&format!("{deep}/x")).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::store::Resource;
 use super::{Auth, AuthError, CurrentUser, Permission};
 use crate::artifacts::clean_relative_path;
 use crate::error::{ApiError, ErrorCode};
-use crate::wire::{body_to_json, query_to_json, required_str};
+use crate::wire::{body_read_error, body_to_json, query_to_json, required_str};
 
 /// The middleware's state.
 #[derive(Clone)]
@@ -229,15 +229,7 @@ async fn read_message(parts: &Parts, body: Body, limit: usize) -> Result<(Value,
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(err) => {
-            return Err((
-                ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("Could not read the request body: {err}"),
-                ),
-                Body::empty(),
-            ));
-        }
+        Err(err) => return Err((body_read_error(err), Body::empty())),
     };
     match body_to_json(&bytes) {
         Ok(value) => Ok((value, Body::from(bytes))),

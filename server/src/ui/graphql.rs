@@ -39,6 +39,8 @@ const MAX_DEPTH: usize = 10;
 const MAX_ROOT_FIELDS: usize = 10;
 const MAX_ALIASES: usize = 10;
 const MAX_SELECTIONS: usize = 1000;
+/// Longest query text: the UI's largest query is a few KB, and parsing costs time in proportion.
+const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 /// The schema with its in-process REST backend.
 pub type MlflowSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -84,8 +86,12 @@ struct GraphQlRequest {
 async fn graphql_post(
     State(schema): State<Arc<MlflowSchema>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(err) => return crate::wire::body_rejection(err).into_response(),
+    };
     match serde_json::from_slice::<GraphQlRequest>(&body) {
         Ok(request) => execute(&schema, &headers, request).await,
         Err(err) => {
@@ -157,8 +163,16 @@ fn answer(data: Value, errors: Vec<String>) -> Response {
 }
 
 /// Refuse queries past upstream's limits before executing them (depth is left to the schema's
-/// own limit). A query that does not parse is left to the executor, which reports it.
+/// own limit). A query that does not parse is left to the executor, which reports it. The walks
+/// stop as soon as a limit is passed, and fragment spreads count as selections, so fragments that
+/// spread each other many times over cannot make the count itself take exponential time.
 fn check_query_safety(query: &str) -> Result<(), String> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(format!(
+            "GraphQL queries should be at most {MAX_QUERY_BYTES} bytes, got {} bytes.",
+            query.len()
+        ));
+    }
     let Ok(doc) = async_graphql::parser::parse_query(query) else {
         return Ok(());
     };
@@ -171,6 +185,9 @@ fn check_query_safety(query: &str) -> Result<(), String> {
     let mut aliases_max = 0;
     for set in operations {
         root_fields += count_fields(&doc, set, 0);
+        if root_fields > MAX_ROOT_FIELDS {
+            break;
+        }
         walk(&doc, set, 0, &mut selections, &mut aliases_max);
     }
     if root_fields > MAX_ROOT_FIELDS {
@@ -191,22 +208,27 @@ fn check_query_safety(query: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Fields directly in `set`, counting through fragments (bounded by `guard` against cycles).
+/// Fields directly in `set`, counting through fragments (bounded by `guard` against cycles), up to
+/// just past [`MAX_ROOT_FIELDS`]: counting stops there.
 fn count_fields(doc: &ExecutableDocument, set: &SelectionSet, guard: usize) -> usize {
     if guard > MAX_DEPTH {
         return 0;
     }
-    set.items
-        .iter()
-        .map(|item| match &item.node {
+    let mut count = 0;
+    for item in &set.items {
+        count += match &item.node {
             Selection::Field(_) => 1,
             Selection::InlineFragment(f) => count_fields(doc, &f.node.selection_set.node, guard + 1),
             Selection::FragmentSpread(s) => doc
                 .fragments
                 .get(&s.node.fragment_name.node)
                 .map_or(0, |f| count_fields(doc, &f.node.selection_set.node, guard + 1)),
-        })
-        .sum()
+        };
+        if count > MAX_ROOT_FIELDS {
+            break;
+        }
+    }
+    count
 }
 
 fn walk(
@@ -221,9 +243,12 @@ fn walk(
     }
     let mut aliases = 0;
     for item in &set.items {
+        *selections += 1;
+        if *selections > MAX_SELECTIONS {
+            break;
+        }
         match &item.node {
             Selection::Field(field) => {
-                *selections += 1;
                 if field.node.alias.is_some() {
                     aliases += 1;
                 }
@@ -1275,6 +1300,26 @@ mod tests {
                 .join(" ")
         );
         assert!(check_query_safety(&many_aliases).unwrap_err().contains("aliases"));
+        // Fragments spreading each other 40 times over, 8 deep: 40^7 spreads if walked in full.
+        let mut fan: Vec<String> = (0..7)
+            .map(|i| {
+                format!(
+                    "fragment F{i} on Query {{ {} }}",
+                    format!("...F{} ", i + 1).repeat(40)
+                )
+            })
+            .collect();
+        fan.push("fragment F7 on Query { test { output } } { ...F0 }".to_owned());
+        let started = std::time::Instant::now();
+        assert!(check_query_safety(&fan.join(" ")).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let wide = format!("{{ test {{ {} }} }}", "output ".repeat(MAX_SELECTIONS));
+        assert!(check_query_safety(&wide).unwrap_err().contains("selections"));
+        let long = format!(
+            "{{ test(inputString: \"{}\") {{ output }} }}",
+            "x".repeat(MAX_QUERY_BYTES)
+        );
+        assert!(check_query_safety(&long).unwrap_err().contains("bytes"));
         // Garbage is left to the executor, which answers a parse error.
         assert!(check_query_safety("{ {{").is_ok());
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -83,8 +84,25 @@ async fn index(State(build): State<Arc<UiBuild>>) -> Response {
     }
 }
 
+/// Longest file name and path a static file can have (Linux's NAME_MAX and PATH_MAX): anything
+/// longer cannot be in the build, and asking the file system for it fails with an error.
+const MAX_NAME_BYTES: usize = 255;
+const MAX_PATH_BYTES: usize = 4096;
+
 /// `/static-files/<path>` is the file `<path>` of the build (ServeDir refuses `..` and the like).
-async fn static_file(State(assets): State<ServeDir>, Path(path): Path<String>, req: Request) -> Response {
+/// A path that cannot name a file of the build (undecodable, too long) is a plain 404, like a
+/// missing file.
+async fn static_file(
+    State(assets): State<ServeDir>,
+    path: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Response {
+    let Ok(Path(path)) = path else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if path.len() > MAX_PATH_BYTES || path.split('/').any(|name| name.len() > MAX_NAME_BYTES) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let mut inner = Request::new(Body::empty());
     *inner.method_mut() = req.method().clone();
     *inner.headers_mut() = req.headers().clone();
