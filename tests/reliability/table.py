@@ -11,7 +11,8 @@ COLUMNS = ("scenario", "result", "time", "cycles survived", "acked writes checke
 def row(line: str) -> tuple:
     name, rc, seconds, raw = line.rstrip("\n").split("|", 3)
     r = json.loads(raw or "{}")
-    ok = rc == "0" and r.get("ok") is True
+    # sidecar_abuse.py's RESULT line has no "ok" key: its exit status alone says whether it passed.
+    ok = rc == "0" and r.get("ok", True) is True
     cycles = f"{r['survived']}/{r['cycles']}" if "cycles" in r else "-"
     fivexx = r.get("status_5xx", r.get("answers", {}) and sum(
         v for k, v in r.get("answers", {}).items() if k.startswith("5") and not k.startswith("503")))
