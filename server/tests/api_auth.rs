@@ -1534,3 +1534,39 @@ async fn hostile_requests_with_basic_auth() {
     .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }
+
+/// Deleting users concurrently (the same user twice, others beside): the auth store read the user
+/// and then wrote in one transaction, which SQLite cannot let wait for a concurrent writer, so some
+/// deletes failed with "database is locked" (500). Found by tests/reliability/hostile.py.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_user_deletes_are_200_or_404() {
+    let app = Arc::new(test_app_with_auth(Permission::Read).await);
+    let users: Vec<String> = (0..12).map(|i| format!("doomed{i}")).collect();
+    for user in &users {
+        create_user(&app, (user.as_str(), "doomed-password")).await;
+    }
+    let mut tasks = Vec::new();
+    for user in users.iter().chain(users.iter()) {
+        let (app, user) = (app.clone(), user.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({ "username": user });
+            call(
+                &app,
+                Some(ADMIN),
+                Method::DELETE,
+                "/api/2.0/mlflow/users/delete",
+                Some(body),
+            )
+            .await
+        }));
+    }
+    let mut deleted = 0;
+    for task in tasks {
+        let (s, b) = task.await.unwrap();
+        match s {
+            StatusCode::OK => deleted += 1,
+            _ => assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST"),
+        }
+    }
+    assert_eq!(deleted, users.len());
+}

@@ -284,27 +284,28 @@ impl AuthStore {
     }
 
     /// Delete a user and every permission row of theirs. `false` when there is no such user.
+    ///
+    /// Writes first: on SQLite a transaction that reads and then writes cannot wait for a concurrent
+    /// writer (its snapshot is stale: "database is locked" at once, which concurrent deletes hit),
+    /// while one whose first statement writes waits for the lock (busy_timeout).
     pub async fn delete_user(&self, username: &str) -> AuthStoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(id) = id else {
-            return Ok(false);
-        };
         for resource in [Resource::Experiment, Resource::RegisteredModel] {
-            sqlx::query(&format!("DELETE FROM {} WHERE user_id = $1", resource.table()))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
+            sqlx::query(&format!(
+                "DELETE FROM {} WHERE user_id IN (SELECT id FROM users WHERE username = $1)",
+                resource.table()
+            ))
+            .bind(username)
             .execute(&mut *tx)
             .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM users WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(true)
+        Ok(deleted > 0)
     }
 
     // === permissions ===
