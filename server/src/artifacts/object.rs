@@ -64,10 +64,7 @@ impl ObjectRoot {
         let mut s3: Option<Arc<object_store::aws::AmazonS3>> = None;
         let store: Arc<dyn ObjectStore> = match destination {
             Destination::S3 { bucket, .. } => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_http_connector(HyperConnector)
-                    .with_retry(retry_config());
+                let mut b = s3_builder(object_store::aws::AmazonS3Builder::from_env(), bucket);
                 // MLflow's name for a custom endpoint (MinIO, Ceph, a test server).
                 let endpoint = std::env::var("MLFLOW_S3_ENDPOINT_URL")
                     .ok()
@@ -354,6 +351,17 @@ impl ObjectRoot {
     }
 }
 
+/// The settings every S3 client of the server shares: our HTTP stack, our retry bounds.
+fn s3_builder(
+    builder: object_store::aws::AmazonS3Builder,
+    bucket: &str,
+) -> object_store::aws::AmazonS3Builder {
+    builder
+        .with_bucket_name(bucket)
+        .with_http_connector(HyperConnector)
+        .with_retry(retry_config())
+}
+
 /// A store failure in MLflow's error shape: the store could not be reached, timed out or refused
 /// the server's credentials → 503 (retry later; the message names the store, never a client
 /// problem); anything else the store said → 500 with its message, no stack trace.
@@ -486,6 +494,41 @@ mod tests {
         assert!(root.list("d", "").await.unwrap().is_empty());
         let gone = root.delete("d").await.err().unwrap();
         assert_eq!(gone.code(), ErrorCode::ResourceDoesNotExist);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_is_a_quick_503() {
+        // Nothing listens on the port: every request fails to connect, retries give up.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = s3_builder(object_store::aws::AmazonS3Builder::new(), "down")
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .build()
+            .unwrap();
+        let root = ObjectRoot::with_store(Arc::new(store), "p", "s3://down/p".into());
+        let started = std::time::Instant::now();
+        let read = root.read("a/b", "a/b").await.err().unwrap();
+        let write = root
+            .write("a/b", body(vec![Ok(Bytes::from("x"))]))
+            .await
+            .err()
+            .unwrap();
+        let list = root.list("a", "").await.err().unwrap();
+        for err in [read, write, list] {
+            assert_eq!(err.code(), ErrorCode::TemporarilyUnavailable, "{err:?}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
