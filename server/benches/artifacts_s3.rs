@@ -28,10 +28,12 @@ use hyper_util::rt::TokioExecutor;
 use mlkube_server::artifacts::{ArtifactRoot, Destination};
 
 const MIB: usize = 1024 * 1024;
+
+/// A streamed request body.
+type Streamed = StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
 const BUCKET: &str = "bench";
 
 struct Killed(Child);
-
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -58,13 +60,12 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 async fn wait_for(url: &str) {
-    let client: Client<_, http_body_util::Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, http_body_util::Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..300 {
-        if let Ok(r) = client.get(url.parse().unwrap()).await {
-            if r.status().as_u16() < 500 {
-                return;
-            }
+        if let Ok(r) = client.get(url.parse().unwrap()).await
+            && r.status().as_u16() < 500
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -111,8 +112,7 @@ async fn main() {
     // this process's client and the server alike.
     let endpoint = std::env::var("MLFLOW_S3_ENDPOINT_URL")
         .expect("MLFLOW_S3_ENDPOINT_URL is not set: run scripts/bench-artifacts, which starts the S3 server");
-    let http: Client<_, StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let http: Client<_, Streamed> = Client::builder(TokioExecutor::new()).build_http();
     let make_bucket = Request::put(format!("{endpoint}/{BUCKET}"))
         .body(StreamBody::new(stream::empty().boxed()))
         .unwrap();
@@ -138,7 +138,8 @@ async fn main() {
     let idle_rss = rss_mib(pid);
 
     let block = Bytes::from((0..4 * MIB).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>());
-    let direct = ArtifactRoot::connect(&Destination::parse(&format!("s3://{BUCKET}/direct")).unwrap()).unwrap();
+    let direct =
+        ArtifactRoot::connect(&Destination::parse(&format!("s3://{BUCKET}/direct")).unwrap()).unwrap();
 
     eprintln!("direct upload of {} MiB…", size / MIB);
     let t = Instant::now();
@@ -150,7 +151,10 @@ async fn main() {
     eprintln!("direct download…");
     let t = Instant::now();
     let file = direct.read("big.bin", "big.bin").await.unwrap();
-    let got = file.body.fold(0usize, |n, c| async move { n + c.unwrap().len() }).await;
+    let got = file
+        .body
+        .fold(0usize, |n, c| async move { n + c.unwrap().len() })
+        .await;
     assert_eq!(got, size);
     let direct_down = t.elapsed();
 
@@ -195,8 +199,14 @@ async fn main() {
         "{} MiB artifact, S3 API (moto) on 127.0.0.1, optimised mlkube-server",
         size / MIB
     );
-    println!("{:<10} {:>14} {:>14} {:>8}", "", "direct MiB/s", "proxied MiB/s", "ratio");
-    for (what, d, p) in [("upload", direct_up, proxy_up), ("download", direct_down, proxy_down)] {
+    println!(
+        "{:<10} {:>14} {:>14} {:>8}",
+        "", "direct MiB/s", "proxied MiB/s", "ratio"
+    );
+    for (what, d, p) in [
+        ("upload", direct_up, proxy_up),
+        ("download", direct_down, proxy_down),
+    ] {
         println!(
             "{:<10} {:>14.1} {:>14.1} {:>7.2}x",
             what,
