@@ -1207,19 +1207,7 @@ async fn under_basic_auth_users_log_and_read_and_admins_manage_monitors() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL: scripts/test-all starts one and sets MLKUBE_TEST_POSTGRES_URL"]
 async fn postgres_core_flow() {
-    use sqlx::Connection;
-    let base = std::env::var("MLKUBE_TEST_POSTGRES_URL").expect("MLKUBE_TEST_POSTGRES_URL");
-    sqlx::any::install_default_drivers();
-    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let uri = match base.rfind('/') {
-        Some(i) => format!("{}/{name}", &base[..i]),
-        None => panic!("MLKUBE_TEST_POSTGRES_URL has no database part: {base}"),
-    };
+    let uri = common::fresh_postgres_uri().await;
     let mut settings = private_webhooks();
     settings.reference_size = 2;
     settings.retention_age_ms = Some(600 * MINUTE);

@@ -3,6 +3,8 @@
 //! MLKUBE_TEST_POSTGRES_URL and runs ignored tests). Each test gets a fresh database.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers may fail loudly
 
+mod common;
+
 use std::sync::Arc;
 
 use mlkube_server::search::{
@@ -31,21 +33,7 @@ async fn sqlite_store() -> Fixture {
 }
 
 async fn postgres_store() -> Fixture {
-    use sqlx::Connection;
-    let base = std::env::var("MLKUBE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("MLKUBE_TEST_POSTGRES_URL is not set: run scripts/test-all, which starts a private PostgreSQL")
-    });
-    sqlx::any::install_default_drivers();
-    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let uri = match base.rfind('/') {
-        Some(i) => format!("{}/{name}", &base[..i]),
-        None => panic!("MLKUBE_TEST_POSTGRES_URL has no database part: {base}"),
-    };
+    let uri = common::fresh_postgres_uri().await;
     let store = store::open(&uri, "mlflow-artifacts:/").await.unwrap();
     Fixture {
         store: Arc::new(store),

@@ -3,6 +3,8 @@
 //! gives each interval's turn to exactly one replica, whoever polls.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
 use mlkube_server::db::Database;
@@ -21,17 +23,7 @@ async fn sqlite() -> (Database, tempfile::TempDir) {
 }
 
 async fn postgres() -> Database {
-    use sqlx::Connection;
-    let base = std::env::var("MLKUBE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| panic!("MLKUBE_TEST_POSTGRES_URL is not set: run scripts/test-all"));
-    sqlx::any::install_default_drivers();
-    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let uri = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+    let uri = common::fresh_postgres_uri().await;
     let store = mlkube_server::store::open(&uri, "mlflow-artifacts:/")
         .await
         .unwrap();

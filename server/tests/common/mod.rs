@@ -193,3 +193,23 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, w
         "error without a message: {body}"
     );
 }
+
+/// The URI of a fresh, empty database on the PostgreSQL that `scripts/test-all` starts
+/// (MLKUBE_TEST_POSTGRES_URL); for tests that are `#[ignore]`d without it.
+pub async fn fresh_postgres_uri() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("MLKUBE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("MLKUBE_TEST_POSTGRES_URL is not set: run scripts/test-all, which starts a private PostgreSQL")
+    });
+    sqlx::any::install_default_drivers();
+    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => panic!("MLKUBE_TEST_POSTGRES_URL has no database part: {base}"),
+    }
+}
