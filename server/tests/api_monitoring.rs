@@ -839,14 +839,21 @@ async fn a_monitor_fires_and_resolves_and_its_webhook_records_both() {
         (Some("RESOLVED"), Some("FIRING"))
     );
     assert_eq!(got[1]["value"], 0.875);
-    let text = m.scrape().await;
+    // The receiver has both notifications; the notifier counts a delivery once it has read the
+    // answer, a moment later.
+    let delivered = "mlkube_monitoring_webhook_notifications_total{outcome=\"delivered\"} 2";
+    let mut text = m.scrape().await;
+    for _ in 0..100 {
+        if text.contains(delivered) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = m.scrape().await;
+    }
     assert!(text.contains(
         "mlflow_model_quality_threshold_breached{model_name=\"fraud\",model_version=\"1\",metric=\"accuracy\",window=\"1h\",monitor=\"fraud-accuracy\"} 0"
     ));
-    assert!(
-        text.contains("mlkube_monitoring_webhook_notifications_total{outcome=\"delivered\"} 2"),
-        "{text}"
-    );
+    assert!(text.contains(delivered), "{text}");
     let (_, stored) = m.get(&format!("monitors/get?monitor_id={id}")).await;
     assert_eq!(stored["monitor"]["state"], "RESOLVED", "the state is stored");
 
