@@ -20,8 +20,8 @@ use crate::error::{ApiError, ErrorCode};
 /// Size of each part of a multipart upload (S3's minimum is 5 MiB), and the largest upload sent
 /// as a single PUT.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts uploading at once: with [`PART_SIZE`], at most ~40 MiB of an upload is in memory.
-pub const PARTS_IN_FLIGHT: usize = 4;
+/// Parts uploading at once: with [`PART_SIZE`], at most ~32 MiB of an upload is in memory.
+pub const PARTS_IN_FLIGHT: usize = 3;
 
 /// Retries of a failed request to the store, and the time after which the store counts as down:
 /// a client waits at most this long before its 503.
