@@ -1,264 +1,89 @@
-//! mlkube-server against upstream `mlflow server`, side by side on 127.0.0.1, same SQLite setup.
+//! mlkube-server against upstream `mlflow server`, side by side on 127.0.0.1, on SQLite and on
+//! PostgreSQL (docs/architecture.md, "Performance").
 //!
-//! Run: `cargo bench -p mlkube-server --bench vs_mlflow` (optimised build). It needs an MLflow
-//! virtualenv; `scripts/bench-server` creates one and passes it in `MLKUBE_BENCH_MLFLOW`
-//! (default `.cache/venvs/mlflow-3.17.2/bin/mlflow`). Knobs: `MLKUBE_BENCH_SECONDS` (per workload,
-//! default 5), `MLKUBE_BENCH_MLFLOW_WORKERS` (default 2 = this machine's cores).
+//! Run: `scripts/bench-server` (optimised build; it installs the MLflow virtualenv, starts a private
+//! PostgreSQL cluster and passes `MLKUBE_BENCH_MLFLOW` and `MLKUBE_BENCH_POSTGRES_URL`). Knobs:
+//! `MLKUBE_BENCH_SECONDS` (per workload and round, default 3), `MLKUBE_BENCH_ROUNDS` (default 3),
+//! `MLKUBE_BENCH_MLFLOW_WORKERS` (default 2 = this machine's cores), `MLKUBE_BENCH_ENGINES`.
 //!
-//! Workloads (throughput over a fixed time, every loop bounded by time and count):
+//! Per engine both servers run at once on their own databases (the same PostgreSQL cluster for
+//! both), each filled with the same fixture; then the workloads run in alternating rounds (ours,
+//! upstream, upstream, ours, …) so that a busy moment on this shared machine hits both. Printed
+//! per workload: requests/s, p50 and p99 of each server, and the median ratio with its spread over
+//! the rounds.
 //!  - log-batch of 1000 metrics, 4 concurrent clients
 //!  - single log-metric, 16 concurrent clients
 //!  - search over 1000 runs with a metric + param + tag filter and an order_by, 4 clients
 //!  - get-history of a 5000-point metric, 4 clients
-//!  - idle RSS of the whole server process tree
 //!
-//! Prints a table with each server's requests/s and p50 latency and the mlkube/MLflow ratio.
+//! Then the write path against the engine itself: one log-batch of 1000 metrics at a time through
+//! mlkube-server, against the same rows (1000 metric points and the 1000 latest-value upserts)
+//! inserted straight through the native sqlx driver into the server's own database — same schema,
+//! indexes and durability (SQLite `synchronous=FULL`, PostgreSQL as configured) — as a multiple of
+//! that raw cost. And the resident memory of each server idle and its peak under the load.
 //! Timing is reported, never asserted.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "common/mod.rs"]
+mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use std::time::Instant;
+
+use common::*;
 use serde_json::{Value, json};
+use sqlx::Connection;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Server {
-    name: &'static str,
-    base: String,
-    child: Child,
-    _dir: tempfile::TempDir,
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    LogBatch,
+    LogMetric,
+    Search,
+    History,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // mlflow runs uvicorn workers under a supervisor; stop the whole tree, politely first.
-        let tree = descendants(self.child.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
-        for pid in &tree {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        }
-        std::thread::sleep(Duration::from_secs(2));
-        for pid in &tree {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const WORKLOADS: [Workload; 4] = [
+    Workload::LogBatch,
+    Workload::LogMetric,
+    Workload::Search,
+    Workload::History,
+];
 
-/// Every descendant of `root` (children first found through /proc).
-fn descendants(root: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(pid) = stack.pop() {
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-                out.push(child);
-                stack.push(child);
-            }
+impl Workload {
+    fn label(self) -> &'static str {
+        match self {
+            Workload::LogBatch => "log-batch 1000 metrics, 4 clients",
+            Workload::LogMetric => "log-metric, 16 clients",
+            Workload::Search => "search 1000 runs (metric+param+tag, order), 4 clients",
+            Workload::History => "get-history 5000 points, 4 clients",
         }
     }
-    out
-}
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_in_own_group(cmd: &mut Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// mlkube-server with `--sqlite-synchronous sync` (`full`, the default: answered once on disk;
-/// `normal`: answered before the disk has it).
-fn start_mlkube(sync: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = spawn_in_own_group(
-        Command::new(env!("CARGO_BIN_EXE_mlkube-server"))
-            .arg("--sqlite-synchronous")
-            .arg(sync)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.path().join("mlkube.db").display()))
-            .arg("--artifacts-destination")
-            .arg(dir.path().join("artifacts"))
-            .env("MLKUBE_LOG", "warn"),
-    );
-    Server {
-        name: if sync == "full" {
-            "mlkube"
-        } else {
-            "mlkube (normal)"
-        },
-        base: format!("http://127.0.0.1:{port}"),
-        child,
-        _dir: dir,
-    }
-}
-
-fn start_mlflow(mlflow: &str, workers: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = spawn_in_own_group(
-        Command::new(mlflow)
-            .args([
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--workers",
-                workers,
-            ])
-            .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}", dir.path().join("mlflow.db").display()))
-            .arg("--artifacts-destination")
-            .arg(dir.path().join("artifacts"))
-            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
-    );
-    Server {
-        name: "mlflow",
-        base: format!("http://127.0.0.1:{port}"),
-        child,
-        _dir: dir,
-    }
-}
-
-async fn call(client: &HttpClient, method: &str, url: &str, body: Option<&Value>) -> (u16, Bytes) {
-    let mut req = Request::builder().method(method).uri(url);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Full::new(Bytes::from(v.to_string()))
-        }
-        None => Full::new(Bytes::new()),
-    };
-    let resp = client.request(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
-
-async fn post(client: &HttpClient, base: &str, path: &str, body: Value) -> Value {
-    let (status, bytes) = call(
-        client,
-        "POST",
-        &format!("{base}/api/2.0/mlflow/{path}"),
-        Some(&body),
-    )
-    .await;
-    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&bytes));
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-async fn wait_healthy(client: &HttpClient, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let req = Request::get(format!("{base}/health"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        if let Ok(resp) = client.request(req).await
-            && resp.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{base} did not become healthy");
-}
-
-/// RSS in MB of a process and all its descendants.
-fn tree_rss_mb(root: u32) -> f64 {
-    let mut total_kb = 0u64;
-    let mut stack = vec![root];
-    while let Some(pid) = stack.pop() {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            for line in status.lines() {
-                if let Some(kb) = line.strip_prefix("VmRSS:") {
-                    total_kb += kb
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .unwrap_or(0);
-                }
-            }
-        }
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    fn clients(self) -> usize {
+        match self {
+            Workload::LogMetric => 16,
+            _ => 4,
         }
     }
-    total_kb as f64 / 1024.0
 }
 
-struct Measured {
-    rps: f64,
-    p50_ms: f64,
-    requests: usize,
-}
-
-/// Run `make_request` from `clients` concurrent tasks for `seconds` (bounded by time and count).
-async fn drive<F, Fut>(clients: usize, seconds: f64, make_request: F) -> Measured
-where
-    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let make_request = Arc::new(make_request);
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let make_request = make_request.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = 0;
-            while Instant::now() < deadline && i < 1_000_000 {
-                let t = Instant::now();
-                make_request(c, i).await;
-                latencies.push(t.elapsed().as_secs_f64());
-                i += 1;
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_by(|a, b| a.total_cmp(b));
-    let p50 = all.get(all.len() / 2).copied().unwrap_or(f64::NAN) * 1000.0;
-    Measured {
-        rps: all.len() as f64 / elapsed,
-        p50_ms: p50,
-        requests: all.len(),
-    }
-}
-
+#[derive(Clone)]
 struct Fixture {
     run_for_writes: String,
     history_run: String,
     search_experiment: String,
+}
+
+async fn create_run(client: &HttpClient, base: &str, exp: &str) -> String {
+    post(
+        client,
+        base,
+        "runs/create",
+        json!({ "experiment_id": exp, "start_time": 1 }),
+    )
+    .await["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Create what the workloads read: 1000 runs with a metric, param and tag; a 5000-point history.
@@ -273,29 +98,11 @@ async fn setup(client: &HttpClient, base: &str) -> Fixture {
         .as_str()
         .unwrap()
         .to_owned();
-    let create_run = |exp: String| {
-        let client = client.clone();
-        let base = base.to_owned();
-        async move {
-            post(
-                &client,
-                &base,
-                "runs/create",
-                json!({ "experiment_id": exp, "start_time": 1 }),
-            )
-            .await["run"]["info"]["run_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
     let mut handles = Vec::new();
     for i in 0..1000 {
-        let client = client.clone();
-        let base = base.to_owned();
-        let create = create_run(exp.clone());
+        let (client, base, exp) = (client.clone(), base.to_owned(), exp.clone());
         handles.push(async move {
-            let run = create.await;
+            let run = create_run(&client, &base, &exp).await;
             post(
                 &client,
                 &base,
@@ -313,7 +120,7 @@ async fn setup(client: &HttpClient, base: &str) -> Fixture {
     }
     futures_util::future::join_all(handles).await;
 
-    let history_run = create_run("0".to_owned()).await;
+    let history_run = create_run(client, base, "0").await;
     for chunk in 0..5 {
         let metrics: Vec<Value> = (0..1000)
             .map(|i| json!({ "key": "loss", "value": i as f64, "timestamp": chunk * 1000 + i, "step": chunk * 1000 + i }))
@@ -326,207 +133,305 @@ async fn setup(client: &HttpClient, base: &str) -> Fixture {
         )
         .await;
     }
-    let run_for_writes = create_run("0".to_owned()).await;
     Fixture {
-        run_for_writes,
+        run_for_writes: create_run(client, base, "0").await,
         history_run,
         search_experiment: exp,
     }
 }
 
-struct Row {
-    workload: &'static str,
-    results: Vec<Measured>,
+/// A log-batch body of 1000 metrics at step `step` (keys m0..m999).
+fn batch_body(run: &str, step: i64) -> Value {
+    let metrics: Vec<Value> = (0..1000)
+        .map(|k| json!({ "key": format!("m{k}"), "value": k as f64 + 0.25, "timestamp": step, "step": step }))
+        .collect();
+    json!({ "run_id": run, "metrics": metrics })
 }
 
-async fn bench_server(client: &HttpClient, server: &Server, seconds: f64) -> Vec<(&'static str, Measured)> {
-    wait_healthy(client, &server.base).await;
-    eprintln!("[{}] setting up fixtures…", server.name);
-    let fixture = setup(client, &server.base).await;
-    let mut out = Vec::new();
+async fn measure(
+    workload: Workload,
+    client: &HttpClient,
+    base: &str,
+    fixture: &Fixture,
+    seconds: f64,
+    round: usize,
+) -> Measured {
+    let (c, base, fx) = (client.clone(), base.to_owned(), fixture.clone());
+    match workload {
+        Workload::LogBatch => {
+            drive(workload.clients(), seconds, move |client_no, i| {
+                let (c, base, run) = (c.clone(), base.clone(), fx.run_for_writes.clone());
+                async move {
+                    let step = (round * 100_000_000 + client_no * 1_000_000 + i) as i64;
+                    post(&c, &base, "runs/log-batch", batch_body(&run, step)).await;
+                }
+            })
+            .await
+        }
+        Workload::LogMetric => {
+            drive(workload.clients(), seconds, move |client_no, i| {
+                let (c, base, run) = (c.clone(), base.clone(), fx.run_for_writes.clone());
+                async move {
+                    let ts = (round * 100_000_000 + client_no * 1_000_000 + i) as i64;
+                    post(
+                        &c,
+                        &base,
+                        "runs/log-metric",
+                        json!({ "run_id": run, "key": "single", "value": 1.0, "timestamp": ts, "step": ts }),
+                    )
+                    .await;
+                }
+            })
+            .await
+        }
+        Workload::Search => {
+            drive(workload.clients(), seconds, move |_, _| {
+                let (c, base, exp) = (c.clone(), base.clone(), fx.search_experiment.clone());
+                async move {
+                    let body = json!({ "experiment_ids": [exp], "max_results": 1000,
+                        "filter": "metrics.rmse < 0.5 and params.lr = '0.1' and tags.team = 'nlp'",
+                        "order_by": ["metrics.rmse DESC"] });
+                    let found = post(&c, &base, "runs/search", body).await;
+                    // Runs i in 0..1000 with i % 100 < 50, i even and i % 3 != 0: both must agree.
+                    let expected = (0..1000)
+                        .filter(|i| i % 100 < 50 && i % 2 == 0 && i % 3 != 0)
+                        .count();
+                    assert_eq!(
+                        found["runs"].as_array().map(Vec::len),
+                        Some(expected),
+                        "search result size"
+                    );
+                }
+            })
+            .await
+        }
+        Workload::History => {
+            drive(workload.clients(), seconds, move |_, _| {
+                let (c, base, run) = (c.clone(), base.clone(), fx.history_run.clone());
+                async move {
+                    let bytes = get(
+                        &c,
+                        &base,
+                        &format!("metrics/get-history?run_id={run}&metric_key=loss&max_results=25000"),
+                    )
+                    .await;
+                    assert!(bytes.len() > 100_000, "history body looks too small");
+                }
+            })
+            .await
+        }
+    }
+}
 
-    eprintln!("[{}] log-batch of 1000 metrics, 4 clients", server.name);
-    let (c, base, run) = (
-        client.clone(),
-        server.base.clone(),
-        fixture.run_for_writes.clone(),
+/// Milliseconds per batch of inserting 1000 metric points and upserting their 1000 latest values
+/// straight through the native driver into `backend_uri` (one transaction, two prepared
+/// multi-row statements), median of `batches`.
+async fn raw_insert_ms(engine: &Engine, backend_uri: &str, run_id: &str, batches: usize) -> f64 {
+    let url = Engine::sqlx_url(backend_uri);
+    let mut times = Vec::new();
+    macro_rules! insert_batches {
+        ($conn:expr, $ph:expr) => {
+            for b in 0..batches {
+                let started = Instant::now();
+                let mut tx = $conn.begin().await.unwrap();
+                let step = 1_000_000_000 + b as i64;
+                let values = |table: &str, tail: &str| {
+                    let mut sql = format!("INSERT INTO {table} (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+                    for k in 0..1000 {
+                        let p = k * 6;
+                        if k > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push_str(&format!(
+                            "({}, {}, {}, {}, {}, {})",
+                            $ph(p + 1), $ph(p + 2), $ph(p + 3), $ph(p + 4), $ph(p + 5), $ph(p + 6)
+                        ));
+                    }
+                    sql.push_str(tail);
+                    sql
+                };
+                for (table, tail) in [
+                    ("metrics", " ON CONFLICT DO NOTHING"),
+                    (
+                        "latest_metrics",
+                        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, \
+                         timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan",
+                    ),
+                ] {
+                    let sql = values(table, tail);
+                    let mut q = sqlx::query(&sql);
+                    for k in 0..1000 {
+                        q = q
+                            .bind(run_id)
+                            .bind(format!("raw{k}"))
+                            .bind(step)
+                            .bind(step)
+                            .bind(k as f64 + 0.25)
+                            .bind(0i64);
+                    }
+                    q.execute(&mut *tx).await.unwrap();
+                }
+                tx.commit().await.unwrap();
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        };
+    }
+    match engine {
+        Engine::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            insert_batches!(conn, |i: usize| format!("?{i}"));
+        }
+        Engine::Postgres { .. } => {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            insert_batches!(conn, |i: usize| format!("${i}"));
+        }
+    }
+    spread(&times).0
+}
+
+struct EngineReport {
+    engine: &'static str,
+    /// Per workload, per round: (ours, upstream).
+    rounds: Vec<Vec<(Measured, Measured)>>,
+    idle_rss: (f64, f64),
+    load_rss: (f64, f64),
+    ours_batch_ms: f64,
+    raw_batch_ms: f64,
+    upstream_batch_ms: f64,
+}
+
+async fn bench_engine(
+    engine: &Engine,
+    mlflow: &str,
+    workers: &str,
+    seconds: f64,
+    rounds: usize,
+) -> EngineReport {
+    let client = http_client();
+    let ours = start_mlkube(engine, "bench_mlkube").await;
+    let theirs = start_mlflow(mlflow, workers, engine, "bench_mlflow").await;
+    wait_healthy(&client, &ours.base).await;
+    wait_healthy(&client, &theirs.base).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let idle_rss = (tree_rss_mb(ours.child.id()), tree_rss_mb(theirs.child.id()));
+    eprintln!("[{}] filling both servers…", engine.name());
+    let fx_ours = setup(&client, &ours.base).await;
+    let fx_theirs = setup(&client, &theirs.base).await;
+
+    let peak_ours = PeakRss::start(ours.child.id());
+    let peak_theirs = PeakRss::start(theirs.child.id());
+    let mut table: Vec<Vec<(Measured, Measured)>> = vec![Vec::new(); WORKLOADS.len()];
+    for round in 0..rounds {
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            eprintln!("[{}] round {} {}", engine.name(), round + 1, workload.label());
+            // Alternate who goes first, so neither always gets the quieter moment.
+            let (a, b) = if (round + w) % 2 == 0 {
+                let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
+                let b = measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await;
+                (a, b)
+            } else {
+                let b = measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await;
+                let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
+                (a, b)
+            };
+            table[w].push((a, b));
+        }
+    }
+    let load_rss = (peak_ours.finish(), peak_theirs.finish());
+
+    // One batch at a time: our time per batch against the engine's own cost of the same rows.
+    eprintln!(
+        "[{}] one log-batch at a time, and the raw driver insert",
+        engine.name()
     );
-    out.push((
-        "log-batch 1000 metrics, 4 clients",
-        drive(4, seconds, move |client_no, i| {
+    let one = |base: String, run: String| {
+        let c = client.clone();
+        drive(1, seconds, move |_, i| {
             let (c, base, run) = (c.clone(), base.clone(), run.clone());
             async move {
-                let ts = (client_no * 1_000_000 + i) as i64;
-                let metrics: Vec<Value> = (0..1000)
-                    .map(
-                        |k| json!({ "key": format!("m{k}"), "value": k as f64, "timestamp": ts, "step": ts }),
-                    )
-                    .collect();
                 post(
                     &c,
                     &base,
                     "runs/log-batch",
-                    json!({ "run_id": run, "metrics": metrics }),
+                    batch_body(&run, 500_000_000 + i as i64),
                 )
                 .await;
             }
         })
-        .await,
-    ));
+    };
+    let ours_batch_ms = one(ours.base.clone(), fx_ours.run_for_writes.clone())
+        .await
+        .p50_ms;
+    let upstream_batch_ms = one(theirs.base.clone(), fx_theirs.run_for_writes.clone())
+        .await
+        .p50_ms;
+    let raw_batch_ms = raw_insert_ms(engine, &ours.backend_uri, &fx_ours.run_for_writes, 50).await;
+    EngineReport {
+        engine: engine.name(),
+        rounds: table,
+        idle_rss,
+        load_rss,
+        ours_batch_ms,
+        raw_batch_ms,
+        upstream_batch_ms,
+    }
+}
 
-    eprintln!("[{}] log-metric, 16 clients", server.name);
-    let (c, base, run) = (
-        client.clone(),
-        server.base.clone(),
-        fixture.run_for_writes.clone(),
+fn print_report(r: &EngineReport, workers: &str, seconds: f64) {
+    println!();
+    println!(
+        "## {}: mlkube-server vs mlflow server 3.x (--workers {workers}), {} rounds × {seconds} s per workload",
+        r.engine,
+        r.rounds.first().map_or(0, Vec::len)
     );
-    out.push((
-        "log-metric, 16 clients",
-        drive(16, seconds, move |client_no, i| {
-            let (c, base, run) = (c.clone(), base.clone(), run.clone());
-            async move {
-                let ts = (client_no * 1_000_000 + i) as i64;
-                post(
-                    &c,
-                    &base,
-                    "runs/log-metric",
-                    json!({ "run_id": run, "key": "single", "value": 1.0, "timestamp": ts, "step": ts }),
-                )
-                .await;
-            }
-        })
-        .await,
-    ));
-
-    eprintln!("[{}] search 1000 runs, 4 clients", server.name);
-    let (c, base, exp) = (
-        client.clone(),
-        server.base.clone(),
-        fixture.search_experiment.clone(),
+    println!(
+        "{:<55} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>16}",
+        "workload", "ours req/s", "p50 ms", "p99 ms", "mlflow r/s", "p50 ms", "p99 ms", "ratio", "(min–max)"
     );
-    out.push((
-        "search 1000 runs (metric+param+tag, order), 4 clients",
-        drive(4, seconds, move |_, _| {
-            let (c, base, exp) = (c.clone(), base.clone(), exp.clone());
-            async move {
-                let body = json!({ "experiment_ids": [exp], "max_results": 1000,
-                    "filter": "metrics.rmse < 0.5 and params.lr = '0.1' and tags.team = 'nlp'",
-                    "order_by": ["metrics.rmse DESC"] });
-                let found = post(&c, &base, "runs/search", body).await;
-                // Runs i in 0..1000 with i % 100 < 50, i even and i % 3 != 0: both servers must agree.
-                let expected = (0..1000)
-                    .filter(|i| i % 100 < 50 && i % 2 == 0 && i % 3 != 0)
-                    .count();
-                assert_eq!(
-                    found["runs"].as_array().map(Vec::len),
-                    Some(expected),
-                    "search result size"
-                );
-            }
-        })
-        .await,
-    ));
-
-    eprintln!("[{}] get-history of 5000 points, 4 clients", server.name);
-    let (c, base, run) = (client.clone(), server.base.clone(), fixture.history_run.clone());
-    out.push((
-        "get-history 5000 points, 4 clients",
-        drive(4, seconds, move |_, _| {
-            let (c, base, run) = (c.clone(), base.clone(), run.clone());
-            async move {
-                let url = format!(
-                    "{base}/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=loss&max_results=25000"
-                );
-                let (status, bytes) = call(&c, "GET", &url, None).await;
-                assert_eq!(status, 200);
-                assert!(bytes.len() > 100_000, "history body looks too small");
-            }
-        })
-        .await,
-    ));
-    out
+    for (w, workload) in WORKLOADS.iter().enumerate() {
+        let rows = &r.rounds[w];
+        let med =
+            |f: &dyn Fn(&(Measured, Measured)) -> f64| spread(&rows.iter().map(f).collect::<Vec<_>>()).0;
+        let (ratio, lo, hi) = spread(&rows.iter().map(|(a, b)| a.rps / b.rps).collect::<Vec<_>>());
+        println!(
+            "{:<55} {:>10.1} {:>8.2} {:>8.2} {:>10.1} {:>8.2} {:>8.2} {:>7.1}x {:>16}",
+            workload.label(),
+            med(&|(a, _)| a.rps),
+            med(&|(a, _)| a.p50_ms),
+            med(&|(a, _)| a.p99_ms),
+            med(&|(_, b)| b.rps),
+            med(&|(_, b)| b.p50_ms),
+            med(&|(_, b)| b.p99_ms),
+            ratio,
+            format!("({lo:.1}–{hi:.1}x)")
+        );
+    }
+    println!(
+        "one log-batch of 1000 metrics at a time: ours {:.2} ms, raw driver insert of the same rows {:.2} ms \
+         ({:.2}x raw), mlflow {:.1} ms",
+        r.ours_batch_ms,
+        r.raw_batch_ms,
+        r.ours_batch_ms / r.raw_batch_ms,
+        r.upstream_batch_ms
+    );
+    println!(
+        "RSS (MB, process tree): ours idle {:.1}, peak under load {:.1}; mlflow idle {:.1}, peak {:.1}",
+        r.idle_rss.0, r.load_rss.0, r.idle_rss.1, r.load_rss.1
+    );
 }
 
 #[tokio::main]
 async fn main() {
-    let seconds: f64 = std::env::var("MLKUBE_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let mlflow = std::env::var("MLKUBE_BENCH_MLFLOW").unwrap_or_else(|_| {
-        format!(
-            "{}/../.cache/venvs/mlflow-3.17.2/bin/mlflow",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
+    let seconds: f64 = knob("MLKUBE_BENCH_SECONDS", 3.0);
+    let rounds: usize = knob("MLKUBE_BENCH_ROUNDS", 3);
     let workers = std::env::var("MLKUBE_BENCH_MLFLOW_WORKERS").unwrap_or_else(|_| "2".to_owned());
-    if !std::path::Path::new(&mlflow).exists() {
-        panic!("no mlflow at {mlflow}: run scripts/bench-server, which installs it");
+    let mlflow = mlflow_executable();
+    for engine in Engine::from_env() {
+        let report = bench_engine(&engine, &mlflow, &workers, seconds, rounds).await;
+        print_report(&report, &workers, seconds);
     }
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(32)
-        .build_http();
-
-    // One server at a time, so they never compete for the two cores.
-    let mut rows: Vec<Row> = Vec::new();
-    let mut rss = Vec::new();
-    for which in ["mlkube", "mlkube-normal", "mlflow"] {
-        let server = match which {
-            "mlkube" => start_mlkube("full"),
-            "mlkube-normal" => start_mlkube("normal"),
-            _ => start_mlflow(&mlflow, &workers),
-        };
-        wait_healthy(&client, &server.base).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        rss.push(tree_rss_mb(server.child.id()));
-        let results = bench_server(&client, &server, seconds).await;
-        for (i, (workload, m)) in results.into_iter().enumerate() {
-            if rows.len() <= i {
-                rows.push(Row {
-                    workload,
-                    results: Vec::new(),
-                });
-            }
-            rows[i].results.push(m);
-        }
-        drop(server);
-    }
-
-    println!();
-    println!(
-        "mlkube-server vs mlflow server ({mlflow}, --workers {workers}), {seconds} s per workload, SQLite"
-    );
-    println!(
-        "{:<55} {:>12} {:>8} {:>12} {:>12} {:>8} {:>9} {:>11}",
-        "workload", "mlkube req/s", "p50 ms", "normal req/s", "mlflow req/s", "p50 ms", "ratio", "full costs"
-    );
-    // `full` (the default) answers a write once it is on disk; `normal` before: the last column is
-    // what that durability costs in throughput (docs/architecture.md, "Durability").
-    for row in &rows {
-        let (a, n, b) = (&row.results[0], &row.results[1], &row.results[2]);
-        println!(
-            "{:<55} {:>12.1} {:>8.2} {:>12.1} {:>12.1} {:>8.2} {:>8.1}x {:>10.0}%   ({} / {} / {} requests)",
-            row.workload,
-            a.rps,
-            a.p50_ms,
-            n.rps,
-            b.rps,
-            b.p50_ms,
-            a.rps / b.rps,
-            (1.0 - a.rps / n.rps) * 100.0,
-            a.requests,
-            n.requests,
-            b.requests
-        );
-    }
-    println!(
-        "{:<55} {:>12.1} {:>8} {:>12.1} {:>12.1} {:>8} {:>8.1}x smaller",
-        "idle RSS (MB, process tree)",
-        rss[0],
-        "",
-        rss[1],
-        rss[2],
-        "",
-        rss[2] / rss[0]
-    );
 }

@@ -369,6 +369,94 @@ mod cases {
         assert_eq!(&paged[..4], ["run-02", "run-05", "run-08", "run-11"]);
     }
 
+    /// A search led by a metric, param or tag key answers from that key's index first and then
+    /// the runs without the key: every page size and offset must give one consistent order.
+    pub async fn search_runs_paged_across_missing_keys(store: &dyn Store) {
+        let exp = store.create_experiment("paged", None, &[]).await.unwrap();
+        for i in 0..15i64 {
+            let run = new_run(store, &exp, &format!("run-{i:02}"), 1000 + i % 4).await;
+            // Every third run lacks the metric; ties in value (i % 4) and in start_time.
+            let metrics = if i % 3 == 0 {
+                vec![]
+            } else if i == 7 {
+                vec![metric("loss", f64::NAN, 1, 0)]
+            } else {
+                vec![metric("loss", (i % 4) as f64, 1, 0)]
+            };
+            let tags = if i % 5 == 0 {
+                vec![]
+            } else {
+                vec![Tag::new("team", format!("t{}", i % 2))]
+            };
+            store.log_batch(&run, &metrics, &[], &tags).await.unwrap();
+        }
+        let names = |runs: &[mlkube_server::store::Run]| {
+            runs.iter().map(|r| r.info.run_name.clone()).collect::<Vec<_>>()
+        };
+        for (filter, order) in [
+            ("", vec!["metrics.loss DESC"]),
+            ("", vec!["metrics.loss ASC", "run_name DESC"]),
+            ("metrics.loss < 3", vec!["metrics.loss DESC"]),
+            (
+                "metrics.loss >= 1 and metrics.loss <= 2",
+                vec!["metrics.loss ASC"],
+            ),
+            ("", vec!["tags.team DESC", "metrics.loss DESC"]),
+            ("attributes.start_time > 1000", vec!["tags.team ASC"]),
+        ] {
+            let search = |max_results: u64, offset: u64| RunSearch {
+                experiment_ids: vec![exp.clone()],
+                filter: parse_run_filter(filter).unwrap(),
+                view: ViewType::ActiveOnly,
+                order_by: order.iter().map(|o| parse_run_order_by(o).unwrap()).collect(),
+                max_results,
+                offset,
+            };
+            let whole = names(&store.search_runs(&search(100, 0)).await.unwrap().items);
+            assert!(!whole.is_empty(), "{filter} {order:?}");
+            for size in 1..=6u64 {
+                let mut paged = Vec::new();
+                let mut offset = 0;
+                loop {
+                    let page = store.search_runs(&search(size, offset)).await.unwrap();
+                    assert!(page.items.len() as u64 <= size);
+                    paged.extend(names(&page.items));
+                    match page.next_offset {
+                        Some(next) => offset = next,
+                        None => break,
+                    }
+                }
+                assert_eq!(paged, whole, "{filter} {order:?} in pages of {size}");
+            }
+            // An offset past every run is an empty last page.
+            let past = store.search_runs(&search(5, 100)).await.unwrap();
+            assert!(past.items.is_empty() && past.next_offset.is_none());
+        }
+
+        // The order itself: runs with the metric by value (ties: start_time DESC, run_id), NaN as
+        // stored, runs without it last by start_time DESC.
+        let search = RunSearch {
+            experiment_ids: vec![exp.clone()],
+            filter: parse_run_filter("metrics.loss < 3").unwrap(),
+            view: ViewType::ActiveOnly,
+            order_by: vec![parse_run_order_by("metrics.loss DESC").unwrap()],
+            max_results: 100,
+            offset: 0,
+        };
+        let found = store.search_runs(&search).await.unwrap().items;
+        let losses: Vec<f64> = found
+            .iter()
+            .map(|r| r.data.metrics.iter().find(|m| m.key == "loss").unwrap().value)
+            .collect();
+        assert!(losses.iter().all(|v| *v < 3.0), "{losses:?}");
+        assert!(losses.windows(2).all(|w| w[0] >= w[1]), "{losses:?}");
+        assert_eq!(
+            found.len(),
+            8,
+            "runs 1,2,5,10,13,14 hold 1 or 2, runs 4 and 8 hold 0: {losses:?}"
+        );
+    }
+
     pub async fn metric_history_paging_and_bulk_interval(store: &dyn Store) {
         let run = new_run(store, "0", "h", 1).await;
         let metrics: Vec<Metric> = (0..500).map(|i| metric("acc", i as f64, i, i)).collect();
@@ -865,6 +953,7 @@ conformance!(
     latest_metric_rule_and_special_values,
     run_lifecycle_and_update,
     search_runs,
+    search_runs_paged_across_missing_keys,
     metric_history_paging_and_bulk_interval,
     concurrent_writers,
     inputs_and_logged_models,

@@ -20,8 +20,9 @@ use crate::error::{ApiError, ErrorCode};
 /// Size of each part of a multipart upload (S3's minimum is 5 MiB), and the largest upload sent
 /// as a single PUT.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts uploading at once: with [`PART_SIZE`], at most ~32 MiB of an upload is in memory.
-pub const PARTS_IN_FLIGHT: usize = 3;
+/// Parts uploading at once: with [`PART_SIZE`], at most ~24 MiB of an upload is in memory
+/// (the part being filled and two uploading), which keeps the server under 64 MB during a transfer.
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// Retries of a failed request to the store, and the time after which the store counts as down:
 /// a client waits at most this long before its 503.

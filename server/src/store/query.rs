@@ -43,6 +43,13 @@ impl Sql {
         self
     }
 
+    /// Put `text` in front of the statement (e.g. `EXPLAIN `).
+    pub fn prepend(&mut self, text: &str) -> &mut Self {
+        self.text.insert_str(0, text);
+        self.positional.insert_str(0, text);
+        self
+    }
+
     /// Append a placeholder bound to `arg`.
     pub fn bind(&mut self, arg: Arg) -> &mut Self {
         self.args.push(arg);

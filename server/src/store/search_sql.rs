@@ -155,20 +155,46 @@ pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
     }
 }
 
+/// How a run search treats the first order-by key when it is a metric, param or tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadingKey {
+    /// LEFT JOIN it like every other key (runs without it sort last).
+    Joined,
+    /// The statement is driven from that key's table, already in the FROM clause as `o0`: only
+    /// runs that have the key, in the order of its `(key, value)` index.
+    Driving,
+    /// The statement selects the runs without the key: no join and no order term for it.
+    Absent,
+}
+
+/// The table holding a keyed entity's values, if the entity is keyed.
+pub fn keyed_table(entity: Entity) -> Option<&'static str> {
+    match entity {
+        Entity::Metric => Some("latest_metrics"),
+        Entity::Param => Some("params"),
+        Entity::Tag => Some("run_tags"),
+        Entity::Attribute | Entity::Dataset => None,
+    }
+}
+
 /// Joins needed by run order-by clauses, and the ORDER BY list (missing values sort last, then the
-/// MLflow tie-break `start_time DESC, run_id ASC`).
-pub fn push_run_order(joins: &mut Sql, order_by: &[OrderBy]) -> String {
+/// MLflow tie-break `start_time DESC, run_id ASC`). `leading` says how the first key is handled
+/// when it is a metric, param or tag (the key aliases stay `o{i}` by position either way).
+pub fn push_run_order(joins: &mut Sql, order_by: &[OrderBy], leading: LeadingKey) -> String {
     let mut terms = Vec::new();
     for (i, ob) in order_by.iter().enumerate() {
         let dir = if ob.ascending { "ASC" } else { "DESC" };
-        let expr = match ob.entity {
-            Entity::Metric | Entity::Param | Entity::Tag => {
-                let table = match ob.entity {
-                    Entity::Metric => "latest_metrics",
-                    Entity::Param => "params",
-                    _ => "run_tags",
-                };
+        let expr = match keyed_table(ob.entity) {
+            Some(table) => {
                 let alias = format!("o{i}");
+                match (i, leading) {
+                    (0, LeadingKey::Driving) => {
+                        terms.push(format!("{alias}.value {dir}"));
+                        continue;
+                    }
+                    (0, LeadingKey::Absent) => continue,
+                    _ => {}
+                }
                 joins
                     .push(" LEFT JOIN ")
                     .push(table)
@@ -182,12 +208,29 @@ pub fn push_run_order(joins: &mut Sql, order_by: &[OrderBy]) -> String {
                     .bind_str(&ob.key);
                 format!("{alias}.value")
             }
-            Entity::Attribute | Entity::Dataset => run_attribute_column(&ob.key).to_owned(),
+            None => run_attribute_column(&ob.key).to_owned(),
         };
         terms.push(format!("({expr} IS NULL) ASC, {expr} {dir}"));
     }
     terms.push("r.start_time DESC, r.run_uuid ASC".to_owned());
     terms.join(", ")
+}
+
+/// ` AND o0.… ` conditions repeating the filter's numeric tests on the metric that drives a
+/// search (`LeadingKey::Driving`): they hold for `o0` exactly when the filter's EXISTS does (the
+/// same `(run_uuid, key)` row), and let the `(key, value)` index start at the range's edge.
+pub fn push_driving_metric_range(sql: &mut Sql, clauses: &[Clause], key: &str) {
+    for clause in clauses {
+        let numeric = matches!(clause.value, Value::Number(_));
+        let ranged = matches!(
+            clause.comparator,
+            Comparator::Eq | Comparator::Gt | Comparator::Ge | Comparator::Lt | Comparator::Le
+        );
+        if clause.entity == Entity::Metric && clause.key == key && numeric && ranged {
+            sql.push(" AND o0.is_nan = 0 AND ");
+            push_comparison(sql, "o0.value", clause.comparator, &clause.value);
+        }
+    }
 }
 
 fn experiment_attribute_column(key: &str) -> &'static str {
@@ -354,11 +397,32 @@ mod tests {
     #[test]
     fn order_by_joins_and_tiebreak() {
         let mut joins = Sql::default();
-        let order = push_run_order(&mut joins, &[parse_run_order_by("metrics.acc DESC").unwrap()]);
+        let order_by = [
+            parse_run_order_by("metrics.acc DESC").unwrap(),
+            parse_run_order_by("params.lr").unwrap(),
+        ];
+        let order = push_run_order(&mut joins, &order_by, LeadingKey::Joined);
         assert_eq!(
             order,
-            "(o0.value IS NULL) ASC, o0.value DESC, r.start_time DESC, r.run_uuid ASC"
+            "(o0.value IS NULL) ASC, o0.value DESC, (o1.value IS NULL) ASC, o1.value ASC, \
+             r.start_time DESC, r.run_uuid ASC"
         );
         assert!(joins.text.contains("LEFT JOIN latest_metrics o0"));
+
+        let mut joins = Sql::default();
+        let order = push_run_order(&mut joins, &order_by, LeadingKey::Driving);
+        assert_eq!(
+            order,
+            "o0.value DESC, (o1.value IS NULL) ASC, o1.value ASC, r.start_time DESC, r.run_uuid ASC"
+        );
+        assert!(!joins.text.contains(" o0 ") && joins.text.contains("LEFT JOIN params o1"));
+
+        let mut joins = Sql::default();
+        let order = push_run_order(&mut joins, &order_by, LeadingKey::Absent);
+        assert_eq!(
+            order,
+            "(o1.value IS NULL) ASC, o1.value ASC, r.start_time DESC, r.run_uuid ASC"
+        );
+        assert_eq!(joins.args.len(), 1);
     }
 }

@@ -353,32 +353,39 @@ impl RunStore for SqlStore {
 
     #[instrument(skip_all, fields(experiments = search.experiment_ids.len(), clauses = search.filter.len()))]
     async fn search_runs(&self, search: &RunSearch) -> StoreResult<Page<Run>> {
-        let ids: Vec<i64> = search
-            .experiment_ids
-            .iter()
-            .filter_map(|id| id.parse().ok())
-            .collect();
+        let ids = search_experiment_ids(search);
         if ids.is_empty() {
             return Ok(Page {
                 items: Vec::new(),
                 next_offset: None,
             });
         }
-        let mut sql = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM runs r"));
-        let order = search_sql::push_run_order(&mut sql, &search.order_by);
-        sql.push(" WHERE r.experiment_id IN (");
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
+        let wanted = search.max_results.saturating_add(1);
+        let rows = match leading_key(search) {
+            None => {
+                let sql = run_search_sql(search, &ids, Part::All, wanted, search.offset);
+                sql.query(self.engine).fetch_all(&self.pool).await?
             }
-            sql.bind_i64(*id);
-        }
-        sql.push(") AND r.lifecycle_stage IN ")
-            .bind_list(search.view.stages().iter().copied());
-        search_sql::push_run_filter(&mut sql, &search.filter);
-        sql.push(" ORDER BY ").push(&order);
-        limit_offset(&mut sql, search.max_results, search.offset);
-        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
+            // Runs that have the leading key come first, in its index order; the rest after them.
+            Some(_) => {
+                let sql = run_search_sql(search, &ids, Part::WithKey, wanted, search.offset);
+                let mut rows = sql.query(self.engine).fetch_all(&self.pool).await?;
+                let found = rows.len() as u64;
+                if found < wanted {
+                    let skip = if found > 0 || search.offset == 0 {
+                        0
+                    } else {
+                        let count = run_search_sql(search, &ids, Part::CountWithKey, 0, 0);
+                        let row = count.query(self.engine).fetch_one(&self.pool).await?;
+                        let with_key = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
+                        search.offset.saturating_sub(with_key)
+                    };
+                    let rest = run_search_sql(search, &ids, Part::WithoutKey, wanted - found, skip);
+                    rows.extend(rest.query(self.engine).fetch_all(&self.pool).await?);
+                }
+                rows
+            }
+        };
         let infos = rows
             .iter()
             .map(run_info_from_row)
@@ -505,5 +512,145 @@ impl RunStore for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+/// The numeric experiment ids of a search (others name no experiment).
+fn search_experiment_ids(search: &RunSearch) -> Vec<i64> {
+    search
+        .experiment_ids
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect()
+}
+
+/// The first order-by key when it is a metric, param or tag: such a search is answered from that
+/// key's `(key, value)` index (docs/architecture.md, "Performance").
+fn leading_key(search: &RunSearch) -> Option<(&'static str, &OrderBy)> {
+    let first = search.order_by.first()?;
+    search_sql::keyed_table(first.entity).map(|table| (table, first))
+}
+
+/// Which statement of a run search to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// Every matching run (no leading key): one statement.
+    All,
+    /// The matching runs that have the leading key, driven from its table in index order.
+    WithKey,
+    /// How many runs `WithKey` matches (to page past them).
+    CountWithKey,
+    /// The matching runs without the leading key (they sort after the others).
+    WithoutKey,
+}
+
+/// One statement of a run search: `limit` rows from `offset` of `part`, in the search's order.
+pub(super) fn run_search_sql(search: &RunSearch, ids: &[i64], part: Part, limit: u64, offset: u64) -> Sql {
+    use search_sql::LeadingKey;
+    let lead = leading_key(search);
+    let leading = match (part, lead) {
+        (Part::WithKey | Part::CountWithKey, Some(_)) => LeadingKey::Driving,
+        (Part::WithoutKey, Some(_)) => LeadingKey::Absent,
+        _ => LeadingKey::Joined,
+    };
+    let mut sql = Sql::new(if part == Part::CountWithKey {
+        "SELECT COUNT(*) FROM "
+    } else {
+        "SELECT "
+    });
+    if part != Part::CountWithKey {
+        sql.push(RUN_COLUMNS).push(" FROM ");
+    }
+    match (leading, lead) {
+        // CROSS JOIN keeps the key's table as the outer loop on SQLite (PostgreSQL plans freely).
+        (LeadingKey::Driving, Some((table, _))) => sql.push(table).push(" o0 CROSS JOIN runs r"),
+        _ => sql.push("runs r"),
+    };
+    let order = if part == Part::CountWithKey {
+        String::new()
+    } else {
+        search_sql::push_run_order(&mut sql, &search.order_by, leading)
+    };
+    sql.push(" WHERE ");
+    if let Some((table, key)) = lead {
+        match leading {
+            LeadingKey::Driving => {
+                sql.push("o0.key = ")
+                    .bind_str(&key.key)
+                    .push(" AND r.run_uuid = o0.run_uuid");
+                if key.entity == crate::search::Entity::Metric {
+                    search_sql::push_driving_metric_range(&mut sql, &search.filter, &key.key);
+                }
+                sql.push(" AND ");
+            }
+            LeadingKey::Absent => {
+                sql.push("NOT EXISTS (SELECT 1 FROM ")
+                    .push(table)
+                    .push(" x WHERE x.run_uuid = r.run_uuid AND x.key = ")
+                    .bind_str(&key.key)
+                    .push(") AND ");
+            }
+            LeadingKey::Joined => {}
+        }
+    }
+    sql.push("r.experiment_id IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_i64(*id);
+    }
+    sql.push(") AND r.lifecycle_stage IN ")
+        .bind_list(search.view.stages().iter().copied());
+    search_sql::push_run_filter(&mut sql, &search.filter);
+    if part != Part::CountWithKey {
+        sql.push(" ORDER BY ")
+            .push(&order)
+            .push(" LIMIT ")
+            .bind_i64(i64::try_from(limit).unwrap_or(i64::MAX))
+            .push(" OFFSET ")
+            .bind_i64(i64::try_from(offset).unwrap_or(i64::MAX));
+    }
+    sql
+}
+
+impl SqlStore {
+    /// The engine's plan for each statement of a run search, one line per plan node: SQLite's
+    /// `EXPLAIN QUERY PLAN` details, PostgreSQL's `EXPLAIN` with sequential scans priced out
+    /// (`enable_seqscan = off`, for this transaction only), so that the plan shows which indexes
+    /// the statements can use whatever the tables hold. Tests check the common filters with it.
+    pub async fn explain_run_search(&self, search: &RunSearch) -> StoreResult<Vec<String>> {
+        let ids = search_experiment_ids(search);
+        let wanted = search.max_results.saturating_add(1);
+        let parts: &[Part] = if leading_key(search).is_some() {
+            &[Part::WithKey, Part::CountWithKey, Part::WithoutKey]
+        } else {
+            &[Part::All]
+        };
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut lines = Vec::new();
+        for part in parts {
+            let mut sql = run_search_sql(search, &ids, *part, wanted, search.offset);
+            let prefix = match self.engine {
+                Engine::Sqlite => "EXPLAIN QUERY PLAN ",
+                Engine::Postgres => "EXPLAIN ",
+            };
+            sql.prepend(prefix);
+            lines.push(format!("-- {part:?}"));
+            for row in sql.query(self.engine).fetch_all(&mut *tx).await? {
+                let line: String = match self.engine {
+                    Engine::Sqlite => row.try_get("detail")?,
+                    Engine::Postgres => row.try_get(0)?,
+                };
+                lines.push(line);
+            }
+        }
+        tx.rollback().await?;
+        Ok(lines)
     }
 }
