@@ -10,18 +10,25 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::build::{ChildObjects, PrometheusRule, ServiceMonitor, labels};
+use crate::build::{ChildObjects, HttpRoute, PrometheusRule, ScaledObject, ServiceMonitor, labels};
 use crate::crd::conditions;
 use crate::validate::Owner;
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "mlkube-operator";
+
+/// The field manager that keeps a Deployment's `spec.replicas` while the operator hands it to an
+/// autoscaler (see [`Applier::hand_over_replicas`]).
+pub const HANDOVER_FIELD_MANAGER: &str = "mlkube-operator-handover";
 
 /// Why applying children failed.
 #[derive(Debug, thiserror::Error)]
@@ -123,20 +130,61 @@ pub struct Kinds {
     pub service_accounts: bool,
     pub daemon_sets: bool,
     pub services: bool,
+    pub pod_disruption_budgets: bool,
+    pub horizontal_pod_autoscalers: bool,
+    /// KEDA ScaledObjects, only when the cluster serves `keda.sh/v1alpha1`.
+    pub scaled_objects: bool,
+    pub ingresses: bool,
+    /// Gateway API HTTPRoutes, only when the cluster serves `gateway.networking.k8s.io/v1`.
+    pub http_routes: bool,
     /// ServiceMonitors and PrometheusRules, only when the cluster serves the API.
     pub service_monitors: bool,
     pub prometheus_rules: bool,
 }
 
 impl Kinds {
-    /// These kinds, less ServiceMonitors and PrometheusRules when the cluster does not serve
-    /// `monitoring.coreos.com/v1`.
-    pub const fn served(self, monitoring_api: bool) -> Self {
+    /// These kinds, less those of the optional APIs the cluster does not serve.
+    pub const fn served(self, apis: Apis) -> Self {
         Self {
-            service_monitors: self.service_monitors && monitoring_api,
-            prometheus_rules: self.prometheus_rules && monitoring_api,
+            service_monitors: self.service_monitors && apis.monitoring,
+            prometheus_rules: self.prometheus_rules && apis.monitoring,
+            scaled_objects: self.scaled_objects && apis.keda,
+            http_routes: self.http_routes && apis.gateway,
             ..self
         }
+    }
+}
+
+/// Which optional APIs the cluster serves (found by discovery on every reconcile).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Apis {
+    /// `monitoring.coreos.com/v1` with ServiceMonitors and PrometheusRules (Prometheus Operator).
+    pub monitoring: bool,
+    /// `keda.sh/v1alpha1` with ScaledObjects (KEDA).
+    pub keda: bool,
+    /// `gateway.networking.k8s.io/v1` with HTTPRoutes (Gateway API).
+    pub gateway: bool,
+}
+
+impl Apis {
+    /// Every optional API served.
+    pub const ALL: Self = Self {
+        monitoring: true,
+        keda: true,
+        gateway: true,
+    };
+    /// None served.
+    pub const NONE: Self = Self {
+        monitoring: false,
+        keda: false,
+        gateway: false,
+    };
+}
+
+/// `true`: every optional API is served; `false`: none (how tests and the example renderer say it).
+impl From<bool> for Apis {
+    fn from(all: bool) -> Self {
+        if all { Self::ALL } else { Self::NONE }
     }
 }
 
@@ -154,6 +202,53 @@ struct Applier<'a> {
 }
 
 impl Applier<'_> {
+    /// Before an apply that stops setting `spec.replicas` (autoscaling was switched on) while our
+    /// field manager still owns it: apply the live count under [`HANDOVER_FIELD_MANAGER`] first.
+    /// Otherwise the API server would drop the field with our apply and default it to 1 until
+    /// the autoscaler acts (Kubernetes' documented "transferring ownership" to an HPA); the
+    /// autoscaler's own writes take the field from both managers.
+    async fn hand_over_replicas<K>(
+        &mut self,
+        api: &Api<K>,
+        kind: &'static str,
+        name: &str,
+        live: &serde_json::Value,
+        desired: &serde_json::Value,
+    ) -> Result<(), ApplyError>
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    {
+        let Some(replicas) = live.pointer("/spec/replicas").filter(|r| r.is_i64()) else {
+            return Ok(());
+        };
+        if desired.pointer("/spec/replicas").is_some()
+            || !drift::manages(live, FIELD_MANAGER, &["f:spec", "f:replicas"])
+        {
+            return Ok(());
+        }
+        let body = serde_json::json!({
+            "apiVersion": live["apiVersion"],
+            "kind": live["kind"],
+            "metadata": {"name": name, "namespace": self.owner.namespace},
+            "spec": {"replicas": replicas},
+        });
+        api.patch(
+            name,
+            &PatchParams::apply(HANDOVER_FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|source| ApplyError::Api {
+            op: "apply",
+            kind,
+            name: name.to_owned(),
+            source,
+        })?;
+        self.writes += 1;
+        tracing::info!(kind, name, %replicas, "handed spec.replicas over to the autoscaler");
+        Ok(())
+    }
+
     /// Refuse to take over an object we do not own: one that another controller owns, or a
     /// user's, unless it carries `mlkube.io/allow-adoption: "true"` (then our apply adds our
     /// controller ownerReference and labels). An object we own that lost our labels is ours.
@@ -258,6 +353,8 @@ impl Applier<'_> {
                         }
                         Some(why) => tracing::debug!(kind, name, why, "drifted"),
                     }
+                    self.hand_over_replicas(&api, kind, &name, &live, &desired)
+                        .await?;
                 }
                 // Not among our children: the name may still be taken.
                 None => self.check_name(&api, kind, &name).await?,
@@ -308,9 +405,10 @@ impl Applier<'_> {
     }
 }
 
-/// Apply every child of one resource, kind by kind in a fixed order (claims, config maps, deployments,
-/// service accounts, daemon sets, services, service monitors, prometheus rules). Claims are never deleted: they
-/// hold data, and go with their owner.
+/// Apply every child of one resource, kind by kind in a fixed order (claims, config maps,
+/// deployments, service accounts, daemon sets, services, disruption budgets, HPAs, ScaledObjects,
+/// ingresses, HTTPRoutes, service monitors, prometheus rules). Claims are never deleted: they hold
+/// data, and go with their owner.
 pub async fn apply_children(
     client: &Client,
     owner: &Owner,
@@ -358,6 +456,41 @@ pub async fn apply_children(
             .reconcile_kind::<Service>("Service", &children.services, true)
             .await?;
     }
+    if kinds.pod_disruption_budgets {
+        applier
+            .reconcile_kind::<PodDisruptionBudget>(
+                "PodDisruptionBudget",
+                &children.pod_disruption_budgets,
+                true,
+            )
+            .await?;
+    }
+    // An HPA is deleted before a ScaledObject takes its place (KEDA refuses a target that
+    // another HPA scales).
+    if kinds.horizontal_pod_autoscalers {
+        applier
+            .reconcile_kind::<HorizontalPodAutoscaler>(
+                "HorizontalPodAutoscaler",
+                &children.horizontal_pod_autoscalers,
+                true,
+            )
+            .await?;
+    }
+    if kinds.scaled_objects {
+        applier
+            .reconcile_kind::<ScaledObject>("ScaledObject", &children.scaled_objects, true)
+            .await?;
+    }
+    if kinds.ingresses {
+        applier
+            .reconcile_kind::<Ingress>("Ingress", &children.ingresses, true)
+            .await?;
+    }
+    if kinds.http_routes {
+        applier
+            .reconcile_kind::<HttpRoute>("HTTPRoute", &children.http_routes, true)
+            .await?;
+    }
     if kinds.service_monitors {
         applier
             .reconcile_kind::<ServiceMonitor>("ServiceMonitor", &children.service_monitors, true)
@@ -374,14 +507,49 @@ pub async fn apply_children(
     })
 }
 
-/// Whether the cluster serves `monitoring.coreos.com/v1` with ServiceMonitors and
-/// PrometheusRules (Prometheus Operator is installed).
-pub async fn fetch_monitoring_api(client: &Client) -> Result<bool, kube::Error> {
-    match client.list_api_group_resources("monitoring.coreos.com/v1").await {
-        Ok(list) => Ok(["servicemonitors", "prometheusrules"]
+/// Whether the cluster serves `group_version` with every resource of `plurals` (404: not served).
+async fn fetch_api(client: &Client, group_version: &str, plurals: &[&str]) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(plurals
             .iter()
             .all(|plural| list.resources.iter().any(|r| r.name == *plural))),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// The API group/version of KEDA's ScaledObjects.
+pub const KEDA_API: &str = "keda.sh/v1alpha1";
+/// The API group/version of the Gateway API's HTTPRoutes.
+pub const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+
+/// Whether the cluster serves `monitoring.coreos.com/v1` with ServiceMonitors and
+/// PrometheusRules (Prometheus Operator is installed).
+pub async fn fetch_monitoring_api(client: &Client) -> Result<bool, kube::Error> {
+    fetch_api(
+        client,
+        "monitoring.coreos.com/v1",
+        &["servicemonitors", "prometheusrules"],
+    )
+    .await
+}
+
+/// The optional APIs a reconcile needs: the monitoring API always, KEDA when `keda` (only
+/// ModelDeployments scale), the Gateway API always (exposure).
+pub async fn fetch_apis(client: &Client, keda: bool) -> Result<Apis, kube::Error> {
+    Ok(Apis {
+        monitoring: fetch_monitoring_api(client).await?,
+        keda: keda && fetch_keda_api(client).await?,
+        gateway: fetch_gateway_api(client).await?,
+    })
+}
+
+/// Whether the cluster serves KEDA's `keda.sh/v1alpha1` ScaledObjects.
+pub async fn fetch_keda_api(client: &Client) -> Result<bool, kube::Error> {
+    fetch_api(client, KEDA_API, &["scaledobjects"]).await
+}
+
+/// Whether the cluster serves the Gateway API's `gateway.networking.k8s.io/v1` HTTPRoutes.
+pub async fn fetch_gateway_api(client: &Client) -> Result<bool, kube::Error> {
+    fetch_api(client, GATEWAY_API, &["httproutes"]).await
 }

@@ -170,6 +170,11 @@ fn children_docs(
     push(&mut docs, &children.service_accounts)?;
     push(&mut docs, &children.daemon_sets)?;
     push(&mut docs, &children.services)?;
+    push(&mut docs, &children.pod_disruption_budgets)?;
+    push(&mut docs, &children.horizontal_pod_autoscalers)?;
+    push(&mut docs, &children.scaled_objects)?;
+    push(&mut docs, &children.ingresses)?;
+    push(&mut docs, &children.http_routes)?;
     push(&mut docs, &children.service_monitors)?;
     push(&mut docs, &children.prometheus_rules)?;
     Ok(docs)

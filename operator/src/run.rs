@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 
-use crate::build::{PrometheusRule, ServiceMonitor, labels};
+use crate::apply::Apis;
+use crate::build::{HttpRoute, PrometheusRule, ScaledObject, ServiceMonitor, labels};
 use crate::config::Args;
 use crate::controller::pipeline::Pipeline;
 use crate::controller::{self, Context};
@@ -71,10 +75,10 @@ fn owning_children<K: Pipeline>(
     mut controller: Controller<K>,
     client: &Client,
     ns: Option<&str>,
-    monitoring_api: bool,
+    apis: Apis,
 ) -> Controller<K> {
     let children = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let kinds = K::KINDS.served(monitoring_api);
+    let kinds = K::KINDS.served(apis);
     if kinds.deployments {
         controller = controller.owns(api::<Deployment>(client, ns), children.clone());
     }
@@ -92,6 +96,21 @@ fn owning_children<K: Pipeline>(
     }
     if kinds.config_maps {
         controller = controller.owns(api::<ConfigMap>(client, ns), children.clone());
+    }
+    if kinds.pod_disruption_budgets {
+        controller = controller.owns(api::<PodDisruptionBudget>(client, ns), children.clone());
+    }
+    if kinds.horizontal_pod_autoscalers {
+        controller = controller.owns(api::<HorizontalPodAutoscaler>(client, ns), children.clone());
+    }
+    if kinds.scaled_objects {
+        controller = controller.owns(api::<ScaledObject>(client, ns), children.clone());
+    }
+    if kinds.ingresses {
+        controller = controller.owns(api::<Ingress>(client, ns), children.clone());
+    }
+    if kinds.http_routes {
+        controller = controller.owns(api::<HttpRoute>(client, ns), children.clone());
     }
     if kinds.service_monitors {
         controller = controller.owns(api::<ServiceMonitor>(client, ns), children.clone());
@@ -134,14 +153,15 @@ pub struct Operation {
 /// What discovery found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Discovery {
-    /// `monitoring.coreos.com/v1` serves ServiceMonitors and PrometheusRules: they are watched
-    /// as children.
-    pub monitoring_api: bool,
+    /// The optional APIs served (`monitoring.coreos.com/v1`, `keda.sh/v1alpha1`,
+    /// `gateway.networking.k8s.io/v1`): their kinds are watched as children.
+    pub apis: Apis,
 }
 
-/// Both CRDs must be served (a list of one item each); the monitoring API decides which
-/// children are watched. A monitoring API that cannot be discovered (403, 5xx) counts as absent:
-/// the operator still runs, and each reconcile looks again.
+/// Both CRDs must be served (a list of one item each); the optional APIs decide which children
+/// are watched. An optional API that cannot be discovered (403, 5xx) counts as absent: the
+/// operator still runs, and each reconcile looks again (a restart starts watching an API
+/// installed later).
 pub async fn discover(client: &Client, namespace: Option<&str>) -> Result<Discovery, RunError> {
     let one = kube::api::ListParams::default().limit(1);
     api::<TrackingServer>(client, namespace)
@@ -160,7 +180,32 @@ pub async fn discover(client: &Client, namespace: Option<&str>) -> Result<Discov
         }
     };
     tracing::info!(monitoring_api, "monitoring.coreos.com/v1 discovery");
-    Ok(Discovery { monitoring_api })
+    let keda = match crate::apply::fetch_keda_api(client).await {
+        Ok(served) => served,
+        Err(err) => {
+            tracing::warn!(error = ?err, "could not discover {}; ScaledObjects are not watched", crate::apply::KEDA_API);
+            false
+        }
+    };
+    let gateway = match crate::apply::fetch_gateway_api(client).await {
+        Ok(served) => served,
+        Err(err) => {
+            tracing::warn!(error = ?err, "could not discover {}; HTTPRoutes are not watched", crate::apply::GATEWAY_API);
+            false
+        }
+    };
+    tracing::info!(
+        keda,
+        gateway,
+        "keda.sh/v1alpha1 and gateway.networking.k8s.io/v1 discovery"
+    );
+    Ok(Discovery {
+        apis: Apis {
+            monitoring: monitoring_api,
+            keda,
+            gateway,
+        },
+    })
 }
 
 /// The ModelDeployments (in `mds`) that reference `ts` by `trackingServerRef`: a TrackingServer
@@ -203,7 +248,7 @@ pub async fn operate(
     } = operation;
     let shutdown = shutdown.boxed().shared();
     let ns = namespace.as_deref();
-    let Discovery { monitoring_api } = discover(&client, ns).await?;
+    let Discovery { apis } = discover(&client, ns).await?;
     ready.store(true, Ordering::Relaxed);
 
     // Leader election: wait for the Lease before reconciling anything.
@@ -261,13 +306,13 @@ pub async fn operate(
         Controller::new(ts_api.clone(), watcher::Config::default().any_semantic()),
         &client,
         ns,
-        monitoring_api,
+        apis,
     );
     let md_controller = owning_children(
         Controller::new(md_api, watcher::Config::default().any_semantic()),
         &client,
         ns,
-        monitoring_api,
+        apis,
     );
     let md_store = md_controller.store();
     let md_controller =
@@ -293,7 +338,9 @@ pub async fn operate(
         .for_each(|_| futures_util::future::ready(()));
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),
-        monitoring_api,
+        monitoring_api = apis.monitoring,
+        keda_api = apis.keda,
+        gateway_api = apis.gateway,
         "controllers started"
     );
     tokio::select! {

@@ -525,3 +525,162 @@ fn the_bounds_check_catches_an_unbounded_rule() {
         ]
     );
 }
+
+/// `check`, as an update of `old` (transition rules see `oldSelf`).
+fn check_update<K: CustomResourceExt>(old: Value, new: Value) -> Result<(), Vec<String>> {
+    let schema = schema::<K>();
+    let object = |spec: Value| {
+        let object = json!({
+            "apiVersion": "mlkube.io/v1alpha1",
+            "kind": K::crd().spec.names.kind,
+            "metadata": {"name": "churn", "namespace": "ml"},
+            "spec": spec,
+        });
+        kube_cel::apply_defaults(&schema, &object)
+    };
+    kube_cel::validate(&schema, &object(new), Some(&object(old)))
+        .map_err(|errors| errors.into_vec().into_iter().map(|e| e.message).collect())
+}
+
+#[test]
+fn rollout_and_disruption_budget_rules() {
+    let ok = |spec: Value| {
+        if let Err(messages) = check::<ModelDeployment>("churn", md(spec.clone())) {
+            panic!("{spec}: {messages:?}");
+        }
+    };
+    ok(json!({"rolloutStrategy": {"maxSurge": 0, "maxUnavailable": 1}}));
+    ok(json!({"rolloutStrategy": {"maxSurge": "0%", "maxUnavailable": "50%"}}));
+    ok(json!({"rolloutStrategy": {"maxSurge": 0}}));
+    for zero in [
+        json!({"maxSurge": 0, "maxUnavailable": 0}),
+        json!({"maxSurge": "0%", "maxUnavailable": 0}),
+        json!({"maxSurge": 0, "maxUnavailable": "0%"}),
+    ] {
+        refused::<ModelDeployment>(
+            md(json!({"rolloutStrategy": zero})),
+            "maxSurge and maxUnavailable must not both be zero",
+        );
+    }
+    ok(json!({"disruptionBudget": {"minAvailable": "50%"}}));
+    ok(json!({"disruptionBudget": {"enabled": false}}));
+    refused::<ModelDeployment>(
+        md(json!({"disruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}})),
+        "at most one of disruptionBudget.minAvailable and disruptionBudget.maxUnavailable",
+    );
+    let pg = json!({"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}});
+    check::<TrackingServer>(
+        "mlflow",
+        json!({"replicas": 3, "backendStore": pg, "artifactStore": {"s3": {"bucket": "models"}},
+               "rolloutStrategy": {"maxUnavailable": 0}, "disruptionBudget": {"minAvailable": 2}}),
+    )
+    .unwrap();
+    refused::<TrackingServer>(
+        json!({"rolloutStrategy": {"maxSurge": 1}}),
+        "rolloutStrategy needs a rolling Deployment",
+    );
+    refused::<TrackingServer>(
+        json!({"backendStore": pg, "rolloutStrategy": {"maxSurge": 1}}),
+        "rolloutStrategy needs a rolling Deployment",
+    );
+    refused::<TrackingServer>(
+        json!({"disruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}),
+        "at most one of disruptionBudget.minAvailable",
+    );
+}
+
+#[test]
+fn autoscaling_rules() {
+    let ok = |autoscaling: Value| {
+        let spec = md(json!({"autoscaling": autoscaling}));
+        if let Err(messages) = check::<ModelDeployment>("churn", spec.clone()) {
+            panic!("{spec}: {messages:?}");
+        }
+    };
+    let no = |autoscaling: Value, needle: &str| {
+        refused::<ModelDeployment>(md(json!({"autoscaling": autoscaling})), needle);
+    };
+    let keda = json!({"prometheusAddress": "http://prometheus:9090"});
+    ok(json!({"maxReplicas": 5, "target": {"inFlightRequests": 4}}));
+    ok(json!({"minReplicas": 2, "maxReplicas": 5, "target": {"cpuUtilization": 70}}));
+    ok(json!({"engine": "KEDA", "maxReplicas": 5, "target": {"inFlightRequests": 4}, "keda": keda}));
+    ok(json!({"engine": "KEDA", "maxReplicas": 5, "target": {"cpuUtilization": 80}}));
+    ok(
+        json!({"engine": "KEDA", "minReplicas": 0, "maxReplicas": 5, "target": {"inFlightRequests": 4},
+               "keda": {"prometheusAddress": "http://prometheus:9090", "query": "sum(gateway_active{route=\"churn\"})"}}),
+    );
+    no(
+        json!({"minReplicas": 0, "maxReplicas": 5, "target": {"inFlightRequests": 4}}),
+        "only KEDA scales to zero",
+    );
+    no(
+        json!({"engine": "KEDA", "minReplicas": 0, "maxReplicas": 5, "target": {"inFlightRequests": 4}, "keda": keda}),
+        "minReplicas: 0 needs target.inFlightRequests and autoscaling.keda.query",
+    );
+    no(
+        json!({"engine": "KEDA", "minReplicas": 0, "maxReplicas": 5, "target": {"cpuUtilization": 50}}),
+        "minReplicas: 0 needs target.inFlightRequests",
+    );
+    no(
+        json!({"minReplicas": 6, "maxReplicas": 5, "target": {"inFlightRequests": 4}}),
+        "minReplicas must not exceed autoscaling.maxReplicas",
+    );
+    no(
+        json!({"maxReplicas": 5, "target": {"inFlightRequests": 4, "cpuUtilization": 50}}),
+        "exactly one of autoscaling.target.inFlightRequests and autoscaling.target.cpuUtilization",
+    );
+    no(
+        json!({"maxReplicas": 5, "target": {}}),
+        "exactly one of autoscaling.target.inFlightRequests",
+    );
+    no(
+        json!({"engine": "KEDA", "maxReplicas": 5, "target": {"inFlightRequests": 4}}),
+        "needs autoscaling.keda.prometheusAddress",
+    );
+    no(
+        json!({"maxReplicas": 5, "target": {"inFlightRequests": 4}, "keda": keda}),
+        "autoscaling.keda goes with engine: KEDA",
+    );
+    // (Enums and ranges are the schema's, checked by tests/manifests.rs, not CEL.)
+    no(
+        json!({"maxReplicas": 0, "target": {"inFlightRequests": 4}}),
+        "minReplicas must not exceed",
+    );
+}
+
+#[test]
+fn kubectl_scale_is_refused_while_autoscaling_is_on() {
+    let autoscaled = |replicas: i32| {
+        md(json!({"replicas": replicas,
+                  "autoscaling": {"maxReplicas": 5, "target": {"inFlightRequests": 4}}}))
+    };
+    // What the scale subresource does: a new spec.replicas, everything else as it was.
+    let messages = check_update::<ModelDeployment>(autoscaled(1), autoscaled(4)).unwrap_err();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("spec.replicas is not used while spec.autoscaling is set")),
+        "{messages:?}"
+    );
+    check_update::<ModelDeployment>(autoscaled(1), autoscaled(1)).unwrap();
+    // Turning autoscaling on or off in the same change as replicas is fine.
+    check_update::<ModelDeployment>(md(json!({"replicas": 2})), autoscaled(3)).unwrap();
+    check_update::<ModelDeployment>(autoscaled(3), md(json!({"replicas": 2}))).unwrap();
+    check_update::<ModelDeployment>(md(json!({"replicas": 2})), md(json!({"replicas": 5}))).unwrap();
+}
+
+#[test]
+fn exposure_rules() {
+    let route = json!({"parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+                       "hostnames": ["churn.models.example.com"], "pathPrefix": "/churn"});
+    let ingress =
+        json!({"className": "nginx", "host": "churn.models.example.com", "tlsSecretName": "churn-tls"});
+    check::<ModelDeployment>("churn", md(json!({"exposure": {"httpRoute": route}}))).unwrap();
+    check::<ModelDeployment>("churn", md(json!({"exposure": {"ingress": ingress}}))).unwrap();
+    check::<TrackingServer>("mlflow", json!({"exposure": {"ingress": ingress}})).unwrap();
+    refused::<ModelDeployment>(
+        md(json!({"exposure": {"httpRoute": route, "ingress": ingress}})),
+        "exactly one of exposure.httpRoute and exposure.ingress",
+    );
+    refused::<TrackingServer>(json!({"exposure": {}}), "exactly one of exposure.httpRoute");
+}

@@ -56,6 +56,11 @@ const CORE: &str = "/api/v1";
 const APPS: &str = "/apis/apps/v1";
 const MONITORING: &str = "/apis/monitoring.coreos.com/v1";
 const MLKUBE: &str = "/apis/mlkube.io/v1alpha1";
+const POLICY: &str = "/apis/policy/v1";
+const AUTOSCALING: &str = "/apis/autoscaling/v2";
+const NETWORKING: &str = "/apis/networking.k8s.io/v1";
+const KEDA: &str = "/apis/keda.sh/v1alpha1";
+const GATEWAY: &str = "/apis/gateway.networking.k8s.io/v1";
 
 fn tracking_server(extra_spec: Value) -> TrackingServer {
     let mut spec = json!({
@@ -115,6 +120,38 @@ fn md_children(md: &ModelDeployment, version: &str) -> build::ChildObjects {
     build::model_deployment(&v)
 }
 
+/// The bodies of the Events published, in order.
+fn events(seen: &[Seen]) -> Vec<&Value> {
+    seen.iter()
+        .filter(|s| s.method == http::Method::POST && s.uri.contains("/events"))
+        .map(|s| &s.body)
+        .collect()
+}
+
+/// The statuses written, in order.
+fn statuses(seen: &[Seen]) -> Vec<&Value> {
+    seen.iter()
+        .filter(|s| s.method == http::Method::PATCH && s.uri.contains("/status?"))
+        .map(|s| &s.body["status"])
+        .collect()
+}
+
+/// The bodies of the deletes, in order.
+fn deleted(seen: &[Seen]) -> Vec<&Value> {
+    seen.iter()
+        .filter(|s| s.method == http::Method::DELETE)
+        .map(|s| &s.body)
+        .collect()
+}
+
+/// The default PodDisruptionBudget of the two-replica `model_deployment()`, as listed after our
+/// apply.
+fn md_budget() -> Reply {
+    list(applied_values(
+        &md_children(&model_deployment(None), "3").pod_disruption_budgets,
+    ))
+}
+
 /// A Deployment as the API server lists it after our apply, fully rolled out.
 fn rolled_out(d: Deployment, replicas: i32) -> Value {
     let mut v = as_applied(&serde_json::to_value(&d).unwrap());
@@ -161,6 +198,7 @@ async fn ts_create_path_applies_every_child_then_status() {
         handle,
         vec![
             get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(vec![]),
@@ -178,6 +216,11 @@ async fn ts_create_path_applies_every_child_then_status() {
             get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
             absent(CORE, "services", "mlflow"),
             patch(apply_uri(CORE, "services", "mlflow")),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
             get(list_uri(MONITORING, "servicemonitors", SELECTOR_TS), list(vec![])),
             absent(MONITORING, "servicemonitors", "mlflow"),
             patch(apply_uri(MONITORING, "servicemonitors", "mlflow")),
@@ -234,6 +277,7 @@ async fn ts_up_to_date_makes_no_writes() {
         let _ = ts;
         vec![
             get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(applied_values(&children.persistent_volume_claims)),
@@ -249,6 +293,11 @@ async fn ts_up_to_date_makes_no_writes() {
                 list_uri(CORE, "services", SELECTOR_TS),
                 list(applied_values(&children.services)),
             ),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
                 list(applied_values(&children.service_monitors)),
@@ -321,6 +370,7 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
         handle,
         vec![
             get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(applied_values(&children.persistent_volume_claims)),
@@ -347,6 +397,11 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
                 "{CORE}/namespaces/{NAMESPACE}/services/mlflow-node-sampler?"
             )),
             get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
+            get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
                 list(applied_values(&old.service_monitors)),
             ),
@@ -360,13 +415,17 @@ async fn ts_drift_is_repaired_and_orphans_deleted() {
         .await
         .unwrap();
     let seen = server.await.unwrap();
-    let repaired = &seen[4].body;
+    let repaired = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow"),
+    );
     assert_eq!(repaired["spec"]["replicas"], 1);
     assert_eq!(
         repaired["spec"]["template"]["spec"]["containers"][0]["image"],
         "ghcr.io/mlkube/mlkube-server:v0.1.0"
     );
-    assert_eq!(seen[8].body["propagationPolicy"], "Background");
+    assert_eq!(deleted(&seen)[0]["propagationPolicy"], "Background");
 }
 
 #[tokio::test]
@@ -377,6 +436,7 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
         handle,
         vec![
             get(DISCOVERY, Reply::Status(404)),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
                 list(vec![]),
@@ -394,6 +454,11 @@ async fn ts_without_prometheus_operator_falls_back_to_annotations() {
             get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
             absent(CORE, "services", "mlflow"),
             patch(apply_uri(CORE, "services", "mlflow")),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
             ts_status(),
         ],
     );
@@ -452,10 +517,36 @@ fn md_full_pass(lists: Option<[Reply; 4]>) -> Vec<Step> {
             Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
         ),
         get(DISCOVERY, monitoring_api()),
+        get(KEDA_DISCOVERY, Reply::Status(404)),
+        get(GATEWAY_DISCOVERY, Reply::Status(404)),
     ];
+    for (prefix, plural, live) in [(APPS, "deployments", deployments), (CORE, "services", services)] {
+        steps.push(get(list_uri(prefix, plural, SELECTOR_MD), live));
+        if create {
+            steps.push(absent(prefix, plural, "churn"));
+        }
+        steps.push(patch(apply_uri(prefix, plural, "churn")));
+    }
+    // The PodDisruptionBudget does not change with the model version.
+    if create {
+        steps.push(get(
+            list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD),
+            list(vec![]),
+        ));
+        steps.push(absent(POLICY, "poddisruptionbudgets", "churn"));
+        steps.push(patch(apply_uri(POLICY, "poddisruptionbudgets", "churn")));
+    } else {
+        steps.push(get(
+            list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD),
+            md_budget(),
+        ));
+    }
+    steps.push(get(
+        list_uri(AUTOSCALING, "horizontalpodautoscalers", SELECTOR_MD),
+        list(vec![]),
+    ));
+    steps.push(get(list_uri(NETWORKING, "ingresses", SELECTOR_MD), list(vec![])));
     for (prefix, plural, live) in [
-        (APPS, "deployments", deployments),
-        (CORE, "services", services),
         (MONITORING, "servicemonitors", monitors),
         (MONITORING, "prometheusrules", rules),
     ] {
@@ -562,10 +653,10 @@ async fn md_alias_move_rolls_the_deployment() {
     let at = sidecar_args.iter().position(|a| a == "--model-version").unwrap();
     assert_eq!(sidecar_args[at + 1], "4");
     assert_eq!(
-        seen[10].body["note"],
+        events(&seen)[0]["note"],
         "models:/churn@champion moved from version 3 to 4; rolling out"
     );
-    assert_eq!(seen[11].body["status"]["resolvedModel"]["version"], "4");
+    assert_eq!(statuses(&seen)[0]["resolvedModel"]["version"], "4");
 }
 
 #[tokio::test]
@@ -583,6 +674,8 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
                 Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
             ),
             get(DISCOVERY, monitoring_api()),
+            get(KEDA_DISCOVERY, Reply::Status(404)),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(APPS, "deployments", SELECTOR_MD),
                 list(vec![rolled_out(current.deployments[0].clone(), 2)]),
@@ -591,6 +684,12 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
                 list_uri(CORE, "services", SELECTOR_MD),
                 list(applied_values(&current.services)),
             ),
+            get(list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD), md_budget()),
+            get(
+                list_uri(AUTOSCALING, "horizontalpodautoscalers", SELECTOR_MD),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_MD), list(vec![])),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
                 list(applied_values(&current.service_monitors)),
@@ -618,9 +717,9 @@ async fn md_keeps_serving_when_the_tracking_server_is_down() {
         Action::requeue(std::time::Duration::from_secs(10))
     );
     let seen = server.await.unwrap();
-    assert_eq!(seen[6].body["type"], "Warning");
-    assert_eq!(seen[6].body["reason"], "RegistryUnavailable");
-    let status = &seen[7].body["status"];
+    assert_eq!(events(&seen)[0]["type"], "Warning");
+    assert_eq!(events(&seen)[0]["reason"], "RegistryUnavailable");
+    let status = statuses(&seen)[0];
     assert_eq!(status["resolvedModel"]["version"], "3");
     assert_eq!(condition(status, "Ready")["status"], "True");
     assert_eq!(condition(status, "Degraded")["status"], "True");
@@ -672,6 +771,8 @@ async fn md_unknown_alias_is_model_not_found_not_an_unavailable_registry() {
                 Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
             ),
             get(DISCOVERY, monitoring_api()),
+            get(KEDA_DISCOVERY, Reply::Status(404)),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(APPS, "deployments", SELECTOR_MD),
                 list(vec![rolled_out(current.deployments[0].clone(), 2)]),
@@ -680,6 +781,12 @@ async fn md_unknown_alias_is_model_not_found_not_an_unavailable_registry() {
                 list_uri(CORE, "services", SELECTOR_MD),
                 list(applied_values(&current.services)),
             ),
+            get(list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD), md_budget()),
+            get(
+                list_uri(AUTOSCALING, "horizontalpodautoscalers", SELECTOR_MD),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_MD), list(vec![])),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
                 list(applied_values(&current.service_monitors)),
@@ -697,9 +804,9 @@ async fn md_unknown_alias_is_model_not_found_not_an_unavailable_registry() {
         .unwrap_err();
     assert_eq!(err.reason(), "ModelNotFound");
     let seen = server.await.unwrap();
-    assert_eq!(seen[6].body["type"], "Warning");
-    assert_eq!(seen[6].body["reason"], "ModelNotFound");
-    let status = &seen[7].body["status"];
+    assert_eq!(events(&seen)[0]["type"], "Warning");
+    assert_eq!(events(&seen)[0]["reason"], "ModelNotFound");
+    let status = statuses(&seen)[0];
     assert_eq!(condition(status, "ModelResolved")["reason"], "ModelNotFound");
     assert_eq!(condition(status, "Degraded")["reason"], "ModelNotFound");
     // The last resolved version keeps serving.
@@ -743,6 +850,8 @@ async fn md_up_to_date_makes_no_writes() {
                 Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
             ),
             get(DISCOVERY, monitoring_api()),
+            get(KEDA_DISCOVERY, Reply::Status(404)),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(
                 list_uri(APPS, "deployments", SELECTOR_MD),
                 list(vec![rolled_out(current.deployments[0].clone(), 2)]),
@@ -751,6 +860,12 @@ async fn md_up_to_date_makes_no_writes() {
                 list_uri(CORE, "services", SELECTOR_MD),
                 list(applied_values(&current.services)),
             ),
+            get(list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD), md_budget()),
+            get(
+                list_uri(AUTOSCALING, "horizontalpodautoscalers", SELECTOR_MD),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_MD), list(vec![])),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
                 list(applied_values(&current.service_monitors)),
@@ -833,12 +948,25 @@ async fn md_without_prometheus_operator_falls_back_to_annotations() {
                 Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
             ),
             get(DISCOVERY, Reply::Status(404)),
+            get(KEDA_DISCOVERY, Reply::Status(404)),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(list_uri(APPS, "deployments", SELECTOR_MD), list(vec![])),
             absent(APPS, "deployments", "churn"),
             patch(apply_uri(APPS, "deployments", "churn")),
             get(list_uri(CORE, "services", SELECTOR_MD), list(vec![])),
             absent(CORE, "services", "churn"),
             patch(apply_uri(CORE, "services", "churn")),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD),
+                list(vec![]),
+            ),
+            absent(POLICY, "poddisruptionbudgets", "churn"),
+            patch(apply_uri(POLICY, "poddisruptionbudgets", "churn")),
+            get(
+                list_uri(AUTOSCALING, "horizontalpodautoscalers", SELECTOR_MD),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_MD), list(vec![])),
             post_event(),
             md_status(),
         ],
@@ -867,16 +995,21 @@ async fn ts_invalid_spec_writes_only_status() {
     let ts = tracking_server(json!({"replicas": 2}));
     let server = serve(
         handle,
-        vec![get(DISCOVERY, monitoring_api()), ts_status(), post_event()],
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
+            ts_status(),
+            post_event(),
+        ],
     );
     let err = guarded(tracking_server::reconcile(Arc::new(ts), ctx))
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "InvalidSpec");
     let seen = server.await.unwrap();
-    assert_eq!(seen[2].body["reason"], "InvalidSpec");
-    assert_eq!(seen[2].body["action"], "Validate");
-    let status = &seen[1].body["status"];
+    assert_eq!(events(&seen)[0]["reason"], "InvalidSpec");
+    assert_eq!(events(&seen)[0]["action"], "Validate");
+    let status = statuses(&seen)[0];
     assert_eq!(condition(status, "Ready")["reason"], "InvalidSpec");
     assert_eq!(condition(status, "Degraded")["status"], "True");
     assert!(
@@ -928,6 +1061,8 @@ fn md_scaled_until_deployment_apply(reply: Reply) -> (ModelDeployment, Vec<Step>
             Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
         ),
         get(DISCOVERY, monitoring_api()),
+        get(KEDA_DISCOVERY, Reply::Status(404)),
+        get(GATEWAY_DISCOVERY, Reply::Status(404)),
         get(
             list_uri(APPS, "deployments", SELECTOR_MD),
             list(vec![rolled_out(current.deployments[0].clone(), 2)]),
@@ -961,7 +1096,7 @@ async fn md_forbidden_apply_writes_the_status_and_an_event_then_backs_off() {
     }
     drop(ctx);
     let seen = server.await.unwrap();
-    let status = &seen[4].body["status"];
+    let status = statuses(&seen)[0];
     assert_eq!(status["observedGeneration"], 3);
     let ready = condition(status, "Ready");
     assert_eq!(
@@ -980,7 +1115,7 @@ async fn md_forbidden_apply_writes_the_status_and_an_event_then_backs_off() {
     // What the failure does not touch stays as it was.
     assert_eq!(condition(status, "ModelResolved")["status"], "True");
     assert_eq!(status["resolvedModel"]["version"], "3");
-    let event = &seen[5].body;
+    let event = events(&seen)[0];
     assert_eq!(
         (
             event["type"].as_str(),
@@ -1005,7 +1140,7 @@ async fn a_failing_object_is_not_rewritten_on_every_retry() {
     guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))
         .await
         .unwrap_err();
-    let failed = server.await.unwrap()[4].body["status"].clone();
+    let failed = statuses(&server.await.unwrap())[0].clone();
 
     let mut again = md;
     again.status = Some(serde_json::from_value(failed).unwrap());
@@ -1017,7 +1152,7 @@ async fn a_failing_object_is_not_rewritten_on_every_retry() {
         .unwrap_err();
     assert_eq!(err.reason(), "Forbidden");
     let seen = server.await.unwrap();
-    assert_eq!(seen.len(), 4, "{seen:#?}");
+    assert_eq!(seen.len(), 6, "{seen:#?}");
 }
 
 /// The TrackingServer steps up to (and including) the list of Services, with every earlier child
@@ -1026,6 +1161,7 @@ fn ts_until_services(ts: &TrackingServer, services: Reply) -> Vec<Step> {
     let children = ts_children(ts, true);
     vec![
         get(DISCOVERY, monitoring_api()),
+        get(GATEWAY_DISCOVERY, Reply::Status(404)),
         get(
             list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
             list(applied_values(&children.persistent_volume_claims)),
@@ -1101,6 +1237,7 @@ async fn throttled_and_expired_lists_back_off_as_the_server_asks() {
             handle,
             vec![
                 get(DISCOVERY, monitoring_api()),
+                get(GATEWAY_DISCOVERY, Reply::Status(404)),
                 get(list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS), reply),
                 ts_status(),
                 post_event(),
@@ -1120,8 +1257,8 @@ async fn throttled_and_expired_lists_back_off_as_the_server_asks() {
         );
         drop(ctx);
         let seen = server.await.unwrap();
-        assert_eq!(condition(&seen[2].body["status"], "Ready")["reason"], reason);
-        assert_eq!(seen[3].body["action"], "Apply");
+        assert_eq!(condition(statuses(&seen)[0], "Ready")["reason"], reason);
+        assert_eq!(events(&seen)[0]["action"], "Apply");
     }
 }
 
@@ -1192,6 +1329,11 @@ async fn an_object_annotated_for_adoption_is_adopted() {
         list(vec![users_service(json!({"mlkube.io/allow-adoption": "true"}))]),
     ));
     steps.push(patch(apply_uri(CORE, "services", "mlflow")));
+    steps.push(get(
+        list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+        list(vec![]),
+    ));
+    steps.push(get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])));
     steps.push(get(
         list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
         list(vec![]),
@@ -1276,8 +1418,16 @@ async fn md_against_objects_as_the_api_server_returns_them_makes_no_writes() {
                 Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
             ),
             get(DISCOVERY, monitoring_api()),
+            get(KEDA_DISCOVERY, Reply::Status(404)),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
             get(list_uri(APPS, "deployments", SELECTOR_MD), of("Deployment")),
             get(list_uri(CORE, "services", SELECTOR_MD), of("Service")),
+            get(list_uri(POLICY, "poddisruptionbudgets", SELECTOR_MD), md_budget()),
+            get(
+                list_uri(AUTOSCALING, "horizontalpodautoscalers", SELECTOR_MD),
+                list(vec![]),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_MD), list(vec![])),
             get(
                 list_uri(MONITORING, "servicemonitors", SELECTOR_MD),
                 of("ServiceMonitor"),
@@ -1309,7 +1459,7 @@ async fn md_against_objects_as_the_api_server_returns_them_makes_no_writes() {
     guarded(model_deployment::reconcile(Arc::new(settled), ctx))
         .await
         .unwrap();
-    assert_eq!(server.await.unwrap().len(), 6);
+    assert_eq!(server.await.unwrap().len(), 11);
 }
 
 #[test]
@@ -1474,6 +1624,7 @@ fn ts_on_object_store(replicas: i32, artifact_store: Value, extra: Value) -> Tra
 fn ts_create_pass_without_volumes() -> Vec<Step> {
     vec![
         get(DISCOVERY, monitoring_api()),
+        get(GATEWAY_DISCOVERY, Reply::Status(404)),
         get(
             list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
             list(vec![]),
@@ -1487,6 +1638,14 @@ fn ts_create_pass_without_volumes() -> Vec<Step> {
         get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
         absent(CORE, "services", "mlflow"),
         patch(apply_uri(CORE, "services", "mlflow")),
+        // Several replicas: the default PodDisruptionBudget.
+        get(
+            list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+            list(vec![]),
+        ),
+        absent(POLICY, "poddisruptionbudgets", "mlflow"),
+        patch(apply_uri(POLICY, "poddisruptionbudgets", "mlflow")),
+        get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
         get(list_uri(MONITORING, "servicemonitors", SELECTOR_TS), list(vec![])),
         absent(MONITORING, "servicemonitors", "mlflow"),
         patch(apply_uri(MONITORING, "servicemonitors", "mlflow")),
@@ -1783,4 +1942,558 @@ async fn md_on_a_direct_s3_tracking_server_gets_the_bucket_credentials() {
     );
     // The sidecar only posts predictions to the tracking server.
     assert_eq!(store_credentials(&containers[1]), Vec::<String>::new());
+}
+
+// === Autoscaling, disruption budgets, exposure ===
+
+/// `healthy_md` (version 3 already resolved: no Event for it) with `sections` merged into its
+/// spec.
+fn md_with(sections: Value) -> ModelDeployment {
+    let mut md = healthy_md();
+    let mut spec = serde_json::to_value(&md.spec).unwrap();
+    for (k, v) in sections.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    md.spec = serde_json::from_value(spec).unwrap();
+    md
+}
+
+/// Every child kind of a ModelDeployment, in apply order: (URL prefix, plural), the optional
+/// APIs' only when served.
+fn md_kinds(keda: bool, gateway: bool) -> Vec<(&'static str, &'static str)> {
+    let mut kinds = vec![
+        (APPS, "deployments"),
+        (CORE, "services"),
+        (POLICY, "poddisruptionbudgets"),
+        (AUTOSCALING, "horizontalpodautoscalers"),
+    ];
+    if keda {
+        kinds.push((KEDA, "scaledobjects"));
+    }
+    kinds.push((NETWORKING, "ingresses"));
+    if gateway {
+        kinds.push((GATEWAY, "httproutes"));
+    }
+    kinds.push((MONITORING, "servicemonitors"));
+    kinds.push((MONITORING, "prometheusrules"));
+    kinds
+}
+
+/// A ModelDeployment pass from the TrackingServer fetch to the last child: each kind listed
+/// (`live` answers, empty when absent), the plurals in `created` name-checked and applied.
+fn md_pass(keda: bool, gateway: bool, created: &[&str], live: &[(&str, Vec<Value>)]) -> Vec<Step> {
+    let mut steps = vec![
+        get(
+            format!("{MLKUBE}/namespaces/{NAMESPACE}/trackingservers/mlflow"),
+            Reply::Json(serde_json::to_value(tracking_server(json!({}))).unwrap()),
+        ),
+        get(DISCOVERY, monitoring_api()),
+        get(KEDA_DISCOVERY, if keda { keda_api() } else { Reply::Status(404) }),
+        get(
+            GATEWAY_DISCOVERY,
+            if gateway {
+                gateway_api()
+            } else {
+                Reply::Status(404)
+            },
+        ),
+    ];
+    for (prefix, plural) in md_kinds(keda, gateway) {
+        let items = live
+            .iter()
+            .find(|(p, _)| *p == plural)
+            .map(|(_, items)| items.clone())
+            .unwrap_or_default();
+        steps.push(get(list_uri(prefix, plural, SELECTOR_MD), list(items)));
+        if created.contains(&plural) {
+            steps.push(absent(prefix, plural, "churn"));
+            steps.push(patch(apply_uri(prefix, plural, "churn")));
+        }
+    }
+    steps
+}
+
+const EVERY_CHILD: [&str; 5] = [
+    "deployments",
+    "services",
+    "poddisruptionbudgets",
+    "servicemonitors",
+    "prometheusrules",
+];
+
+#[tokio::test]
+async fn md_autoscaled_by_an_hpa_never_writes_replicas() {
+    let md = md_with(json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 10,
+                                             "target": {"inFlightRequests": 4}}}));
+    let mut created = EVERY_CHILD.to_vec();
+    created.push("horizontalpodautoscalers");
+    let mut steps = md_pass(false, false, &created, &[]);
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let deployment = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "the autoscaler owns replicas: {}",
+        deployment["spec"]
+    );
+    let hpa = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(AUTOSCALING, "horizontalpodautoscalers", "churn"),
+    );
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "churn");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(hpa["spec"]["maxReplicas"], 10);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["pods"]["metric"]["name"],
+        "mlflow_inference_in_flight"
+    );
+    assert_eq!(hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"], "4");
+    // minReplicas 2: the default PodDisruptionBudget.
+    let pdb = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(POLICY, "poddisruptionbudgets", "churn"),
+    );
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let status = statuses(&seen)[0];
+    let autoscaling = condition(status, "Autoscaling");
+    assert_eq!(autoscaling["status"], "True");
+    assert_eq!(autoscaling["reason"], "HorizontalPodAutoscaler");
+    assert!(
+        autoscaling["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubectl scale is refused"),
+        "{autoscaling}"
+    );
+}
+
+#[tokio::test]
+async fn switching_autoscaling_on_hands_replicas_over_before_dropping_them() {
+    // Our apply owns spec.replicas (2). Dropping it from the next apply would reset the
+    // Deployment to 1 replica until the HPA acts, so the live count is first applied by a second
+    // field manager that keeps owning it.
+    let before = healthy_md();
+    let children = md_children(&before, "3");
+    let live = rolled_out(children.deployments[0].clone(), 2);
+    let md = md_with(json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 6,
+                                             "target": {"cpuUtilization": 70}},
+                            "resources": {"requests": {"cpu": "1"}}}));
+    let mut steps = md_pass(
+        false,
+        false,
+        &["horizontalpodautoscalers"],
+        &[
+            ("deployments", vec![live]),
+            ("services", applied_values(&children.services)),
+            (
+                "poddisruptionbudgets",
+                applied_values(&children.pod_disruption_budgets),
+            ),
+            ("servicemonitors", applied_values(&children.service_monitors)),
+            ("prometheusrules", applied_values(&children.prometheus_rules)),
+        ],
+    );
+    let handover = format!(
+        "{APPS}/namespaces/{NAMESPACE}/deployments/churn?&force=true&fieldManager=mlkube-operator-handover"
+    );
+    // After the Deployment list: the handover, then our apply.
+    steps.insert(5, patch(handover.clone()));
+    steps.insert(6, patch(apply_uri(APPS, "deployments", "churn")));
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let kept = sent(&seen, &http::Method::PATCH, &handover);
+    assert_eq!(
+        kept,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "churn", "namespace": NAMESPACE},
+                "spec": {"replicas": 2}})
+    );
+    let ours = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
+    assert!(ours["spec"].get("replicas").is_none());
+    let hpa = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(AUTOSCALING, "horizontalpodautoscalers", "churn"),
+    );
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+}
+
+fn keda_md() -> ModelDeployment {
+    md_with(
+        json!({"autoscaling": {"engine": "KEDA", "minReplicas": 0, "maxReplicas": 4,
+        "target": {"inFlightRequests": 2},
+        "keda": {"prometheusAddress": "http://prometheus.monitoring.svc:9090",
+                 "query": "sum(envoy_active_requests{route=\"churn\"})"}}}),
+    )
+}
+
+#[tokio::test]
+async fn keda_missing_is_a_condition_and_an_event_and_creates_nothing() {
+    let md = keda_md();
+    // minReplicas 0: no default PodDisruptionBudget.
+    let mut steps = md_pass(
+        false,
+        false,
+        &["deployments", "services", "servicemonitors", "prometheusrules"],
+        &[],
+    );
+    steps.push(post_event());
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    // No ScaledObject (its API is not even listed), no HPA in its place.
+    assert!(
+        !seen.iter().any(|s| s.uri.contains("scaledobjects")
+            || (s.method == http::Method::PATCH && s.uri.contains("horizontalpodautoscalers"))),
+        "{seen:#?}"
+    );
+    // Without its autoscaler the model still serves: one replica.
+    let deployment = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let event = events(&seen)[0];
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("KedaMissing"))
+    );
+    let status = statuses(&seen)[0].clone();
+    let autoscaling = condition(&status, "Autoscaling");
+    assert_eq!(
+        (autoscaling["status"].as_str(), autoscaling["reason"].as_str()),
+        (Some("False"), Some("KedaMissing"))
+    );
+
+    // The next pass with that status: reads only, no second Event.
+    let mut again = md;
+    again.status = Some(serde_json::from_value(status).unwrap());
+    let v = validate::validate_model_deployment(
+        &again,
+        &resolved("models:/churn@champion", "3"),
+        TrackingAccess {
+            uri: "http://mlflow.ml.svc:5000".into(),
+            ..Default::default()
+        },
+        mlkube_operator::apply::Apis {
+            monitoring: true,
+            keda: false,
+            gateway: false,
+        },
+        &defaults(),
+    )
+    .unwrap();
+    let children = build::model_deployment(&v);
+    let steps = md_pass(
+        false,
+        false,
+        &[],
+        &[
+            (
+                "deployments",
+                vec![rolled_out(children.deployments[0].clone(), 1)],
+            ),
+            ("services", applied_values(&children.services)),
+            ("servicemonitors", applied_values(&children.service_monitors)),
+            ("prometheusrules", applied_values(&children.prometheus_rules)),
+        ],
+    );
+    let mut steps = steps;
+    // The rollout finished: Ready changes, KedaMissing stays.
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(again), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert!(events(&seen).is_empty(), "{seen:#?}");
+    assert_eq!(
+        condition(statuses(&seen)[0], "Autoscaling")["reason"],
+        "KedaMissing"
+    );
+}
+
+#[tokio::test]
+async fn keda_served_gets_a_scaled_object_that_may_scale_to_zero() {
+    let md = keda_md();
+    let mut steps = md_pass(
+        true,
+        false,
+        &[
+            "deployments",
+            "services",
+            "scaledobjects",
+            "servicemonitors",
+            "prometheusrules",
+        ],
+        &[],
+    );
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let deployment = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
+    assert!(deployment["spec"].get("replicas").is_none());
+    let scaled = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(KEDA, "scaledobjects", "churn"),
+    );
+    assert_eq!(scaled["apiVersion"], "keda.sh/v1alpha1");
+    assert_eq!(scaled["spec"]["minReplicaCount"], 0);
+    assert_eq!(scaled["spec"]["maxReplicaCount"], 4);
+    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "churn");
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "prometheus");
+    assert_eq!(trigger["metadata"]["threshold"], "2");
+    assert_eq!(
+        trigger["metadata"]["query"],
+        "sum(envoy_active_requests{route=\"churn\"})"
+    );
+    assert_eq!(
+        condition(statuses(&seen)[0], "Autoscaling")["reason"],
+        "ScaledObject"
+    );
+}
+
+#[tokio::test]
+async fn removing_a_section_prunes_its_child() {
+    // Every optional child was created by an earlier spec; the spec now has none of the
+    // sections and one replica (no default PodDisruptionBudget): each is deleted.
+    let earlier = md_with(json!({
+        "replicas": 1,
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 3, "target": {"inFlightRequests": 4}},
+        "exposure": {"ingress": {"host": "churn.example.com"}}}));
+    let with_hpa = md_children(&earlier, "3");
+    let keda = md_children(&keda_md(), "3");
+    let routed = md_children(
+        &md_with(json!({"exposure": {"httpRoute": {"parentRefs": [{"name": "public"}]}}})),
+        "3",
+    );
+    let md = md_with(json!({"replicas": 1}));
+    let now = md_children(&md, "3");
+    let mut steps = md_pass(
+        true,
+        true,
+        &[],
+        &[
+            ("deployments", vec![rolled_out(now.deployments[0].clone(), 1)]),
+            ("services", applied_values(&now.services)),
+            (
+                "poddisruptionbudgets",
+                applied_values(&with_hpa.pod_disruption_budgets),
+            ),
+            (
+                "horizontalpodautoscalers",
+                applied_values(&with_hpa.horizontal_pod_autoscalers),
+            ),
+            ("scaledobjects", applied_values(&keda.scaled_objects)),
+            ("ingresses", applied_values(&with_hpa.ingresses)),
+            ("httproutes", applied_values(&routed.http_routes)),
+            ("servicemonitors", applied_values(&now.service_monitors)),
+            ("prometheusrules", applied_values(&now.prometheus_rules)),
+        ],
+    );
+    // Each delete right after its kind's list.
+    for (prefix, plural) in [
+        (GATEWAY, "httproutes"),
+        (NETWORKING, "ingresses"),
+        (KEDA, "scaledobjects"),
+        (AUTOSCALING, "horizontalpodautoscalers"),
+        (POLICY, "poddisruptionbudgets"),
+    ] {
+        let at = steps
+            .iter()
+            .position(|s| s.uri == list_uri(prefix, plural, SELECTOR_MD))
+            .unwrap();
+        steps.insert(
+            at + 1,
+            delete(format!("{prefix}/namespaces/{NAMESPACE}/{plural}/churn?")),
+        );
+    }
+    steps.push(md_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(deleted(&seen).len(), 5);
+    let status = statuses(&seen)[0];
+    for gone in ["Autoscaling", "Exposed"] {
+        assert!(
+            status["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["type"] != gone),
+            "{status}"
+        );
+    }
+}
+
+/// A TrackingServer pass (one replica, SQLite, children current) from discovery to the last
+/// child; `created` (ingresses, httproutes) are name-checked and applied.
+fn ts_pass(ts: &TrackingServer, gateway: bool, created: &[&str]) -> Vec<Step> {
+    let children = ts_children(ts, true);
+    let mut steps = vec![
+        get(DISCOVERY, monitoring_api()),
+        get(
+            GATEWAY_DISCOVERY,
+            if gateway {
+                gateway_api()
+            } else {
+                Reply::Status(404)
+            },
+        ),
+        get(
+            list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+            list(applied_values(&children.persistent_volume_claims)),
+        ),
+        get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
+        get(
+            list_uri(APPS, "deployments", SELECTOR_TS),
+            list(vec![rolled_out(children.deployments[0].clone(), 1)]),
+        ),
+        get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
+        get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+        get(
+            list_uri(CORE, "services", SELECTOR_TS),
+            list(applied_values(&children.services)),
+        ),
+        get(
+            list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+            list(vec![]),
+        ),
+        get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
+    ];
+    if created.contains(&"ingresses") {
+        steps.push(absent(NETWORKING, "ingresses", "mlflow"));
+        steps.push(patch(apply_uri(NETWORKING, "ingresses", "mlflow")));
+    }
+    if gateway {
+        steps.push(get(list_uri(GATEWAY, "httproutes", SELECTOR_TS), list(vec![])));
+        if created.contains(&"httproutes") {
+            steps.push(absent(GATEWAY, "httproutes", "mlflow"));
+            steps.push(patch(apply_uri(GATEWAY, "httproutes", "mlflow")));
+        }
+    }
+    steps.push(get(
+        list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
+        list(applied_values(&children.service_monitors)),
+    ));
+    steps
+}
+
+#[tokio::test]
+async fn an_http_route_without_the_gateway_api_is_a_condition_and_an_event() {
+    let route = json!({"exposure": {"httpRoute": {"parentRefs": [{"name": "public", "namespace": "gateways"}],
+                                                  "hostnames": ["mlflow.example.com"]}}});
+    let ts = tracking_server(route.clone());
+    let mut steps = ts_pass(&ts, false, &[]);
+    steps.push(post_event());
+    steps.push(ts_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert!(!seen.iter().any(|s| s.uri.contains("httproutes")), "{seen:#?}");
+    assert_eq!(events(&seen)[0]["reason"], "GatewayAPIMissing");
+    let exposed = condition(statuses(&seen)[0], "Exposed");
+    assert_eq!(
+        (exposed["status"].as_str(), exposed["reason"].as_str()),
+        (Some("False"), Some("GatewayAPIMissing"))
+    );
+
+    // With the Gateway API: the route, attached to the Gateway, to the Service's port.
+    let ts = tracking_server(route);
+    let mut steps = ts_pass(&ts, true, &["httproutes"]);
+    steps.push(ts_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let route = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(GATEWAY, "httproutes", "mlflow"),
+    );
+    assert_eq!(route["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(route["spec"]["parentRefs"][0]["namespace"], "gateways");
+    assert_eq!(route["spec"]["hostnames"][0], "mlflow.example.com");
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0],
+        json!({"name": "mlflow", "port": 5000})
+    );
+    assert_eq!(route["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(condition(statuses(&seen)[0], "Exposed")["reason"], "HTTPRoute");
+}
+
+#[tokio::test]
+async fn an_ingress_needs_no_optional_api() {
+    let ts = tracking_server(json!({"exposure": {"ingress": {"className": "nginx",
+        "host": "mlflow.example.com", "tlsSecretName": "mlflow-tls"}}}));
+    let mut steps = ts_pass(&ts, false, &["ingresses"]);
+    steps.push(ts_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let ingress = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(NETWORKING, "ingresses", "mlflow"),
+    );
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+        json!({"name": "mlflow", "port": {"name": "http"}})
+    );
+    assert_eq!(
+        ingress["spec"]["tls"][0],
+        json!({"hosts": ["mlflow.example.com"], "secretName": "mlflow-tls"})
+    );
+    assert_eq!(condition(statuses(&seen)[0], "Exposed")["status"], "True");
 }

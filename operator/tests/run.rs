@@ -169,6 +169,10 @@ impl ApiServer {
                 Monitoring::Forbidden => failure(403, "Forbidden"),
             };
         }
+        // Neither KEDA nor the Gateway API is installed.
+        if path == "/apis/keda.sh/v1alpha1" || path == "/apis/gateway.networking.k8s.io/v1" {
+            return failure(404, "NotFound");
+        }
         if path == LEASE {
             return self.lease(&mut state, &method, &content_type, &payload);
         }
@@ -328,6 +332,19 @@ fn expected_watches(monitoring: bool) -> BTreeMap<String, usize> {
             1,
         ),
         ("/api/v1/namespaces/ml/configmaps (children)".to_owned(), 1),
+        (
+            "/apis/policy/v1/namespaces/ml/poddisruptionbudgets (children)".to_owned(),
+            2,
+        ),
+        (
+            "/apis/networking.k8s.io/v1/namespaces/ml/ingresses (children)".to_owned(),
+            2,
+        ),
+        // The ModelDeployment controller's alone.
+        (
+            "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers (children)".to_owned(),
+            1,
+        ),
     ]);
     if monitoring {
         watches.insert(

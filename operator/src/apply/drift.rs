@@ -53,6 +53,25 @@ pub fn drift(live: &Value, desired: &Value, hash: &str, field_manager: &str) -> 
     covers(&desired, fields, "").err()
 }
 
+/// Whether `field_manager`'s `Apply` entry in `live`'s `managedFields` owns the field at `path`
+/// (FieldsV1 keys, e.g. `["f:spec", "f:replicas"]`).
+pub fn manages(live: &Value, field_manager: &str, path: &[&str]) -> bool {
+    live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| {
+            entry["manager"] == field_manager
+                && entry["operation"] == "Apply"
+                && entry["subresource"].as_str().is_none_or(str::is_empty)
+        })
+        .any(|entry| {
+            path.iter()
+                .try_fold(&entry["fieldsV1"], |node, key| node.get(*key))
+                .is_some()
+        })
+}
+
 /// A stable hash of the object we apply: FNV-1a over its JSON with keys sorted at every level.
 pub fn applied_hash(desired: &Value) -> String {
     let mut text = String::new();
@@ -253,6 +272,14 @@ mod tests {
         assert!(key_matches(&key, element.as_object().unwrap()));
         let other = json!({"name": "metrics", "containerPort": 8001});
         assert!(!key_matches(&key, other.as_object().unwrap()));
+    }
+
+    #[test]
+    fn who_manages_a_field() {
+        let live = live(vec![ours()]);
+        assert!(manages(&live, "mlkube-operator", &["f:spec"]));
+        assert!(!manages(&live, "mlkube-operator", &["f:spec", "f:nope"]));
+        assert!(!manages(&live, "someone-else", &["f:spec"]));
     }
 
     #[test]

@@ -400,9 +400,21 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
     } else {
         DeploymentStrategy {
             type_: Some("RollingUpdate".to_owned()),
-            rolling_update: None,
+            rolling_update: ts.rolling_update.clone(),
         }
     };
+    let mut pod = PodSpec {
+        // Still no Kubernetes API token with a serviceAccountName: EKS IRSA and Azure
+        // Workload Identity project their own audience-bound token into the pod, and
+        // GKE Workload Identity answers on the node's metadata server.
+        automount_service_account_token: Some(false),
+        containers: vec![container],
+        security_context: Some(security::restricted_pod()),
+        service_account_name: ts.service_account_name.clone(),
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    super::workload::place(&mut pod, &ts.scheduling, &selector);
     Deployment {
         metadata: child_meta(&ts.owner, ts.owner.name.clone(), server_labels(ts)),
         spec: DeploymentSpec {
@@ -418,17 +430,7 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
                     annotations,
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    // Still no Kubernetes API token with a serviceAccountName: EKS IRSA and Azure
-                    // Workload Identity project their own audience-bound token into the pod, and
-                    // GKE Workload Identity answers on the node's metadata server.
-                    automount_service_account_token: Some(false),
-                    containers: vec![container],
-                    security_context: Some(security::restricted_pod()),
-                    service_account_name: ts.service_account_name.clone(),
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(pod),
             },
             ..Default::default()
         },
@@ -641,27 +643,39 @@ pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
     let mut volumes = vec![empty_dir(TMP_VOLUME)];
     volumes.extend(ca_volume);
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut pod = PodSpec {
+        // A serviceAccountName (workload identity) still gets no Kubernetes API token.
+        automount_service_account_token: Some(false),
+        containers: vec![model, sidecar],
+        security_context: Some(security::restricted_pod()),
+        service_account_name: md.service_account_name.clone(),
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    super::workload::place(&mut pod, &md.scheduling, &selector);
     Deployment {
         metadata: child_meta(&md.owner, md.owner.name.clone(), model_labels(md)),
         spec: DeploymentSpec {
-            replicas: Some(md.replicas),
+            // Left out while an autoscaler owns it: the operator never fights it.
+            replicas: md.deployment_replicas,
             selector: LabelSelector {
                 match_labels: Some(selector),
                 match_expressions: None,
             },
+            strategy: md
+                .rolling_update
+                .clone()
+                .map(|rolling_update| DeploymentStrategy {
+                    type_: Some("RollingUpdate".to_owned()),
+                    rolling_update: Some(rolling_update),
+                }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(model_labels(md)),
                     annotations: Some(annotations),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    containers: vec![model, sidecar],
-                    security_context: Some(security::restricted_pod()),
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(pod),
             },
             ..Default::default()
         },

@@ -2,6 +2,7 @@
 //! exist. Output is deterministic (sorted maps and lists, no timestamps or random names), so
 //! applying it twice changes nothing.
 
+pub mod autoscaler;
 pub mod config_map;
 pub mod daemonset;
 pub mod deployment;
@@ -12,16 +13,23 @@ pub mod pvc;
 pub mod security;
 pub mod service;
 pub mod service_monitor;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::crd::model_deployment::AutoscalingEngine;
 use crate::validate::{Owner, ValidatedModelDeployment, ValidatedTrackingServer};
+pub use autoscaler::ScaledObject;
 pub use prometheus_rule::PrometheusRule;
 pub use service_monitor::ServiceMonitor;
+pub use workload::HttpRoute;
 
 /// Every object one custom resource should own, by kind, each list sorted by name.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -32,6 +40,11 @@ pub struct ChildObjects {
     pub service_accounts: Vec<ServiceAccount>,
     pub daemon_sets: Vec<DaemonSet>,
     pub services: Vec<Service>,
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    pub horizontal_pod_autoscalers: Vec<HorizontalPodAutoscaler>,
+    pub scaled_objects: Vec<ScaledObject>,
+    pub ingresses: Vec<Ingress>,
+    pub http_routes: Vec<HttpRoute>,
     pub service_monitors: Vec<ServiceMonitor>,
     pub prometheus_rules: Vec<PrometheusRule>,
 }
@@ -61,6 +74,29 @@ pub fn tracking_server(ts: &ValidatedTrackingServer) -> ChildObjects {
         services: vec![service::build_tracking_server_service(ts)],
         ..Default::default()
     };
+    let meta = || child_meta(&ts.owner, ts.owner.name.clone(), server_labels(ts));
+    if let Some(budget) = &ts.disruption_budget {
+        children
+            .pod_disruption_budgets
+            .push(workload::build_disruption_budget(
+                meta(),
+                labels::selector(
+                    labels::APP_SERVER,
+                    &ts.owner.name,
+                    labels::COMPONENT_TRACKING_SERVER,
+                ),
+                budget,
+            ));
+    }
+    if let Some(exposure) = &ts.exposure {
+        workload::expose(
+            &mut children,
+            meta(),
+            exposure,
+            ts.gateway_api,
+            (ports::HTTP, ports::SERVER),
+        );
+    }
     if ts.monitoring_api
         && let Some(settings) = &ts.service_monitor
     {
@@ -119,6 +155,44 @@ pub fn model_deployment(md: &ValidatedModelDeployment) -> ChildObjects {
         services: vec![service::build_model_service(md)],
         ..Default::default()
     };
+    // Without the model version: these children do not change when the model rolls.
+    let meta = || {
+        child_meta(
+            &md.owner,
+            md.owner.name.clone(),
+            labels::standard(labels::APP_MODEL, &md.owner.name, labels::COMPONENT_MODEL_SERVER),
+        )
+    };
+    if let Some(budget) = &md.disruption_budget {
+        children
+            .pod_disruption_budgets
+            .push(workload::build_disruption_budget(
+                meta(),
+                labels::selector(labels::APP_MODEL, &md.owner.name, labels::COMPONENT_MODEL_SERVER),
+                budget,
+            ));
+    }
+    // An autoscaler whose API is missing (KEDA) is not created at all; the Autoscaling condition
+    // says why.
+    if let Some(autoscaler) = md.autoscaler.as_ref().filter(|a| a.available) {
+        match autoscaler.engine {
+            AutoscalingEngine::Hpa => children
+                .horizontal_pod_autoscalers
+                .push(autoscaler::build_hpa(meta(), autoscaler)),
+            AutoscalingEngine::Keda => children
+                .scaled_objects
+                .push(autoscaler::build_scaled_object(meta(), autoscaler)),
+        }
+    }
+    if let Some(exposure) = &md.exposure {
+        workload::expose(
+            &mut children,
+            meta(),
+            exposure,
+            md.gateway_api,
+            (ports::HTTP, ports::SIDECAR_HTTP),
+        );
+    }
     if md.monitoring_api {
         if let Some(settings) = &md.service_monitor {
             children
@@ -187,6 +261,13 @@ fn sort(children: &mut ChildObjects) {
     by_name(&mut children.service_accounts, |o| o.metadata.name.as_ref());
     by_name(&mut children.daemon_sets, |o| o.metadata.name.as_ref());
     by_name(&mut children.services, |o| o.metadata.name.as_ref());
+    by_name(&mut children.pod_disruption_budgets, |o| o.metadata.name.as_ref());
+    by_name(&mut children.horizontal_pod_autoscalers, |o| {
+        o.metadata.name.as_ref()
+    });
+    by_name(&mut children.scaled_objects, |o| o.metadata.name.as_ref());
+    by_name(&mut children.ingresses, |o| o.metadata.name.as_ref());
+    by_name(&mut children.http_routes, |o| o.metadata.name.as_ref());
     by_name(&mut children.service_monitors, |o| o.metadata.name.as_ref());
     by_name(&mut children.prometheus_rules, |o| o.metadata.name.as_ref());
 }
@@ -198,6 +279,7 @@ pub(crate) mod tests {
     use crate::crd::{ModelDeployment, TrackingServer};
     use crate::validate::{self, Defaults, TrackingAccess};
     use k8s_openapi::api::core::v1::PodSpec;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     use serde_json::json;
 
     pub(crate) const UID: &str = "11111111-2222-4333-8444-555555555555";
@@ -264,6 +346,11 @@ pub(crate) mod tests {
         metas.extend(children.service_accounts.iter().map(|o| &o.metadata));
         metas.extend(children.daemon_sets.iter().map(|o| &o.metadata));
         metas.extend(children.services.iter().map(|o| &o.metadata));
+        metas.extend(children.pod_disruption_budgets.iter().map(|o| &o.metadata));
+        metas.extend(children.horizontal_pod_autoscalers.iter().map(|o| &o.metadata));
+        metas.extend(children.scaled_objects.iter().map(|o| &o.metadata));
+        metas.extend(children.ingresses.iter().map(|o| &o.metadata));
+        metas.extend(children.http_routes.iter().map(|o| &o.metadata));
         metas.extend(children.service_monitors.iter().map(|o| &o.metadata));
         metas.extend(children.prometheus_rules.iter().map(|o| &o.metadata));
         metas
@@ -965,6 +1052,106 @@ pub(crate) mod tests {
         assert_eq!(annotations[labels::PROMETHEUS_PORT], "8001");
     }
 
+    /// A ModelDeployment with every production section.
+    pub(crate) fn production_spec() -> serde_json::Value {
+        json!({
+            "replicas": 1,
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 8, "target": {"inFlightRequests": 4}},
+            "disruptionBudget": {"minAvailable": "50%"},
+            "rolloutStrategy": {"maxSurge": 1},
+            "resources": {"limits": {"nvidia.com/gpu": 1}},
+            "serviceAccountName": "ranker-irsa",
+            "scheduling": {
+                "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                               "whenUnsatisfiable": "ScheduleAnyway"}],
+                "priorityClassName": "model-serving",
+                "runtimeClassName": "nvidia"},
+            "exposure": {"ingress": {"host": "churn.example.com", "tlsSecretName": "churn-tls"}},
+        })
+    }
+
+    #[test]
+    fn production_sections_become_owned_children_and_pod_settings() {
+        let children = model_deployment(&vmd(production_spec(), true));
+        let d = &children.deployments[0];
+        assert_eq!(d.spec.replicas, None, "the HPA owns replicas");
+        let rolling = d.spec.strategy.as_ref().unwrap().rolling_update.as_ref().unwrap();
+        // maxSurge as set; maxUnavailable from the GPU default.
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
+        let pod = pod(d);
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("nvidia"));
+        assert_eq!(pod.priority_class_name.as_deref(), Some("model-serving"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("ranker-irsa"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("nvidia.com/gpu")
+        );
+        assert_eq!(
+            pod.node_selector.as_ref().unwrap()["nvidia.com/gpu.present"],
+            "true"
+        );
+        // A spread constraint without a selector spreads this deployment's own pods.
+        let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            d.spec.selector.match_labels
+        );
+        let pdb = children.pod_disruption_budgets[0].spec.as_ref().unwrap();
+        assert_eq!(pdb.min_available, Some(IntOrString::String("50%".into())));
+        assert_eq!(pdb.max_unavailable, None);
+        assert_eq!(
+            pdb.selector.as_ref().unwrap().match_labels,
+            d.spec.selector.match_labels
+        );
+        assert_eq!(children.horizontal_pod_autoscalers.len(), 1);
+        assert!(children.scaled_objects.is_empty());
+        assert_eq!(children.ingresses.len(), 1);
+        let metas = all_metas(&children);
+        assert_eq!(metas.len(), 7, "{metas:?}");
+        for meta in metas {
+            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, UID);
+        }
+        // Without sections: none of these, and the Deployment keeps replicas.
+        let plain = model_deployment(&vmd(json!({}), true));
+        assert!(plain.pod_disruption_budgets.is_empty() && plain.horizontal_pod_autoscalers.is_empty());
+        assert_eq!(plain.deployments[0].spec.replicas, Some(1));
+        assert!(
+            plain.deployments[0].spec.strategy.is_none(),
+            "Kubernetes' default rollout"
+        );
+    }
+
+    #[test]
+    fn optional_apis_that_are_missing_get_no_object() {
+        let keda = json!({"autoscaling": {"engine": "KEDA", "maxReplicas": 3, "target": {"inFlightRequests": 4},
+                                          "keda": {"prometheusAddress": "http://prometheus:9090"}},
+                          "exposure": {"httpRoute": {"parentRefs": [{"name": "public"}]}}});
+        let served = model_deployment(&vmd(keda.clone(), true));
+        assert_eq!(served.scaled_objects.len(), 1);
+        assert_eq!(served.http_routes.len(), 1);
+        assert_eq!(served.deployments[0].spec.replicas, None);
+        let query = &served.scaled_objects[0].spec.triggers[0].metadata["query"];
+        assert_eq!(
+            query,
+            "sum(mlflow_inference_in_flight{namespace=\"ml\",service=\"churn\"})"
+        );
+        let missing = model_deployment(&vmd(keda, false));
+        assert!(missing.scaled_objects.is_empty() && missing.http_routes.is_empty());
+        assert!(
+            missing.horizontal_pod_autoscalers.is_empty(),
+            "no HPA in KEDA's place"
+        );
+        assert_eq!(
+            missing.deployments[0].spec.replicas,
+            Some(1),
+            "the fewest pods that serve"
+        );
+    }
+
     #[test]
     fn output_is_deterministic() {
         let spec = json!({"nodeSampler": {"enabled": true, "nodeSelector": {"b": "2", "a": "1"}},
@@ -1013,6 +1200,11 @@ mod round_trip {
         same(&children.service_accounts);
         same(&children.daemon_sets);
         same(&children.services);
+        same(&children.pod_disruption_budgets);
+        same(&children.horizontal_pod_autoscalers);
+        same(&children.scaled_objects);
+        same(&children.ingresses);
+        same(&children.http_routes);
         same(&children.service_monitors);
         same(&children.prometheus_rules);
     }
@@ -1053,6 +1245,33 @@ mod round_trip {
         .unwrap();
         let children = model_deployment(&v);
         assert_eq!(children.prometheus_rules.len(), 1);
+        check(&children);
+        let mut spec = super::tests::production_spec();
+        spec["trackingUri"] = json!("http://mlflow:5000");
+        spec["model"] = json!({"name": "m", "version": "1"});
+        let v = validate::validate_model_deployment(
+            &md(spec),
+            &resolved,
+            TrackingAccess::default(),
+            true,
+            &defaults,
+        )
+        .unwrap();
+        check(&model_deployment(&v));
+        let keda = md(
+            json!({"trackingUri": "http://mlflow:5000", "model": {"name": "m", "version": "1"},
+            "autoscaling": {"engine": "KEDA", "maxReplicas": 3, "target": {"inFlightRequests": 4},
+                            "keda": {"prometheusAddress": "http://prometheus:9090"}},
+            "exposure": {"httpRoute": {"parentRefs": [{"name": "public"}], "hostnames": ["m.example.com"]}}}),
+        );
+        let v =
+            validate::validate_model_deployment(&keda, &resolved, TrackingAccess::default(), true, &defaults)
+                .unwrap();
+        let children = model_deployment(&v);
+        assert_eq!(
+            (children.scaled_objects.len(), children.http_routes.len()),
+            (1, 1)
+        );
         check(&children);
     }
 }

@@ -117,6 +117,68 @@ impl Context {
     }
 }
 
+/// The `Exposed` condition of a resource with `exposure`; `None` without the section.
+pub(crate) fn exposure_condition(
+    exposure: Option<&crate::crd::workload::ExposureSpec>,
+    gateway_api: bool,
+    name: &str,
+) -> Option<Desired> {
+    let exposure = exposure?;
+    Some(match (&exposure.ingress, &exposure.http_route) {
+        (Some(ingress), _) => Desired::new(
+            conditions::EXPOSED,
+            true,
+            conditions::INGRESS,
+            format!(
+                "Ingress {name} routes {}{} to Service {name}",
+                ingress.host.0, ingress.path_prefix
+            ),
+        ),
+        (None, Some(route)) if gateway_api => Desired::new(
+            conditions::EXPOSED,
+            true,
+            conditions::HTTP_ROUTE,
+            format!(
+                "HTTPRoute {name} attaches to Gateway {} and routes {} to Service {name}",
+                route
+                    .parent_refs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                route.path_prefix
+            ),
+        ),
+        (None, _) => Desired::new(
+            conditions::EXPOSED,
+            false,
+            conditions::GATEWAY_API_MISSING,
+            "exposure.httpRoute needs the Gateway API, but the cluster does not serve gateway.networking.k8s.io/v1 (HTTPRoute): no route was created; install the Gateway API CRDs and a Gateway controller, or use exposure.ingress",
+        ),
+    })
+}
+
+/// A Warning Event for each condition in `desired` that newly went `False` because an optional
+/// API is missing (not on every reconcile).
+pub(crate) async fn announce_missing_apis(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    desired: &[Desired],
+) {
+    for d in desired.iter().filter(|d| {
+        !d.status && [conditions::KEDA_MISSING, conditions::GATEWAY_API_MISSING].contains(&d.reason)
+    }) {
+        let known = previous
+            .iter()
+            .any(|c| c.type_ == d.type_ && c.status == "False" && c.reason == d.reason);
+        if !known {
+            ctx.publish(object, true, d.reason, "Apply", d.message.clone())
+                .await;
+        }
+    }
+}
+
 /// Why a reconcile failed: one variant per pipeline stage.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::pipeline::{self, Halt, Pipeline};
 use super::{Context, Error, rollout};
-use crate::apply::{self, Applied, Kinds};
+use crate::apply::{self, Apis, Applied, Kinds};
 use crate::build::{self, ChildObjects, labels};
 use crate::crd::conditions::{self, Desired};
 use crate::crd::model_deployment::{CaBundleRef, ResolvedModel};
@@ -34,7 +34,7 @@ pub struct Fetched {
     pub resolved: ResolvedModel,
     /// Why resolution failed, when the last resolved model is kept.
     pub registry_error: Option<RegistryError>,
-    pub monitoring_api: bool,
+    pub apis: Apis,
 }
 
 /// What fetching the tracking server found.
@@ -159,6 +159,11 @@ impl Pipeline for ModelDeployment {
         service_accounts: false,
         daemon_sets: false,
         services: true,
+        pod_disruption_budgets: true,
+        horizontal_pod_autoscalers: true,
+        scaled_objects: true,
+        ingresses: true,
+        http_routes: true,
         service_monitors: true,
         prometheus_rules: true,
     };
@@ -255,19 +260,19 @@ impl Pipeline for ModelDeployment {
                 outcome: Err(Error::Registry(err)),
             }));
         };
-        let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
+        let apis = apply::fetch_apis(&ctx.client, true)
             .await
             .map_err(|e| Err(Error::Fetch(e)))?;
         Ok(Fetched {
             access,
             resolved,
             registry_error,
-            monitoring_api,
+            apis,
         })
     }
 
-    fn monitoring_api(fetched: &Fetched) -> bool {
-        fetched.monitoring_api
+    fn apis(fetched: &Fetched) -> Apis {
+        fetched.apis
     }
 
     fn validate(
@@ -279,7 +284,7 @@ impl Pipeline for ModelDeployment {
             self,
             &fetched.resolved,
             fetched.access.clone(),
-            fetched.monitoring_api,
+            fetched.apis,
             defaults,
         )
     }
@@ -318,6 +323,15 @@ impl Pipeline for ModelDeployment {
         if let Some(err) = &fetched.registry_error {
             announce_registry_problem(ctx, self, &previous, resolution_reason(err), err).await;
         }
+        let optional: Vec<Desired> = autoscaling_condition(self, validated)
+            .into_iter()
+            .chain(super::exposure_condition(
+                validated.exposure.as_ref(),
+                validated.gateway_api,
+                &validated.owner.name,
+            ))
+            .collect();
+        super::announce_missing_apis(ctx, &self.object_ref(&()), &previous.conditions, &optional).await;
     }
 
     fn status(
@@ -404,6 +418,49 @@ fn monitoring_condition(v: &ValidatedModelDeployment) -> Desired {
     }
 }
 
+/// The `Autoscaling` condition of a ModelDeployment with `autoscaling`; `None` without it.
+fn autoscaling_condition(md: &ModelDeployment, v: &ValidatedModelDeployment) -> Option<Desired> {
+    let a = v.autoscaler.as_ref()?;
+    let name = &v.owner.name;
+    let on = match a.metric {
+        crate::validate::ScaleMetric::InFlight(n) => format!("{n} requests in flight per pod"),
+        crate::validate::ScaleMetric::Cpu(p) => format!("{p}% CPU per pod"),
+    };
+    let ignored = format!(
+        "spec.replicas ({}) is not used and kubectl scale is refused while autoscaling is on",
+        md.spec.replicas
+    );
+    Some(match (a.engine, a.available) {
+        (crate::crd::model_deployment::AutoscalingEngine::Hpa, _) => Desired::new(
+            conditions::AUTOSCALING,
+            true,
+            conditions::HORIZONTAL_POD_AUTOSCALER,
+            format!(
+                "HorizontalPodAutoscaler {name} scales Deployment {name} between {} and {} replicas on {on}; {ignored}",
+                a.min_replicas, a.max_replicas
+            ),
+        ),
+        (crate::crd::model_deployment::AutoscalingEngine::Keda, true) => Desired::new(
+            conditions::AUTOSCALING,
+            true,
+            conditions::SCALED_OBJECT,
+            format!(
+                "KEDA ScaledObject {name} scales Deployment {name} between {} and {} replicas on {on}; {ignored}",
+                a.min_replicas, a.max_replicas
+            ),
+        ),
+        (crate::crd::model_deployment::AutoscalingEngine::Keda, false) => Desired::new(
+            conditions::AUTOSCALING,
+            false,
+            conditions::KEDA_MISSING,
+            format!(
+                "autoscaling.engine is KEDA, but the cluster does not serve keda.sh/v1alpha1 (ScaledObject): no autoscaler was created and Deployment {name} runs {} replica(s); install KEDA, or use engine: HPA",
+                v.deployment_replicas.unwrap_or(1)
+            ),
+        ),
+    })
+}
+
 fn compute_status(
     md: &ModelDeployment,
     v: &ValidatedModelDeployment,
@@ -411,7 +468,11 @@ fn compute_status(
     registry_error: Option<&RegistryError>,
     ctx: &Context,
 ) -> ModelDeploymentStatus {
-    let r = rollout(deployment, v.replicas);
+    // With an autoscaler, the replicas it chose (the Deployment's) are the ones to wait for.
+    let desired_replicas = v
+        .deployment_replicas
+        .unwrap_or_else(|| deployment.and_then(|d| d.spec.replicas).unwrap_or(1));
+    let r = rollout(deployment, desired_replicas);
     let resolved = match registry_error {
         None => Desired::new(
             conditions::MODEL_RESOLVED,
@@ -446,13 +507,19 @@ fn compute_status(
             "no problems found",
         ),
     };
-    let desired = vec![
+    let mut desired = vec![
         r.ready,
         r.progressing,
         degraded,
         resolved,
         monitoring_condition(v),
     ];
+    desired.extend(autoscaling_condition(md, v));
+    desired.extend(super::exposure_condition(
+        v.exposure.as_ref(),
+        v.gateway_api,
+        &v.owner.name,
+    ));
     let previous = md.status.clone().unwrap_or_default();
     ModelDeploymentStatus {
         observed_generation: md.meta().generation,

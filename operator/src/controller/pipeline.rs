@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::apply::{self, Applied, FIELD_MANAGER, Kinds};
+use crate::apply::{self, Apis, Applied, FIELD_MANAGER, Kinds};
 use crate::build::ChildObjects;
 use crate::crd::conditions::{self, Desired};
 use crate::validate::{Defaults, Owner, ValidationError};
@@ -42,8 +42,9 @@ pub trait Pipeline:
 {
     /// The controller's name in metrics, logs and backoff keys.
     const CONTROLLER: &'static str;
-    /// Every kind this resource may own. ServiceMonitors and PrometheusRules are listed only when
-    /// the cluster serves `monitoring.coreos.com/v1` (see [`Kinds::served`]).
+    /// Every kind this resource may own. Kinds of optional APIs (ServiceMonitors,
+    /// PrometheusRules, ScaledObjects, HTTPRoutes) are listed only when the cluster serves them
+    /// (see [`Kinds::served`]).
     const KINDS: Kinds;
 
     type Status: Clone + Default + PartialEq + Serialize + Send + Sync;
@@ -63,8 +64,8 @@ pub trait Pipeline:
     /// Read the cluster and outside services. `Err(Ok(halt))` ends the reconcile with a status;
     /// `Err(Err(error))` fails it.
     async fn fetch(&self, ctx: &Context) -> Result<Self::Fetched, Result<Halt<Self::Status>, Error>>;
-    /// Whether `fetch` found the `monitoring.coreos.com/v1` API.
-    fn monitoring_api(fetched: &Self::Fetched) -> bool;
+    /// The optional APIs `fetch` found.
+    fn apis(fetched: &Self::Fetched) -> Apis;
     fn validate(
         &self,
         fetched: &Self::Fetched,
@@ -153,7 +154,7 @@ async fn pass<K: Pipeline>(obj: &K, ctx: &Context) -> Result<Result<Action, Erro
     // build
     let children = K::build(&validated);
     // apply
-    let kinds = K::KINDS.served(K::monitoring_api(&fetched));
+    let kinds = K::KINDS.served(K::apis(&fetched));
     let applied = apply::apply_children(&ctx.client, K::owner(&validated), kinds, &children)
         .await
         .map_err(Error::Apply)?;

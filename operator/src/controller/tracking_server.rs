@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 
 use super::pipeline::{self, Halt, Pipeline};
 use super::{Context, Error, rollout};
-use crate::apply::{self, Applied, Kinds};
+use crate::apply::{self, Apis, Applied, Kinds};
 use crate::build::{self, ChildObjects};
 use crate::crd::conditions::{self, Desired};
 use crate::crd::{TrackingServer, TrackingServerStatus};
@@ -23,7 +23,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 
 /// What the TrackingServer's fetch stage finds.
 pub struct Fetched {
-    pub monitoring_api: bool,
+    pub apis: Apis,
 }
 
 #[async_trait::async_trait]
@@ -36,6 +36,11 @@ impl Pipeline for TrackingServer {
         service_accounts: true,
         daemon_sets: true,
         services: true,
+        pod_disruption_budgets: true,
+        horizontal_pod_autoscalers: false,
+        scaled_objects: false,
+        ingresses: true,
+        http_routes: true,
         service_monitors: true,
         prometheus_rules: false,
     };
@@ -64,14 +69,14 @@ impl Pipeline for TrackingServer {
     }
 
     async fn fetch(&self, ctx: &Context) -> Result<Fetched, Result<Halt<TrackingServerStatus>, Error>> {
-        let monitoring_api = apply::fetch_monitoring_api(&ctx.client)
+        let apis = apply::fetch_apis(&ctx.client, false)
             .await
             .map_err(|e| Err(Error::Fetch(e)))?;
-        Ok(Fetched { monitoring_api })
+        Ok(Fetched { apis })
     }
 
-    fn monitoring_api(fetched: &Fetched) -> bool {
-        fetched.monitoring_api
+    fn apis(fetched: &Fetched) -> Apis {
+        fetched.apis
     }
 
     fn validate(
@@ -79,7 +84,7 @@ impl Pipeline for TrackingServer {
         fetched: &Fetched,
         defaults: &Defaults,
     ) -> Result<ValidatedTrackingServer, ValidationError> {
-        validate_tracking_server(self, fetched.monitoring_api, defaults)
+        validate_tracking_server(self, fetched.apis, defaults)
     }
 
     fn owner(validated: &ValidatedTrackingServer) -> &Owner {
@@ -88,6 +93,23 @@ impl Pipeline for TrackingServer {
 
     fn build(validated: &ValidatedTrackingServer) -> ChildObjects {
         build::tracking_server(validated)
+    }
+
+    /// A Warning Event when the Gateway API is missing for `exposure.httpRoute`.
+    async fn applied(&self, ctx: &Context, _fetched: &Fetched, validated: &ValidatedTrackingServer) {
+        let previous = self
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let desired: Vec<Desired> = super::exposure_condition(
+            validated.exposure.as_ref(),
+            validated.gateway_api,
+            &validated.owner.name,
+        )
+        .into_iter()
+        .collect();
+        super::announce_missing_apis(ctx, &self.object_ref(&()), previous, &desired).await;
     }
 
     fn status(
@@ -166,7 +188,12 @@ fn compute_status(
             "no problems found",
         ),
     };
-    let desired = vec![r.ready, r.progressing, degraded, monitoring_condition(v)];
+    let mut desired = vec![r.ready, r.progressing, degraded, monitoring_condition(v)];
+    desired.extend(super::exposure_condition(
+        v.exposure.as_ref(),
+        v.gateway_api,
+        &v.owner.name,
+    ));
     TrackingServerStatus {
         observed_generation: ts.meta().generation,
         url: Some(v.url.clone()),

@@ -15,6 +15,10 @@ pub const DEGRADED: &str = "Degraded";
 pub const MONITORING: &str = "Monitoring";
 /// The model reference was resolved against the tracking server's registry (ModelDeployment).
 pub const MODEL_RESOLVED: &str = "ModelResolved";
+/// An autoscaler owns the Deployment's replicas (ModelDeployment with `autoscaling`).
+pub const AUTOSCALING: &str = "Autoscaling";
+/// The Service is reachable from outside the cluster (with `exposure`).
+pub const EXPOSED: &str = "Exposed";
 
 // === reasons ===
 
@@ -38,6 +42,14 @@ pub const SERVICE_MONITOR: &str = "ServiceMonitor";
 pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 pub const MONITORING_DISABLED: &str = "Disabled";
 pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+pub const HORIZONTAL_POD_AUTOSCALER: &str = "HorizontalPodAutoscaler";
+pub const SCALED_OBJECT: &str = "ScaledObject";
+/// `autoscaling.engine: KEDA`, and the cluster does not serve `keda.sh/v1alpha1`.
+pub const KEDA_MISSING: &str = "KedaMissing";
+pub const INGRESS: &str = "Ingress";
+pub const HTTP_ROUTE: &str = "HTTPRoute";
+/// `exposure.httpRoute`, and the cluster does not serve `gateway.networking.k8s.io/v1`.
+pub const GATEWAY_API_MISSING: &str = "GatewayAPIMissing";
 // API errors of a fetch, apply or status write, by HTTP status (see `apply::api_reason`).
 pub const FORBIDDEN: &str = "Forbidden";
 pub const NOT_FOUND: &str = "NotFound";

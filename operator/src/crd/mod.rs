@@ -6,6 +6,7 @@
 pub mod conditions;
 pub mod model_deployment;
 pub mod tracking_server;
+pub mod workload;
 
 use std::collections::BTreeMap;
 

@@ -41,6 +41,9 @@ use super::{ServiceMonitorSettings, default_one, default_true};
 #[x_kube(validation = Rule::new("has(self.trackingServerRef) != has(self.trackingUri)").message("set exactly one of trackingServerRef and trackingUri"))]
 #[x_kube(validation = Rule::new("!has(self.trackingCredentialsSecretRef) || has(self.trackingUri)").message("trackingCredentialsSecretRef goes with trackingUri; a trackingServerRef uses the server's admin Secret"))]
 #[x_kube(validation = Rule::new("!has(self.trackingCaBundle) || (has(self.trackingUri) && self.trackingUri.startsWith('https://'))").message("trackingCaBundle goes with an https:// trackingUri"))]
+// `kubectl scale md` (the scale subresource writes spec.replicas) is refused while an autoscaler
+// owns the Deployment's replicas.
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas").message("spec.replicas is not used while spec.autoscaling is set (the autoscaler sets the Deployment's replicas, so kubectl scale is refused): change autoscaling.minReplicas/maxReplicas, or remove spec.autoscaling first"))]
 #[x_kube(validation = Rule::new("self.port != 8000 && self.port != 8001").message("port is the model server's own port and must differ from the sidecar's serving port 8000 and metrics port 8001"))]
 pub struct ModelDeploymentSpec {
     /// The TrackingServer (in this namespace) whose registry holds the model.
@@ -97,8 +100,8 @@ pub struct ModelDeploymentSpec {
     #[schemars(pattern(r"^/[^\s]*$"))]
     pub health_path: String,
 
-    /// Number of pods. The scale subresource makes `kubectl scale` and HorizontalPodAutoscalers
-    /// work on this field. Default: 1.
+    /// Number of pods. The scale subresource makes `kubectl scale` work on this field. Not used
+    /// (and `kubectl scale` is refused) while `autoscaling` is set. Default: 1.
     #[serde(default = "default_one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
@@ -106,6 +109,39 @@ pub struct ModelDeploymentSpec {
     /// Compute resources of the model server container, e.g. `limits: {nvidia.com/gpu: 1}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Scale the pods on load (in-flight requests per pod, or CPU) between `minReplicas` and
+    /// `maxReplicas` with a HorizontalPodAutoscaler or a KEDA ScaledObject, instead of
+    /// `replicas`. The operator then never sets the Deployment's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// A PodDisruptionBudget for the pods. Default: `maxUnavailable: 1` when `replicas` (or
+    /// `autoscaling.minReplicas`) is 2 or more, none otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<crate::crd::workload::DisruptionBudgetSpec>,
+
+    /// How a new model version replaces the pods. Default: Kubernetes' `25%`/`25%`; for a model
+    /// server that requests a GPU, `maxSurge: 0` and `maxUnavailable: 1` (no spare GPU needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_strategy: Option<crate::crd::workload::RolloutStrategySpec>,
+
+    /// Where the pods run: node selector, tolerations, affinity, topology spread, priority and
+    /// runtime class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<crate::crd::workload::SchedulingSpec>,
+
+    /// ServiceAccount the pods run as, for workload identity (an IAM role through EKS IRSA, a
+    /// Google service account through GKE Workload Identity). It must exist in this namespace;
+    /// the pods still get no Kubernetes API token. Default: the namespace's default ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub service_account_name: Option<String>,
+
+    /// Expose the model outside the cluster: a Gateway API HTTPRoute or an Ingress to the
+    /// Service's `http` port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<crate::crd::workload::ExposureSpec>,
 
     /// The metrics sidecar in front of the model server.
     #[serde(default)]
@@ -122,6 +158,97 @@ fn default_model_port() -> i32 {
 
 fn default_health_path() -> String {
     "/ping".to_owned()
+}
+
+/// Load-based scaling of a ModelDeployment.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+#[x_kube(validation = Rule::new("self.minReplicas >= 1 || self.engine == 'KEDA'").message("only KEDA scales to zero: set autoscaling.engine: KEDA, or minReplicas of at least 1"))]
+#[x_kube(validation = Rule::new("self.minReplicas >= 1 || (has(self.target.inFlightRequests) && has(self.keda) && has(self.keda.query))").message("minReplicas: 0 needs target.inFlightRequests and autoscaling.keda.query, a query that sees demand while no pod runs (the pods' in-flight series has no data then, so it could never wake the model)"))]
+#[x_kube(validation = Rule::new("self.engine != 'KEDA' || has(self.target.cpuUtilization) || has(self.keda)").message("engine: KEDA on target.inFlightRequests needs autoscaling.keda.prometheusAddress"))]
+#[x_kube(validation = Rule::new("self.engine == 'KEDA' || !has(self.keda)").message("autoscaling.keda goes with engine: KEDA"))]
+pub struct AutoscalingSpec {
+    /// `HPA`: a HorizontalPodAutoscaler (`autoscaling/v2`); on `inFlightRequests` it reads the
+    /// Pods metric `mlflow_inference_in_flight` from the custom metrics API (Prometheus Adapter
+    /// with the rule the chart ships). `KEDA`: a KEDA ScaledObject with a Prometheus trigger; the
+    /// only engine that may scale to zero. Default: `HPA`.
+    #[serde(default)]
+    pub engine: AutoscalingEngine,
+    /// Fewest pods. 0 (scale to zero) only with `engine: KEDA`. Default: 1.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// What each pod should carry on average: exactly one of `inFlightRequests` and
+    /// `cpuUtilization`.
+    pub target: AutoscalingTarget,
+    /// The KEDA ScaledObject's Prometheus trigger (`engine: KEDA`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keda: Option<KedaSpec>,
+}
+
+/// The autoscaler.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum AutoscalingEngine {
+    #[default]
+    #[serde(rename = "HPA")]
+    Hpa,
+    #[serde(rename = "KEDA")]
+    Keda,
+}
+
+impl AutoscalingEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hpa => "HPA",
+            Self::Keda => "KEDA",
+        }
+    }
+}
+
+/// The per-pod target of the autoscaler.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.inFlightRequests) != has(self.cpuUtilization)").message("set exactly one of autoscaling.target.inFlightRequests and autoscaling.target.cpuUtilization"))]
+pub struct AutoscalingTarget {
+    /// Requests in flight per pod on average (the sidecar's `mlflow_inference_in_flight`), e.g.
+    /// 4 for a model server that handles 4 requests at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub in_flight_requests: Option<i32>,
+    /// CPU use in percent of the pods' CPU requests on average; the model server needs
+    /// `resources.requests.cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub cpu_utilization: Option<i32>,
+}
+
+/// KEDA's Prometheus trigger.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KedaSpec {
+    /// URL of the Prometheus server that scrapes the sidecars, e.g.
+    /// `http://prometheus-operated.monitoring.svc:9090`.
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://[^\s]+$"))]
+    pub prometheus_address: String,
+    /// PromQL whose value divided by `target.inFlightRequests` is the number of pods. Default:
+    /// the sum of `mlflow_inference_in_flight` over this deployment's pods. Scaling from zero
+    /// needs a query that sees demand while no pod runs, such as your gateway's active requests
+    /// for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: Option<String>,
+    /// Seconds between KEDA's queries. Default: KEDA's 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub polling_interval_seconds: Option<i32>,
+    /// Seconds without demand before scaling to `minReplicas: 0`. Default: KEDA's 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub cooldown_period_seconds: Option<i32>,
 }
 
 /// Where a PEM CA bundle is: exactly one of a ConfigMap key and a Secret key.

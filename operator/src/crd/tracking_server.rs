@@ -36,6 +36,8 @@ use super::{SecretKeyRef, ServiceMonitorSettings, default_one, default_true};
 // Every replica must see every artifact: an object store does, a PVC only when ReadWriteMany.
 #[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.artifactStore.s3) || has(self.artifactStore.gcs) || has(self.artifactStore.azure) || (has(self.artifactStore.pvc) && self.artifactStore.pvc.accessModes.exists(m, m == 'ReadWriteMany'))").message("more than one replica needs an artifact store every replica sees: an object store (artifactStore.s3, gcs or azure) or an artifactStore.pvc whose accessModes include ReadWriteMany"))]
 #[x_kube(validation = Rule::new("!has(self.artifactStore.azure) || has(self.artifactStore.azure.credentialsSecretRef) || has(self.serviceAccountName)").message("artifactStore.azure needs credentials: set artifactStore.azure.credentialsSecretRef (account key or SAS token) or spec.serviceAccountName (Azure Workload Identity)"))]
+// A sqlite backend or a ReadWriteOnce artifact PVC always uses the Recreate strategy.
+#[x_kube(validation = Rule::new("!has(self.rolloutStrategy) || (!has(self.backendStore.sqlite) && (!has(self.artifactStore.pvc) || self.artifactStore.pvc.accessModes.exists(m, m == 'ReadWriteMany')))").message("rolloutStrategy needs a rolling Deployment: a sqlite backendStore or a ReadWriteOnce artifactStore.pvc always replaces the pod (Recreate)"))]
 pub struct TrackingServerSpec {
     /// Container image of mlkube-server. Default: the image matching the operator's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +71,26 @@ pub struct TrackingServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub service_account_name: Option<String>,
+
+    /// A PodDisruptionBudget for the server pods. Default: `maxUnavailable: 1` for 2 or more
+    /// replicas, none otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<crate::crd::workload::DisruptionBudgetSpec>,
+
+    /// How a new server version replaces the pods; only with a rolling Deployment (postgres and
+    /// an object store or a ReadWriteMany PVC). Default: Kubernetes' `25%`/`25%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_strategy: Option<crate::crd::workload::RolloutStrategySpec>,
+
+    /// Where the server pods run: node selector, tolerations, affinity, topology spread,
+    /// priority and runtime class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<crate::crd::workload::SchedulingSpec>,
+
+    /// Expose the server (REST API and UI) outside the cluster: a Gateway API HTTPRoute or an
+    /// Ingress to the Service's `http` port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<crate::crd::workload::ExposureSpec>,
 
     /// HTTP basic authentication (MLflow's `basic-auth` app).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,10 +15,12 @@ pub mod model_deployment;
 pub mod owner;
 pub mod tracking_access;
 pub mod tracking_server;
+pub mod workload;
 
 pub use defaults::Defaults;
 pub use model_deployment::{
-    AlertParams, QualityParams, Sidecar, ValidatedModelDeployment, validate_model_deployment,
+    AlertParams, Autoscaler, QualityParams, ScaleMetric, Sidecar, ValidatedModelDeployment,
+    validate_model_deployment,
 };
 pub use owner::Owner;
 pub use tracking_access::TrackingAccess;

@@ -5,10 +5,133 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
+use k8s_openapi::api::apps::v1::RollingUpdateDeployment;
+
 use super::owner::owner_of;
+use super::workload::{self, Budget};
 use super::{Defaults, Owner, TrackingAccess, ValidationError, duration_secs};
-use crate::crd::model_deployment::{QualityThreshold, ResolvedModel, Severity};
+use crate::apply::Apis;
+use crate::crd::model_deployment::{
+    AutoscalingEngine, AutoscalingSpec, QualityThreshold, ResolvedModel, Severity,
+};
+use crate::crd::workload::{ExposureSpec, SchedulingSpec};
 use crate::crd::{ModelDeployment, ServiceMonitorSettings, parse_duration_ms};
+
+/// What the autoscaler keeps per pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleMetric {
+    /// Requests in flight per pod on average.
+    InFlight(i32),
+    /// CPU use in percent of the requests.
+    Cpu(i32),
+}
+
+/// KEDA's Prometheus trigger, with the default query resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KedaParams {
+    pub prometheus_address: String,
+    pub query: String,
+    pub polling_interval_seconds: Option<i32>,
+    pub cooldown_period_seconds: Option<i32>,
+}
+
+/// The autoscaler of a ModelDeployment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Autoscaler {
+    pub engine: AutoscalingEngine,
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub metric: ScaleMetric,
+    pub keda: Option<KedaParams>,
+    /// Whether the cluster serves the engine's API (KEDA may be missing; autoscaling/v2 is core).
+    pub available: bool,
+}
+
+fn autoscaler(
+    spec: &AutoscalingSpec,
+    namespace: &str,
+    name: &str,
+    resources: Option<&ResourceRequirements>,
+    apis: Apis,
+) -> Result<Autoscaler, ValidationError> {
+    let field = |f: &'static str, m: &str| Err(ValidationError::field(f, m));
+    if spec.max_replicas < 1 || spec.min_replicas < 0 || spec.min_replicas > spec.max_replicas {
+        return field(
+            "spec.autoscaling",
+            "needs 0 <= minReplicas <= maxReplicas and maxReplicas >= 1",
+        );
+    }
+    if spec.min_replicas == 0 && spec.engine != AutoscalingEngine::Keda {
+        return field("spec.autoscaling.minReplicas", "only KEDA scales to zero");
+    }
+    let metric = match (spec.target.in_flight_requests, spec.target.cpu_utilization) {
+        (Some(n), None) if n >= 1 => ScaleMetric::InFlight(n),
+        (None, Some(p)) if p >= 1 => ScaleMetric::Cpu(p),
+        _ => {
+            return field(
+                "spec.autoscaling.target",
+                "set exactly one of inFlightRequests and cpuUtilization, at least 1",
+            );
+        }
+    };
+    if let ScaleMetric::Cpu(_) = metric {
+        // Utilization is a fraction of the request; the sidecar's container has one already.
+        let has_cpu = resources.is_some_and(|r| {
+            [&r.requests, &r.limits]
+                .into_iter()
+                .flatten()
+                .any(|m| m.contains_key("cpu"))
+        });
+        if !has_cpu {
+            return field(
+                "spec.autoscaling.target.cpuUtilization",
+                "needs resources.requests.cpu on the model server (utilization is a share of the request)",
+            );
+        }
+    }
+    let keda = match (spec.engine, &spec.keda) {
+        (AutoscalingEngine::Hpa, Some(_)) => {
+            return field("spec.autoscaling.keda", "goes with engine: KEDA");
+        }
+        (AutoscalingEngine::Hpa, None) => None,
+        (AutoscalingEngine::Keda, None) if matches!(metric, ScaleMetric::InFlight(_)) => {
+            return field(
+                "spec.autoscaling.keda.prometheusAddress",
+                "engine: KEDA on inFlightRequests needs the Prometheus server's address",
+            );
+        }
+        (AutoscalingEngine::Keda, None) => None,
+        (AutoscalingEngine::Keda, Some(k)) => Some(KedaParams {
+            prometheus_address: k.prometheus_address.clone(),
+            query: k
+                .query
+                .clone()
+                .unwrap_or_else(|| crate::build::autoscaler::in_flight_query(namespace, name)),
+            polling_interval_seconds: k.polling_interval_seconds,
+            cooldown_period_seconds: k.cooldown_period_seconds,
+        }),
+    };
+    if spec.min_replicas == 0
+        && !(matches!(metric, ScaleMetric::InFlight(_))
+            && spec.keda.as_ref().is_some_and(|k| k.query.is_some()))
+    {
+        return field(
+            "spec.autoscaling.keda.query",
+            "minReplicas: 0 needs target.inFlightRequests and a query that sees demand while no pod runs",
+        );
+    }
+    Ok(Autoscaler {
+        engine: spec.engine,
+        min_replicas: spec.min_replicas,
+        max_replicas: spec.max_replicas,
+        metric,
+        keda,
+        available: match spec.engine {
+            AutoscalingEngine::Hpa => true,
+            AutoscalingEngine::Keda => apis.keda,
+        },
+    })
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sidecar {
@@ -63,10 +186,21 @@ pub struct ValidatedModelDeployment {
     pub env: Vec<k8s_openapi::api::core::v1::EnvVar>,
     pub port: i32,
     pub health_path: String,
+    /// `spec.replicas`.
     pub replicas: i32,
+    /// What the Deployment's `spec.replicas` is set to: `None` while an autoscaler owns it.
+    pub deployment_replicas: Option<i32>,
+    pub autoscaler: Option<Autoscaler>,
     pub resources: Option<ResourceRequirements>,
+    pub rolling_update: Option<RollingUpdateDeployment>,
+    pub disruption_budget: Option<Budget>,
+    pub scheduling: SchedulingSpec,
+    pub service_account_name: Option<String>,
+    pub exposure: Option<ExposureSpec>,
     pub sidecar: Sidecar,
     pub monitoring_api: bool,
+    /// Whether the cluster serves the Gateway API (HTTPRoutes).
+    pub gateway_api: bool,
     pub service_monitor: Option<ServiceMonitorSettings>,
     /// Extra labels on the ServiceMonitor and PrometheusRule (`monitoring.serviceMonitor.labels`).
     pub monitoring_labels: BTreeMap<String, String>,
@@ -79,11 +213,32 @@ pub fn validate_model_deployment(
     md: &ModelDeployment,
     resolved: &ResolvedModel,
     tracking: TrackingAccess,
-    monitoring_api: bool,
+    apis: impl Into<Apis>,
     defaults: &Defaults,
 ) -> Result<ValidatedModelDeployment, ValidationError> {
+    let apis = apis.into();
+    let monitoring_api = apis.monitoring;
     let owner = owner_of(md)?;
     let spec = &md.spec;
+    let autoscaler = spec
+        .autoscaling
+        .as_ref()
+        .map(|a| autoscaler(a, &owner.namespace, &owner.name, spec.resources.as_ref(), apis))
+        .transpose()?;
+    // While an autoscaler runs, the Deployment's replicas are its; with KEDA missing the
+    // Deployment keeps the fewest pods that serve.
+    let deployment_replicas = match &autoscaler {
+        None => Some(spec.replicas.max(0)),
+        Some(a) if a.available => None,
+        Some(a) => Some(a.min_replicas.max(1)),
+    };
+    let min_pods = autoscaler.as_ref().map_or(spec.replicas, |a| a.min_replicas);
+    let disruption_budget = workload::disruption_budget(spec.disruption_budget.as_ref(), min_pods)?;
+    let rolling_update = workload::rolling_update(
+        spec.rollout_strategy.as_ref(),
+        workload::requests_gpu(spec.resources.as_ref()),
+    )?;
+    let exposure = workload::exposure(spec.exposure.as_ref())?;
     if spec.port == crate::ports::SIDECAR_HTTP || spec.port == crate::ports::SIDECAR_METRICS {
         return Err(ValidationError::field(
             "spec.port",
@@ -169,7 +324,15 @@ pub fn validate_model_deployment(
         port: spec.port,
         health_path: spec.health_path.clone(),
         replicas: spec.replicas.max(0),
+        deployment_replicas,
+        autoscaler,
         resources: spec.resources.clone(),
+        rolling_update,
+        disruption_budget,
+        scheduling: spec.scheduling.clone().unwrap_or_default(),
+        service_account_name: spec.service_account_name.clone(),
+        exposure,
+        gateway_api: apis.gateway,
         sidecar: Sidecar {
             image: spec
                 .sidecar

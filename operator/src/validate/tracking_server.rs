@@ -5,11 +5,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 
+use k8s_openapi::api::apps::v1::RollingUpdateDeployment;
+
 use super::owner::owner_of;
+use super::workload::{self, Budget};
 use super::{Defaults, Owner, ValidationError, duration_secs};
+use crate::apply::Apis;
 use crate::crd::tracking_server::{
     AdminSecretRef, ArtifactAccess, ArtifactStore, CredentialsSecretRef, Permission, VolumeSpec,
 };
+use crate::crd::workload::{ExposureSpec, SchedulingSpec};
 use crate::crd::{SecretKeyRef, ServiceMonitorSettings, TrackingServer};
 
 /// A PersistentVolumeClaim to create.
@@ -287,6 +292,13 @@ pub struct ValidatedTrackingServer {
     pub statistics_interval_secs: Option<u64>,
     /// Whether the cluster serves `monitoring.coreos.com/v1`.
     pub monitoring_api: bool,
+    /// Whether the cluster serves the Gateway API (HTTPRoutes).
+    pub gateway_api: bool,
+    /// RollingUpdate parameters (`None`: Kubernetes' defaults, or Recreate).
+    pub rolling_update: Option<RollingUpdateDeployment>,
+    pub disruption_budget: Option<Budget>,
+    pub scheduling: SchedulingSpec,
+    pub exposure: Option<ExposureSpec>,
     /// Settings of the server's ServiceMonitor, when one is wanted (whatever the API says).
     pub service_monitor: Option<ServiceMonitorSettings>,
     pub node_sampler: Option<NodeSampler>,
@@ -301,6 +313,7 @@ pub struct ValidatedTrackingServer {
 impl ValidatedTrackingServer {
     /// Whether the server must be replaced rather than rolled (a pod holds an RWO volume).
     pub fn recreate(&self) -> bool {
+        // validate_tracking_server says the same when it refuses a rolloutStrategy.
         matches!(self.backend, Backend::Sqlite(_))
             || matches!(&self.artifacts, Artifacts::Pvc(v) if !v.read_write_many())
     }
@@ -328,9 +341,11 @@ pub fn tracking_server_url(name: &str, namespace: &str) -> String {
 
 pub fn validate_tracking_server(
     ts: &TrackingServer,
-    monitoring_api: bool,
+    apis: impl Into<Apis>,
     defaults: &Defaults,
 ) -> Result<ValidatedTrackingServer, ValidationError> {
+    let apis = apis.into();
+    let monitoring_api = apis.monitoring;
     let owner = owner_of(ts)?;
     let spec = &ts.spec;
     let backend = match (&spec.backend_store.sqlite, &spec.backend_store.postgres) {
@@ -407,7 +422,23 @@ pub fn validate_tracking_server(
         default_permission: a.default_permission,
     });
     let url = tracking_server_url(&owner.name, &owner.namespace);
+    let recreate = matches!(backend, Backend::Sqlite(_))
+        || matches!(&artifacts, Artifacts::Pvc(v) if !v.read_write_many());
+    if recreate && spec.rollout_strategy.is_some() {
+        return Err(ValidationError::field(
+            "spec.rolloutStrategy",
+            "needs a rolling Deployment: a sqlite backendStore or a ReadWriteOnce artifactStore.pvc always replaces the pod (Recreate)",
+        ));
+    }
+    let rolling_update = workload::rolling_update(spec.rollout_strategy.as_ref(), false)?;
+    let disruption_budget = workload::disruption_budget(spec.disruption_budget.as_ref(), spec.replicas)?;
+    let exposure = workload::exposure(spec.exposure.as_ref())?;
     Ok(ValidatedTrackingServer {
+        gateway_api: apis.gateway,
+        rolling_update,
+        disruption_budget,
+        scheduling: spec.scheduling.clone().unwrap_or_default(),
+        exposure,
         image: spec
             .image
             .clone()

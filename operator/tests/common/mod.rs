@@ -360,3 +360,29 @@ pub fn monitoring_api() -> Reply {
 }
 
 pub const DISCOVERY: &str = "/apis/monitoring.coreos.com/v1";
+/// Discovery of KEDA's ScaledObjects (ModelDeployments only).
+pub const KEDA_DISCOVERY: &str = "/apis/keda.sh/v1alpha1";
+/// Discovery of the Gateway API's HTTPRoutes.
+pub const GATEWAY_DISCOVERY: &str = "/apis/gateway.networking.k8s.io/v1";
+
+fn api_resources(group_version: &str, kind: &str, plural: &str) -> Reply {
+    Reply::Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+        "resources": [
+            {"name": plural, "singularName": kind.to_lowercase(), "namespaced": true, "kind": kind,
+             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+            {"name": format!("{plural}/status"), "singularName": "", "namespaced": true, "kind": kind,
+             "verbs": ["get", "patch", "update"]}
+        ]
+    }))
+}
+
+/// KEDA is installed.
+pub fn keda_api() -> Reply {
+    api_resources("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
+}
+
+/// The Gateway API CRDs are installed.
+pub fn gateway_api() -> Reply {
+    api_resources("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
+}
