@@ -311,6 +311,14 @@ rendered_objects() {
     grep -A3 '^subjects:' "$r/ha-values.yaml" | grep -q 'name: mlflow-ha-node-sampler' ||
         { log "error: the node sampler's ServiceAccount is not bound"; rc=1; }
     expect_count "$r/default-values.yaml" ClusterRoleBinding 1 || rc=1
+    # The Prometheus Adapter rule for HPAs on in-flight requests: only when asked for, in the adapter's
+    # namespace, the file the chart ships.
+    grep -q 'component: prometheus-adapter-rules' "$r/default-values.yaml" &&
+        { log "error: the Prometheus Adapter rule is rendered by default"; rc=1; }
+    grep -A4 'name: mlkube-prometheus-adapter$' "$r/ha-values.yaml" | grep -q 'namespace: monitoring' ||
+        { log "error: ha-values: no Prometheus Adapter rule ConfigMap in namespace monitoring"; rc=1; }
+    grep -q "metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'" "$r/ha-values.yaml" ||
+        { log "error: ha-values: the Prometheus Adapter rule lacks its metricsQuery"; rc=1; }
     # Minimal: only the Deployment and its Service.
     expect_count "$r/minimal-values-monitoring.yaml" ServiceMonitor 0 || rc=1
     expect_count "$r/minimal-values.yaml" ConfigMap 0 || rc=1

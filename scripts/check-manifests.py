@@ -12,6 +12,9 @@ Every object in FILE... (multi-document YAML):
   - ServiceMonitor: selector and endpoints present, each endpoint's port is a named port of a
     Service the monitor selects (when that Service is in the same files), scrapeTimeout <= interval;
   - PrometheusRule: its groups pass `promtool check rules`.
+  - ScaledObject (keda.sh/v1alpha1), HTTPRoute (gateway.networking.k8s.io/v1): the subsets of their
+    CRD schemas in operator/tests/fixtures/optional-api-schemas.json; an HTTPRoute's backendRefs
+    name a Service port number (when that Service is in the same files).
 --restricted: every pod template meets the restricted Pod Security Standard, and mlkube's own rules
   (read-only root filesystem, automountServiceAccountToken only where the API is used).
 --rendered-by-operator: the same, except the node sampler DaemonSet, which is documented to need a
@@ -20,6 +23,7 @@ Exits 1 with one line per problem.
 """
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -36,6 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S_VERSIONS = ("1.28", kubernetes_validate.latest_version())
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 NODE_SAMPLER = "mlkube-node-sampler"
+OPTIONAL_APIS = {
+    k: v
+    for k, v in json.loads((ROOT / "operator/tests/fixtures/optional-api-schemas.json").read_text()).items()
+    if not k.startswith("_")
+}
 WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 
 
@@ -222,6 +231,18 @@ def check_service_monitor(obj, services, problems):
                 problems.append(f"{where}: port {ep.get('port')!r} is not a named port of {name_of(svc)} ({sorted(names)})")
 
 
+def check_http_route(obj, services, problems):
+    ns = (obj.get("metadata") or {}).get("namespace")
+    for rule in (obj.get("spec") or {}).get("rules") or []:
+        for ref in rule.get("backendRefs") or []:
+            for svc in services:
+                meta = svc.get("metadata") or {}
+                if meta.get("name") == ref.get("name") and meta.get("namespace") == ns:
+                    ports = {p.get("port") for p in (svc.get("spec") or {}).get("ports", [])}
+                    if ref.get("port") not in ports:
+                        problems.append(f"{name_of(obj)}: backendRef port {ref.get('port')} is not a port of {name_of(svc)} ({sorted(ports)})")
+
+
 def check_prometheus_rules(rules_objects, problems):
     if not rules_objects:
         return
@@ -274,6 +295,13 @@ def main(argv):
                 rule_objects.append(obj)
             else:
                 problems.append(f"{where}: unexpected kind")
+        elif f"{api}/{kind}" in OPTIONAL_APIS:
+            counts["custom"] += 1
+            for err in jsonschema.Draft7Validator(OPTIONAL_APIS[f"{api}/{kind}"]).iter_errors(obj):
+                loc = "/".join(str(p) for p in err.path) or "(root)"
+                problems.append(f"{where}: {loc}: {err.message}")
+            if kind == "HTTPRoute":
+                check_http_route(obj, services, problems)
         elif api.startswith("mlkube.io/"):
             problems.append(f"{where}: no CRD in crds/ defines {api} {kind}")
         else:

@@ -59,7 +59,15 @@ fn rendered_objects_pass_kubernetes_validate_strict() {
     command.args(["--strict", "--kubernetes-version", "1.33.0"]);
     command.args(yaml_files("deploy/rendered"));
     let text = run(command);
-    for kind in ["deployment/", "service/", "persistentvolumeclaim/", "daemonset/"] {
+    for kind in [
+        "deployment/",
+        "service/",
+        "persistentvolumeclaim/",
+        "daemonset/",
+        "poddisruptionbudget/",
+        "horizontalpodautoscaler/",
+        "ingress/",
+    ] {
         assert!(
             text.contains(&format!("passed for resource {kind}")),
             "no {kind} validated:\n{text}"

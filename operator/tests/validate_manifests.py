@@ -9,10 +9,13 @@ Each document of each FILE is checked by kind:
     would otherwise prune silently, i.e. a typo).
   * ServiceMonitor / PrometheusRule: against the subset of the Prometheus Operator v1 schema the
     operator uses (kubernetes-validate has no schema for them).
+  * ScaledObject (keda.sh) / HTTPRoute (gateway.networking.k8s.io): against the subsets in
+    fixtures/optional-api-schemas.json.
   * built-in kinds are skipped here: kubernetes-validate --strict covers them.
 Exits 1 with one line per problem.
 """
 import glob
+import json
 import os
 import sys
 
@@ -83,6 +86,10 @@ PROMETHEUS_RULE = {
 }
 
 
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "optional-api-schemas.json")) as f:
+    OPTIONAL_APIS = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+
+
 def undeclared(schema, value, path):
     """Paths of fields in value that schema does not declare (structural-schema pruning)."""
     if isinstance(value, dict) and schema.get("type") == "object":
@@ -132,6 +139,10 @@ def main():
                 problems.extend(f"{where}: {e.message}" for e in jsonschema.Draft7Validator(SERVICE_MONITOR).iter_errors(doc))
             elif kind == "PrometheusRule":
                 problems.extend(f"{where}: {e.message}" for e in jsonschema.Draft7Validator(PROMETHEUS_RULE).iter_errors(doc))
+            elif f"{api}/{kind}" in OPTIONAL_APIS:
+                schema = OPTIONAL_APIS[f"{api}/{kind}"]
+                problems.extend(f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                                for e in jsonschema.Draft7Validator(schema).iter_errors(doc))
             elif api and api.startswith("mlkube.io/"):
                 problems.append(f"{where}: no CRD for {api} {kind} in {crd_dir}")
             else:

@@ -168,3 +168,29 @@ pub fn build_scaled_object(metadata: ObjectMeta, autoscaler: &Autoscaler) -> Sca
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_charts_adapter_rule_serves_the_metric_the_hpa_reads() {
+        let text = include_str!("../../../charts/mlkube/prometheus-adapter/config.yaml");
+        let config: serde_json::Value = serde_saphyr::from_str(text).unwrap();
+        let rule = &config["rules"][0];
+        assert_eq!(rule["name"]["as"], IN_FLIGHT_METRIC);
+        assert!(
+            rule["seriesQuery"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{IN_FLIGHT_METRIC}{{")),
+            "{rule}"
+        );
+        // Per pod, the label an HPA's Pods metric is matched on.
+        assert_eq!(rule["resources"]["overrides"]["pod"]["resource"], "pod");
+        assert_eq!(
+            rule["resources"]["overrides"]["namespace"]["resource"],
+            "namespace"
+        );
+    }
+}
