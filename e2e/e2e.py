@@ -20,6 +20,11 @@ What it emulates, and from where:
     fire and resolve within the run.
   * Replica churn-0's model server is the real `mlflow models serve`; replica churn-1's is a tiny
     Python proxy in front of the same scoring process, whose delay the test controls (the slow replica).
+  * Autoscaling: with requests held in flight on the slow replica, the per-pod in-flight series an HPA
+    scales on has data for every pod, and the Prometheus Adapter rule the chart ships
+    (charts/mlkube/prometheus-adapter/config.yaml), templated as the adapter templates it for
+    `kubectl get --raw /apis/custom.metrics.k8s.io/.../pods/*/mlflow_inference_in_flight`, returns the
+    number held per pod; so does the query of a KEDA ScaledObject's default trigger.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ RULE_RANGE = "30s"
 STATISTICS_INTERVAL = 2
 MONITORING_INTERVAL = 2
 SLOW_DELAY_S = 0.8  # above the churn example's latencyP99 (500ms), below its request timeout
+HELD_DELAY_S = 5.0  # requests held in flight for the autoscaling checks (several 1s scrapes, under the 10s timeout)
+HELD_REQUESTS = 3  # requests in flight on the slow replica while they are held
+ADAPTER_RULES = ROOT / "charts" / "mlkube" / "prometheus-adapter" / "config.yaml"
+IN_FLIGHT = "mlflow_inference_in_flight"
 
 # The rendered objects that make up the local cluster: (file, predicate on the object).
 CLUSTER = [
@@ -1189,6 +1198,61 @@ class E2E:
         self.checks.check("slow requests still answered 200", all(r["status"] == 200 for r in results),
                           f"{sum(r['status'] == 200 for r in results)}/{len(results)}")
 
+    def assert_in_flight_per_pod(self) -> None:
+        """What an autoscaler on in-flight requests would read: hold HELD_REQUESTS requests on the slow
+        replica, none on the other, and query the per-pod series, the adapter rule and KEDA's query."""
+        slow, idle = self.sidecars[1], self.sidecars[0]
+        namespace = self.model_pods[0].namespace
+        pods = [sc["pod"] for sc in self.sidecars]
+        rule = yaml.safe_load(ADAPTER_RULES.read_text())["rules"][0]
+        series = self.prom.query(rule["seriesQuery"])
+        self.checks.check("adapter rule: its seriesQuery finds one in-flight series per pod",
+                          sorted(r["metric"].get("pod", "") for r in series) == sorted(pods),
+                          str([r["metric"] for r in series]))
+        # The adapter's templating for a pods list in a namespace (pods/*): the resource overrides
+        # become label matchers, the group-by is the pod label.
+        matchers = f'namespace="{namespace}",pod=~"{"|".join(pods)}"'
+        query = (rule["metricsQuery"].replace("<<.Series>>", rule["name"]["as"])
+                 .replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod"))
+        keda = f'sum({IN_FLIGHT}{{namespace="{namespace}",service="{self.md_name}"}})'
+        log(f"holding {HELD_REQUESTS} requests for {HELD_DELAY_S}s on {slow['pod']}; adapter query: {query}")
+        self.slow.delay = HELD_DELAY_S
+        held: list[dict] = []
+        threads = [threading.Thread(target=lambda: held.append(predict(slow["url"], churn_rows(random.Random(i), 1)[0][0])),
+                                    daemon=True) for i in range(HELD_REQUESTS)]
+        for t in threads:
+            t.start()
+        want = {slow["pod"]: float(HELD_REQUESTS), idle["pod"]: 0.0}
+        per_pod: dict[str, float] = {}
+
+        def adapter_sees_them():
+            nonlocal per_pod
+            per_pod = {r["metric"].get("pod", ""): float(r["value"][1]) for r in self.prom.query(query)}
+            return per_pod == want
+
+        try:
+            got = wait_until(f"{IN_FLIGHT} = {HELD_REQUESTS} on {slow['pod']} through the adapter rule",
+                             adapter_sees_them, HELD_DELAY_S - 1, interval=0.25)
+            at = time.time()
+            direct = {r["metric"].get("pod", ""): float(r["value"][1])
+                      for r in self.prom.query(f'{IN_FLIGHT}{{namespace="{namespace}"}}', at)}
+            keda_value = self.prom.value(keda, at)
+        except Fatal:
+            got, direct, keda_value = False, {}, None
+        finally:
+            for t in threads:
+                t.join(HELD_DELAY_S + 10)
+            self.slow.delay = 0
+        self.checks.check(f"{IN_FLIGHT} has a series per pod under load ({', '.join(pods)})",
+                          set(direct) == set(pods), str(direct))
+        self.checks.check(f"adapter rule's metricsQuery returns {HELD_REQUESTS} for {slow['pod']} and 0 for {idle['pod']}",
+                          bool(got), f"{per_pod}, want {want}")
+        self.checks.check(f"KEDA's default query sums the held requests ({HELD_REQUESTS})",
+                          keda_value == float(HELD_REQUESTS), f"{keda} = {keda_value}")
+        self.checks.check("held requests answered 200", len(held) == HELD_REQUESTS and all(r["status"] == 200 for r in held),
+                          str([r["status"] for r in held]))
+        self.summary["in_flight"] = {"adapter": per_pod, "keda": keda_value}
+
     def final_checks(self) -> None:
         self.assert_targets("at the end")
         span = f"{int(time.monotonic() - self.prom_started) + 5}s"
@@ -1283,6 +1347,7 @@ class E2E:
             self.assert_dashboards()
             self.break_and_restore()
             self.slow_down()
+            self.assert_in_flight_per_pod()
             self.final_checks()
         except Fatal as exc:
             error = str(exc)
