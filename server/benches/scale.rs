@@ -224,7 +224,7 @@ async fn main() {
     let client = http_client();
     for engine in Engine::from_env() {
         let server = start_mlkube(&engine, "bench_scale").await;
-        wait_healthy(&client, &server.base).await;
+        wait_healthy(&client, &server).await;
         eprintln!("[{}] metric points", engine.name());
         let curve = metric_points(&client, &server.base, &points, seconds).await;
         print_curve(engine.name(), "one run's metric grows", &curve);

@@ -283,7 +283,8 @@ async fn raw_insert_ms(engine: &Engine, backend_uri: &str, run_id: &str, batches
                 .execute(&mut conn)
                 .await
                 .unwrap();
-            insert_batches!(conn, |i: usize| format!("?{i}"));
+            // Plain `?`: SQLite binds numbered placeholders through a linear search (O(n²)).
+            insert_batches!(conn, |_: usize| "?".to_owned());
         }
         Engine::Postgres { .. } => {
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -314,8 +315,8 @@ async fn bench_engine(
     let client = http_client();
     let ours = start_mlkube(engine, "bench_mlkube").await;
     let theirs = start_mlflow(mlflow, workers, engine, "bench_mlflow").await;
-    wait_healthy(&client, &ours.base).await;
-    wait_healthy(&client, &theirs.base).await;
+    wait_healthy(&client, &ours).await;
+    wait_healthy(&client, &theirs).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let idle_rss = (tree_rss_mb(ours.child.id()), tree_rss_mb(theirs.child.id()));
     eprintln!("[{}] filling both servers…", engine.name());

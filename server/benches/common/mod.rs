@@ -143,11 +143,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_in_own_group(cmd: &mut Command) -> Child {
+/// Start `cmd` in its own process group, its output in `log`.
+fn spawn_in_own_group(cmd: &mut Command, log: &Path) -> Child {
     use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).unwrap();
     cmd.process_group(0)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(out))
         .spawn()
         .unwrap()
 }
@@ -167,6 +169,7 @@ pub async fn start_mlkube(engine: &Engine, db_name: &str) -> Server {
             .arg("--artifacts-destination")
             .arg(dir.path().join("artifacts"))
             .env("MLKUBE_LOG", "warn"),
+        &dir.path().join("server.log"),
     );
     Server {
         name: "mlkube",
@@ -212,6 +215,7 @@ pub async fn start_mlflow(mlflow: &str, workers: &str, engine: &Engine, db_name:
             .arg("--artifacts-destination")
             .arg(dir.path().join("artifacts"))
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        &dir.path().join("server.log"),
     );
     Server {
         name: "mlflow",
@@ -267,7 +271,9 @@ pub async fn get(client: &HttpClient, base: &str, path_and_query: &str) -> Bytes
     bytes
 }
 
-pub async fn wait_healthy(client: &HttpClient, base: &str) {
+/// Wait for `/health`; a server that does not come up stops the benchmark with its log.
+pub async fn wait_healthy(client: &HttpClient, server: &Server) {
+    let base = &server.base;
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let req = Request::get(format!("{base}/health"))
@@ -280,7 +286,14 @@ pub async fn wait_healthy(client: &HttpClient, base: &str) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("{base} did not become healthy");
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!(
+        "{} at {base} did not become healthy:\n{}",
+        server.name,
+        tail.join("\n")
+    );
 }
 
 /// RSS in MB of a process and all its descendants.

@@ -59,6 +59,8 @@ impl SqliteSync {
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: AnyPool,
+    /// SQLite files: the one connection every write goes through (see [`connect_sqlite_writer`]).
+    writer: Option<AnyPool>,
     engine: Engine,
     write_lock: Option<Arc<Mutex<()>>>,
     group_commit: Option<Arc<GroupCommit>>,
@@ -87,10 +89,17 @@ impl Database {
         let write_lock = (engine == Engine::Sqlite).then(|| Arc::new(Mutex::new(())));
         Self {
             pool,
+            writer: None,
             engine,
             write_lock,
             group_commit: None,
         }
+    }
+
+    /// Send every write through `writer` (a SQLite file's single writer connection).
+    pub fn with_writer(mut self, writer: AnyPool) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     /// A SQLite file whose write requests are answered only once their commits are on disk.
@@ -114,6 +123,11 @@ impl Database {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool writes use: a SQLite file's writer connection, else the shared pool.
+    pub fn writer(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
     }
 
     pub fn engine(&self) -> Engine {
@@ -248,6 +262,37 @@ pub async fn connect_sqlite(path: &str, synchronous: Pragma) -> Result<AnyPool, 
         pool.execute("PRAGMA journal_mode = WAL;").await?;
     }
     Ok(pool)
+}
+
+/// Page cache of a SQLite file's writer connection, in KiB (`PRAGMA cache_size`; readers keep
+/// SQLite's default of 2 MiB each).
+const SQLITE_WRITER_CACHE_KIB: u32 = 8192;
+
+/// The single connection a SQLite file's writes go through (docs/architecture.md, "Performance").
+/// SQLite drops a connection's whole page cache when another connection has written since its
+/// last transaction; writes spread over a pool therefore re-read from the file every page they
+/// touch (a log-batch of 1000 metrics touches ~1000 B-tree pages), while one writer keeps them
+/// cached. Writers are serialised by the store's write lock anyway, so nothing waits longer.
+pub async fn connect_sqlite_writer(path: &str, synchronous: Pragma) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{path}?mode=rw");
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(SQLITE_PRAGMAS).await?;
+                conn.execute(synchronous.statement()).await?;
+                conn.execute(format!("PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
 }
 
 pub async fn connect_postgres(uri: &str) -> Result<AnyPool, sqlx::Error> {

@@ -155,6 +155,10 @@ impl MonitoringStore {
         self.db.pool()
     }
 
+    fn writer(&self) -> &AnyPool {
+        self.db.writer()
+    }
+
     /// Store a batch of predictions in one transaction; a `request_id` already stored is kept as
     /// it was (idempotent retries). Returns how many were new.
     #[instrument(skip_all, fields(rows = rows.len()))]
@@ -163,7 +167,7 @@ impl MonitoringStore {
             return Ok(0);
         }
         let _guard = self.db.write_guard().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut q = Sql::new(
@@ -195,7 +199,7 @@ impl MonitoringStore {
             return Ok(0);
         }
         let _guard = self.db.write_guard().await;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut q = Sql::new(
@@ -364,7 +368,7 @@ impl MonitoringStore {
             "DO NOTHING"
         });
         let _guard = self.db.write_guard().await;
-        q.query(self.db.engine()).execute(self.pool()).await?;
+        q.query(self.db.engine()).execute(self.writer()).await?;
         Ok(())
     }
 
@@ -376,7 +380,7 @@ impl MonitoringStore {
             .bind_str(version_key);
         let _guard = self.db.write_guard().await;
         Ok(q.query(self.db.engine())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?
             .rows_affected()
             > 0)
@@ -419,7 +423,7 @@ impl MonitoringStore {
         q.bind_i64(m.last_updated_timestamp).push(")");
         let _guard = self.db.write_guard().await;
         q.query(self.db.engine())
-            .execute(self.pool())
+            .execute(self.writer())
             .await
             .map_err(|e| Self::name_taken(e, &m.name))?;
         Ok(())
@@ -474,7 +478,7 @@ impl MonitoringStore {
         let _guard = self.db.write_guard().await;
         let done = q
             .query(self.db.engine())
-            .execute(self.pool())
+            .execute(self.writer())
             .await
             .map_err(|e| Self::name_taken(e, &m.name))?;
         if done.rows_affected() == 0 {
@@ -488,7 +492,7 @@ impl MonitoringStore {
         q.bind_str(monitor_id);
         let _guard = self.db.write_guard().await;
         if q.query(self.db.engine())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?
             .rows_affected()
             == 0
@@ -523,7 +527,7 @@ impl MonitoringStore {
         q.push(" AND state = ").bind_str(previous.as_str());
         let _guard = self.db.write_guard().await;
         Ok(q.query(self.db.engine())
-            .execute(self.pool())
+            .execute(self.writer())
             .await?
             .rows_affected()
             > 0)
@@ -575,7 +579,7 @@ impl MonitoringStore {
             let deleted = {
                 let _guard = self.db.write_guard().await;
                 q.query(self.db.engine())
-                    .execute(self.pool())
+                    .execute(self.writer())
                     .await?
                     .rows_affected()
             };

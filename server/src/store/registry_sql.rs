@@ -336,7 +336,7 @@ impl Registry for SqlStore {
         let now = now_ms();
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             let mut sql = Sql::new(
                 "INSERT INTO registered_models (name, creation_time, last_updated_time, description, user_id) VALUES (",
             );
@@ -391,7 +391,7 @@ impl Registry for SqlStore {
         self.fetch_model_row(name).await?;
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             let mut sql = Sql::new("UPDATE registered_models SET name = ");
             sql.bind_str(new_name)
                 .push(", last_updated_time = ")
@@ -429,7 +429,7 @@ impl Registry for SqlStore {
             .bind_str(name);
         {
             let _guard = self.write_guard().await;
-            sql.query(self.engine).execute(&self.pool).await?;
+            sql.query(self.engine).execute(self.writer()).await?;
         }
         self.get_registered_model(name).await
     }
@@ -439,7 +439,7 @@ impl Registry for SqlStore {
         let mut sql = Sql::new("DELETE FROM registered_models WHERE name = ");
         sql.bind_str(name);
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 
@@ -491,7 +491,7 @@ impl Registry for SqlStore {
     async fn set_registered_model_tag(&self, name: &str, tag: &Tag) -> StoreResult<()> {
         self.fetch_model_row(name).await?;
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         self.upsert_tag(
             &mut tx,
             "registered_model_tags",
@@ -510,7 +510,7 @@ impl Registry for SqlStore {
         let mut sql = Sql::new("DELETE FROM registered_model_tags WHERE name = ");
         sql.bind_str(name).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 
@@ -520,7 +520,7 @@ impl Registry for SqlStore {
         let number;
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             // Version numbers count every version ever created, deleted ones included. The unique
             // key makes a concurrent creator fail and retry rather than share a number.
             let mut attempt = 0;
@@ -620,7 +620,7 @@ impl Registry for SqlStore {
             .bind_i64(number);
         {
             let _guard = self.write_guard().await;
-            sql.query(self.engine).execute(&self.pool).await?;
+            sql.query(self.engine).execute(self.writer()).await?;
         }
         self.get_model_version(name, version).await
     }
@@ -649,7 +649,7 @@ impl Registry for SqlStore {
         let now = now_ms();
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             if archive_existing_versions {
                 let mut sql =
                     Sql::new("UPDATE model_versions SET current_stage = 'Archived', last_updated_time = ");
@@ -677,7 +677,7 @@ impl Registry for SqlStore {
         let number = parse_version(version)?;
         self.fetch_version_row(name, version).await?;
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut sql = Sql::new("UPDATE model_versions SET current_stage = ");
         sql.bind_str(DELETED_STAGE)
             .push(", last_updated_time = ")
@@ -779,7 +779,7 @@ impl Registry for SqlStore {
         let number = parse_version(version)?;
         self.fetch_version_row(name, version).await?;
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let keys = [("name", Arg::Str(name.to_owned())), ("version", Arg::I64(number))];
         self.upsert_tag(&mut tx, "model_version_tags", &keys, tag).await?;
         tx.commit().await?;
@@ -797,7 +797,7 @@ impl Registry for SqlStore {
             .bind_str(key);
         // Deleting an absent tag is a no-op, as in MLflow's SQL store.
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 
@@ -812,7 +812,7 @@ impl Registry for SqlStore {
             .bind_i64(number);
         sql.push(") ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version");
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 
@@ -822,7 +822,7 @@ impl Registry for SqlStore {
         sql.bind_str(name).push(" AND alias = ").bind_str(alias);
         // Deleting an absent alias is a no-op, as in MLflow's SQL store.
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 

@@ -63,7 +63,7 @@ impl Schedule {
                 .bind_i64(now_ms)
                 .push(") ON CONFLICT (job) DO NOTHING");
             let _guard = self.db.write_guard().await;
-            insert.query(engine).execute(self.db.pool()).await?;
+            insert.query(engine).execute(self.db.writer()).await?;
             self.row_exists.store(true, Ordering::Relaxed);
         }
         let next = now_ms.saturating_add(self.interval_ms);
@@ -87,7 +87,12 @@ impl Schedule {
             .push(" AND next_due <= ")
             .bind_i64(now_ms);
         let _guard = self.db.write_guard().await;
-        Ok(claim.query(engine).execute(self.db.pool()).await?.rows_affected() == 1)
+        Ok(claim
+            .query(engine)
+            .execute(self.db.writer())
+            .await?
+            .rows_affected()
+            == 1)
     }
 
     /// The replica that took the last turn (`None` before any).

@@ -16,6 +16,9 @@ pub async fn open(path: &str, default_artifact_root: &str, sync: SqliteSync) -> 
     let pool = crate::db::connect_sqlite(path, Pragma::SynchronousNormal).await?;
     MIGRATOR.run(&pool).await?;
     let mut store = SqlStore::new(pool, Engine::Sqlite, default_artifact_root);
+    if path != ":memory:" {
+        store.enable_writer(crate::db::connect_sqlite_writer(path, Pragma::SynchronousNormal).await?);
+    }
     if sync == SqliteSync::Full && path != ":memory:" {
         store.enable_group_commit(GroupCommit::new(std::path::Path::new(path)));
     }

@@ -13,7 +13,7 @@ impl ExperimentStore for SqlStore {
     ) -> StoreResult<String> {
         let now = now_ms();
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut sql = Sql::new(
             "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
              VALUES (",
@@ -112,7 +112,7 @@ impl ExperimentStore for SqlStore {
             .push(" WHERE experiment_id = ")
             .bind_i64(parse_experiment_id(experiment_id)?);
         let _guard = self.write_guard().await;
-        match sql.query(self.engine).execute(&self.pool).await {
+        match sql.query(self.engine).execute(self.writer()).await {
             Ok(_) => Ok(()),
             Err(err) if is_unique_violation(&err) => Err(StoreError::AlreadyExists(format!(
                 "Experiment(name={new_name}) already exists."
@@ -135,7 +135,7 @@ impl ExperimentStore for SqlStore {
             )));
         }
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut sql = Sql::new("UPDATE experiments SET lifecycle_stage = ");
         sql.bind_str(stage.as_str())
             .push(", last_update_time = ")
@@ -160,7 +160,7 @@ impl ExperimentStore for SqlStore {
             )));
         }
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         self.upsert_kv(
             &mut tx,
             "experiment_tags",
@@ -180,7 +180,7 @@ impl ExperimentStore for SqlStore {
         let mut sql = Sql::new("DELETE FROM experiment_tags WHERE experiment_id = ");
         sql.bind_i64(id).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        let done = sql.query(self.engine).execute(&self.pool).await?;
+        let done = sql.query(self.engine).execute(self.writer()).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "No tag with name: {key} in experiment with id {experiment_id}"

@@ -23,7 +23,7 @@ impl LoggedModelStore for SqlStore {
         let now = now_ms();
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             let mut sql = Sql::new(
                 "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp, \
                  last_updated_timestamp, status, model_type, source_run_id) VALUES (",
@@ -94,7 +94,7 @@ impl LoggedModelStore for SqlStore {
             .bind_str(model_id);
         {
             let _guard = self.write_guard().await;
-            sql.query(self.engine).execute(&self.pool).await?;
+            sql.query(self.engine).execute(self.writer()).await?;
         }
         self.get_logged_model(model_id).await
     }
@@ -102,7 +102,7 @@ impl LoggedModelStore for SqlStore {
     async fn set_logged_model_tags(&self, model_id: &str, tags: &[Tag]) -> StoreResult<()> {
         self.get_logged_model(model_id).await?;
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         self.upsert_kv(
             &mut tx,
             "logged_model_tags",
@@ -121,7 +121,7 @@ impl LoggedModelStore for SqlStore {
         let mut sql = Sql::new("DELETE FROM logged_model_tags WHERE model_id = ");
         sql.bind_str(model_id).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        let done = sql.query(self.engine).execute(&self.pool).await?;
+        let done = sql.query(self.engine).execute(self.writer()).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "No tag with key {key} on logged model {model_id}"
@@ -133,7 +133,7 @@ impl LoggedModelStore for SqlStore {
     async fn log_logged_model_params(&self, model_id: &str, params: &[Tag]) -> StoreResult<()> {
         self.get_logged_model(model_id).await?;
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         self.upsert_kv(
             &mut tx,
             "logged_model_params",
@@ -152,7 +152,7 @@ impl LoggedModelStore for SqlStore {
         let mut sql = Sql::new("UPDATE logged_models SET lifecycle_stage = 'deleted' WHERE model_id = ");
         sql.bind_str(model_id);
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 

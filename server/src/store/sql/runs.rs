@@ -18,7 +18,7 @@ impl RunStore for SqlStore {
         let artifact_uri = join_uri(&join_uri(&experiment.artifact_location, &run_id), "artifacts");
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             let mut sql = Sql::new(
                 "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, artifact_uri, \
                  lifecycle_stage) VALUES (",
@@ -63,7 +63,7 @@ impl RunStore for SqlStore {
         Self::require_active_run(&info)?;
         {
             let _guard = self.write_guard().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer().begin().await?;
             let mut sql = Sql::new("UPDATE runs SET run_uuid = run_uuid");
             if let Some(status) = update.status {
                 sql.push(", status = ").bind_str(status.as_str());
@@ -100,7 +100,7 @@ impl RunStore for SqlStore {
             .push(" WHERE run_uuid = ")
             .bind_str(run_id);
         let _guard = self.write_guard().await;
-        sql.query(self.engine).execute(&self.pool).await?;
+        sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
     }
 
@@ -126,7 +126,7 @@ impl RunStore for SqlStore {
             }
         }
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let info = self.fetch_run_info(&mut *tx, run_id).await?;
         Self::require_active_run(&info)?;
 
@@ -253,7 +253,7 @@ impl RunStore for SqlStore {
         let mut sql = Sql::new("DELETE FROM run_tags WHERE run_uuid = ");
         sql.bind_str(run_id).push(" AND key = ").bind_str(key);
         let _guard = self.write_guard().await;
-        let done = sql.query(self.engine).execute(&self.pool).await?;
+        let done = sql.query(self.engine).execute(self.writer()).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "No tag with name: {key} in run with id {run_id}"
@@ -269,7 +269,7 @@ impl RunStore for SqlStore {
         models: &[ModelInput],
     ) -> StoreResult<()> {
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let info = self.fetch_run_info(&mut *tx, run_id).await?;
         Self::require_active_run(&info)?;
         let now = now_ms();
@@ -334,7 +334,7 @@ impl RunStore for SqlStore {
 
     async fn log_outputs(&self, run_id: &str, models: &[ModelOutput]) -> StoreResult<()> {
         let _guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer().begin().await?;
         let info = self.fetch_run_info(&mut *tx, run_id).await?;
         Self::require_active_run(&info)?;
         for m in models {
@@ -405,7 +405,7 @@ impl RunStore for SqlStore {
         max_results: u64,
     ) -> StoreResult<Page<Metric>> {
         self.fetch_run_info(&self.pool, run_id).await?;
-        let mut sql = Sql::new("SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ");
+        let mut sql = Sql::new(&format!("SELECT {POINT_COLUMNS} FROM metrics WHERE run_uuid = "));
         sql.bind_str(run_id)
             .push(" AND key = ")
             .bind_str(key)
@@ -414,7 +414,7 @@ impl RunStore for SqlStore {
         let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
         let metrics = rows
             .iter()
-            .map(metric_from_row)
+            .map(|row| metric_point_from_row(row, key))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(page_of(metrics, max_results, offset))
     }
