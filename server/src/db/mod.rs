@@ -61,6 +61,8 @@ pub struct Database {
     pool: AnyPool,
     /// SQLite files: the one connection every write goes through (see [`connect_sqlite_writer`]).
     writer: Option<AnyPool>,
+    /// SQLite files: native connections for reads of many rows (see [`connect_sqlite_bulk_reader`]).
+    bulk_reader: Option<sqlx::SqlitePool>,
     engine: Engine,
     write_lock: Option<Arc<Mutex<()>>>,
     group_commit: Option<Arc<GroupCommit>>,
@@ -90,6 +92,7 @@ impl Database {
         Self {
             pool,
             writer: None,
+            bulk_reader: None,
             engine,
             write_lock,
             group_commit: None,
@@ -123,6 +126,17 @@ impl Database {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Read many rows of a SQLite file through `reader` (see [`connect_sqlite_bulk_reader`]).
+    pub fn with_bulk_reader(mut self, reader: sqlx::SqlitePool) -> Self {
+        self.bulk_reader = Some(reader);
+        self
+    }
+
+    /// A SQLite file's native connections for reads of many rows (`None` elsewhere).
+    pub fn bulk_reader(&self) -> Option<&sqlx::SqlitePool> {
+        self.bulk_reader.as_ref()
     }
 
     /// The pool writes use: a SQLite file's writer connection, else the shared pool.
@@ -292,6 +306,32 @@ pub async fn connect_sqlite_writer(path: &str, synchronous: Pragma) -> Result<An
             })
         })
         .connect(&url)
+        .await
+}
+
+/// Native SQLite connections for reads that return many rows.
+const SQLITE_BULK_READERS: u32 = 4;
+/// Rows a SQLite connection's worker thread may run ahead of the reader. sqlx hands rows over a
+/// bounded channel (50 by default, and the `Any` driver cannot change it); once it is full the
+/// worker and the reader take turns row by row, two thread switches per row. A metric history
+/// page of 25 000 points crosses in a few hand-overs with this.
+const SQLITE_BULK_ROW_CHANNEL: usize = 8192;
+
+/// Native (not `Any`) SQLite connections for the reads that return thousands of rows (metric
+/// histories): a wide row channel, and rows decoded without the `Any` conversion
+/// (docs/architecture.md, "Performance").
+pub async fn connect_sqlite_bulk_reader(path: &str) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("case_sensitive_like", "ON")
+        .row_buffer_size(SQLITE_BULK_ROW_CHANNEL);
+    SqlitePoolOptions::new()
+        .max_connections(SQLITE_BULK_READERS)
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
+        .connect_with(options)
         .await
 }
 

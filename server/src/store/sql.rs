@@ -192,6 +192,10 @@ impl SqlStore {
         self.database = self.database.clone().with_writer(writer);
     }
 
+    pub(super) fn enable_bulk_reader(&mut self, reader: sqlx::SqlitePool) {
+        self.database = self.database.clone().with_bulk_reader(reader);
+    }
+
     pub async fn write_guard(&self) -> Option<crate::db::WriteGuard<'_>> {
         self.database.write_guard().await
     }

@@ -18,6 +18,7 @@ pub async fn open(path: &str, default_artifact_root: &str, sync: SqliteSync) -> 
     let mut store = SqlStore::new(pool, Engine::Sqlite, default_artifact_root);
     if path != ":memory:" {
         store.enable_writer(crate::db::connect_sqlite_writer(path, Pragma::SynchronousNormal).await?);
+        store.enable_bulk_reader(crate::db::connect_sqlite_bulk_reader(path).await?);
     }
     if sync == SqliteSync::Full && path != ":memory:" {
         store.enable_group_commit(GroupCommit::new(std::path::Path::new(path)));

@@ -405,6 +405,29 @@ impl RunStore for SqlStore {
         max_results: u64,
     ) -> StoreResult<Page<Metric>> {
         self.fetch_run_info(&self.pool, run_id).await?;
+        if let Some(reader) = self.database.bulk_reader() {
+            let sql = format!(
+                "SELECT {POINT_COLUMNS} FROM metrics WHERE run_uuid = ? AND key = ? \
+                 ORDER BY step, timestamp, value LIMIT ? OFFSET ?"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(run_id)
+                .bind(key)
+                .bind(i64::try_from(max_results.saturating_add(1)).unwrap_or(i64::MAX))
+                .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                .fetch_all(reader)
+                .await?;
+            let metrics = rows
+                .iter()
+                .map(|row| {
+                    let (value, timestamp, step, is_nan): (f64, i64, i64, i64) =
+                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                    let value = if is_nan != 0 { f64::NAN } else { value };
+                    Ok(Metric::new(key, value, timestamp, step))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            return Ok(page_of(metrics, max_results, offset));
+        }
         let mut sql = Sql::new(&format!("SELECT {POINT_COLUMNS} FROM metrics WHERE run_uuid = "));
         sql.bind_str(run_id)
             .push(" AND key = ")
