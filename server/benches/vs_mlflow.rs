@@ -263,7 +263,7 @@ async fn raw_insert_ms(engine: &Engine, backend_uri: &str, run_id: &str, batches
                     for k in 0..1000 {
                         q = q
                             .bind(run_id)
-                            .bind(format!("raw{k}"))
+                            .bind(format!("m{k}"))
                             .bind(step)
                             .bind(step)
                             .bind(k as f64 + 0.25)
@@ -300,6 +300,8 @@ struct EngineReport {
     rounds: Vec<Vec<(Measured, Measured)>>,
     idle_rss: (f64, f64),
     load_rss: (f64, f64),
+    /// Our peak RSS per workload, MB.
+    peaks: Vec<f64>,
     ours_batch_ms: f64,
     raw_batch_ms: f64,
     upstream_batch_ms: f64,
@@ -323,26 +325,29 @@ async fn bench_engine(
     let fx_ours = setup(&client, &ours.base).await;
     let fx_theirs = setup(&client, &theirs.base).await;
 
-    let peak_ours = PeakRss::start(ours.child.id());
     let peak_theirs = PeakRss::start(theirs.child.id());
     let mut table: Vec<Vec<(Measured, Measured)>> = vec![Vec::new(); WORKLOADS.len()];
+    // Our resident memory is sampled per workload, to show which one needs it.
+    let mut peaks = vec![0.0f64; WORKLOADS.len()];
     for round in 0..rounds {
         for (w, workload) in WORKLOADS.iter().enumerate() {
             eprintln!("[{}] round {} {}", engine.name(), round + 1, workload.label());
             // Alternate who goes first, so neither always gets the quieter moment.
-            let (a, b) = if (round + w) % 2 == 0 {
-                let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
-                let b = measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await;
-                (a, b)
-            } else {
-                let b = measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await;
-                let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
-                (a, b)
-            };
-            table[w].push((a, b));
+            let ours_first = (round + w) % 2 == 0;
+            let mut b = None;
+            if !ours_first {
+                b = Some(measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await);
+            }
+            let sampler = PeakRss::start(ours.child.id());
+            let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
+            peaks[w] = peaks[w].max(sampler.finish());
+            if ours_first {
+                b = Some(measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await);
+            }
+            table[w].push((a, b.unwrap()));
         }
     }
-    let load_rss = (peak_ours.finish(), peak_theirs.finish());
+    let load_rss = (peaks.iter().copied().fold(0.0, f64::max), peak_theirs.finish());
 
     // One batch at a time: our time per batch against the engine's own cost of the same rows.
     eprintln!(
@@ -376,6 +381,7 @@ async fn bench_engine(
         rounds: table,
         idle_rss,
         load_rss,
+        peaks,
         ours_batch_ms,
         raw_batch_ms,
         upstream_batch_ms,
@@ -390,8 +396,17 @@ fn print_report(r: &EngineReport, workers: &str, seconds: f64) {
         r.rounds.first().map_or(0, Vec::len)
     );
     println!(
-        "{:<55} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>16}",
-        "workload", "ours req/s", "p50 ms", "p99 ms", "mlflow r/s", "p50 ms", "p99 ms", "ratio", "(min–max)"
+        "{:<55} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>16} {:>9}",
+        "workload",
+        "ours req/s",
+        "p50 ms",
+        "p99 ms",
+        "mlflow r/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "(min–max)",
+        "ours RSS"
     );
     for (w, workload) in WORKLOADS.iter().enumerate() {
         let rows = &r.rounds[w];
@@ -399,7 +414,7 @@ fn print_report(r: &EngineReport, workers: &str, seconds: f64) {
             |f: &dyn Fn(&(Measured, Measured)) -> f64| spread(&rows.iter().map(f).collect::<Vec<_>>()).0;
         let (ratio, lo, hi) = spread(&rows.iter().map(|(a, b)| a.rps / b.rps).collect::<Vec<_>>());
         println!(
-            "{:<55} {:>10.1} {:>8.2} {:>8.2} {:>10.1} {:>8.2} {:>8.2} {:>7.1}x {:>16}",
+            "{:<55} {:>10.1} {:>8.2} {:>8.2} {:>10.1} {:>8.2} {:>8.2} {:>7.1}x {:>16} {:>6.1} MB",
             workload.label(),
             med(&|(a, _)| a.rps),
             med(&|(a, _)| a.p50_ms),
@@ -408,7 +423,8 @@ fn print_report(r: &EngineReport, workers: &str, seconds: f64) {
             med(&|(_, b)| b.p50_ms),
             med(&|(_, b)| b.p99_ms),
             ratio,
-            format!("({lo:.1}–{hi:.1}x)")
+            format!("({lo:.1}–{hi:.1}x)"),
+            r.peaks[w]
         );
     }
     println!(

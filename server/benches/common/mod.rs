@@ -211,7 +211,8 @@ pub async fn start_mlflow(mlflow: &str, workers: &str, engine: &Engine, db_name:
                 workers,
             ])
             .arg("--backend-store-uri")
-            .arg(&backend_uri)
+            // SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the venv has psycopg2.
+            .arg(backend_uri.replacen("postgresql://", "postgresql+psycopg2://", 1))
             .arg("--artifacts-destination")
             .arg(dir.path().join("artifacts"))
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
