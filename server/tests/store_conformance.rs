@@ -506,6 +506,82 @@ mod cases {
         assert_eq!(latest[0].step, 1509, "latest is the max step across all writers");
     }
 
+    /// Concurrent log-batches may share one transaction on SQLite: a batch that fails must fail
+    /// alone, with its own error, and leave nothing behind, while the others are all written.
+    pub async fn concurrent_batches_fail_alone(store: &dyn Store) {
+        let good: Vec<String> = {
+            let mut runs = Vec::new();
+            for i in 0..8 {
+                runs.push(new_run(store, "0", &format!("good-{i}"), 1).await);
+            }
+            runs
+        };
+        let fixed = new_run(store, "0", "fixed", 1).await;
+        store
+            .log_batch(&fixed, &[], &[Tag::new("lr", "0.1")], &[])
+            .await
+            .unwrap();
+        let deleted = new_run(store, "0", "deleted", 1).await;
+        store
+            .set_run_lifecycle(&deleted, LifecycleStage::Deleted)
+            .await
+            .unwrap();
+
+        let batch = |i: i64| -> Vec<Metric> {
+            (0..50)
+                .map(|k| metric(&format!("k{k}"), (i * 100 + k) as f64, i, i))
+                .collect()
+        };
+        let goods = good.iter().enumerate().map(|(i, run)| {
+            let metrics = batch(i as i64);
+            async move {
+                store
+                    .log_batch(run, &metrics, &[Tag::new("p", "v")], &[Tag::new("t", "x")])
+                    .await
+            }
+        });
+        let changed_param = async {
+            store
+                .log_batch(
+                    &fixed,
+                    &batch(99),
+                    &[Tag::new("lr", "0.2")],
+                    &[Tag::new("t", "x")],
+                )
+                .await
+        };
+        let unknown_run = async { store.log_batch("0123456789abcdef", &batch(98), &[], &[]).await };
+        let deleted_run = async { store.log_batch(&deleted, &batch(97), &[], &[]).await };
+        let (goods, changed, unknown, gone) = tokio::join!(
+            futures_util::future::join_all(goods),
+            changed_param,
+            unknown_run,
+            deleted_run
+        );
+        for r in goods {
+            r.unwrap();
+        }
+        assert!(
+            matches!(changed, Err(StoreError::Invalid(ref m)) if m.contains("Changing param values")),
+            "{changed:?}"
+        );
+        assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+        assert!(matches!(gone, Err(StoreError::Invalid(_))), "{gone:?}");
+
+        for (i, run) in good.iter().enumerate() {
+            let data = store.get_run(run).await.unwrap().data;
+            assert_eq!(data.metrics.len(), 50, "run {i}");
+            assert_eq!((data.params.len(), data.params[0].value.as_str()), (1, "v"));
+            assert!(data.tags.iter().any(|t| t.key == "t"));
+        }
+        // The failed batch left nothing: no metrics, no tag, the param unchanged.
+        let data = store.get_run(&fixed).await.unwrap().data;
+        assert!(data.metrics.is_empty(), "{:?}", data.metrics);
+        assert!(!data.tags.iter().any(|t| t.key == "t"));
+        assert_eq!(data.params[0].value, "0.1");
+        assert!(store.get_run(&deleted).await.unwrap().data.metrics.is_empty());
+    }
+
     pub async fn registry(store: &dyn Store) {
         let run = new_run(store, "0", "reg", 1).await;
         store
@@ -956,6 +1032,7 @@ conformance!(
     search_runs_paged_across_missing_keys,
     metric_history_paging_and_bulk_interval,
     concurrent_writers,
+    concurrent_batches_fail_alone,
     inputs_and_logged_models,
     logged_model_search,
     registry,

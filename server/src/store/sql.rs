@@ -33,6 +33,18 @@ pub struct SqlStore {
     /// The pool, dialect and SQLite writer lock, shared with the other stores on this database.
     database: Database,
     default_artifact_root: String,
+    /// Log-batches waiting for the SQLite writer (see `RunStore::log_batch`); `None` elsewhere.
+    pending_batches: Option<std::sync::Mutex<Vec<PendingBatch>>>,
+}
+
+/// A log-batch queued for the SQLite writer, written by whichever request next holds the write
+/// lock, together with every other batch queued by then (docs/architecture.md, "Performance").
+pub(super) struct PendingBatch {
+    pub(super) run_id: String,
+    pub(super) metrics: Vec<Metric>,
+    pub(super) params: Vec<Param>,
+    pub(super) tags: Vec<Tag>,
+    pub(super) done: tokio::sync::oneshot::Sender<StoreResult<()>>,
 }
 
 fn not_found_run(run_id: &str) -> StoreError {
@@ -163,6 +175,7 @@ impl SqlStore {
             pool,
             engine,
             default_artifact_root: default_artifact_root.to_owned(),
+            pending_batches: None,
         }
     }
 
@@ -188,8 +201,11 @@ impl SqlStore {
         self.database.writer()
     }
 
+    /// Send writes through `writer` (a SQLite file's single connection), and let concurrent
+    /// log-batches share its transactions.
     pub(super) fn enable_writer(&mut self, writer: AnyPool) {
         self.database = self.database.clone().with_writer(writer);
+        self.pending_batches = Some(std::sync::Mutex::new(Vec::new()));
     }
 
     pub(super) fn enable_bulk_reader(&mut self, reader: sqlx::SqlitePool) {

@@ -125,126 +125,45 @@ impl RunStore for SqlStore {
                 )));
             }
         }
-        let _guard = self.write_guard().await;
-        let mut tx = self.writer().begin().await?;
-        let info = self.fetch_run_info(&mut *tx, run_id).await?;
-        Self::require_active_run(&info)?;
-
-        if !batch_params.is_empty() {
-            let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
-            sql.bind_str(run_id)
-                .push(" AND key IN ")
-                .bind_list(batch_params.keys().copied());
-            for row in sql.query(self.engine).fetch_all(&mut *tx).await? {
-                let key: String = row.try_get("key")?;
-                let existing: String = row.try_get("value")?;
-                if let Some(new) = batch_params.get(key.as_str())
-                    && *new != existing
-                {
-                    return Err(StoreError::Invalid(format!(
-                        "Changing param values is not allowed. Param with key='{key}' was already logged with \
-                         value='{existing}' for run ID='{run_id}'. Attempted logging new value '{new}'."
-                    )));
-                }
-            }
-            let params: Vec<Tag> = batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect();
-            self.upsert_kv(
-                &mut tx,
-                "params",
-                "run_uuid",
-                &Arg::Str(run_id.to_owned()),
-                &params,
-                false,
-            )
-            .await?;
-        }
-
-        if !metrics.is_empty() {
-            for chunk in metrics.chunks(INSERT_CHUNK) {
-                let mut sql =
-                    Sql::new("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
-                for (i, m) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.push("(").bind_str(run_id).push(", ");
-                    push_metric_point(&mut sql, m);
-                    sql.push(")");
-                }
-                sql.push(" ON CONFLICT DO NOTHING");
-                sql.query(self.engine).execute(&mut *tx).await?;
-            }
-            self.insert_logged_model_metrics(&mut tx, run_id, metrics).await?;
-            // The latest value per key is the max by (step, timestamp, value).
-            let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
-            for m in metrics {
-                let (value, is_nan) = stored_value(m.value);
-                let candidate = (m.step, m.timestamp, value, is_nan);
-                latest
-                    .entry(&m.key)
-                    .and_modify(|cur| {
-                        if (candidate.0, candidate.1) > (cur.0, cur.1)
-                            || ((candidate.0, candidate.1) == (cur.0, cur.1) && candidate.2 > cur.2)
-                        {
-                            *cur = candidate;
-                        }
-                    })
-                    .or_insert(candidate);
-            }
-            let latest: Vec<_> = latest.into_iter().collect();
-            for chunk in latest.chunks(INSERT_CHUNK) {
-                let mut sql = Sql::new(
-                    "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
-                );
-                for (i, (key, (step, timestamp, value, is_nan))) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.push("(")
-                        .bind_str(run_id)
-                        .push(", ")
-                        .bind_str(key)
-                        .push(", ")
-                        .bind_i64(*step)
-                        .push(", ")
-                        .bind_i64(*timestamp)
-                        .push(", ")
-                        .bind(Arg::F64(*value))
-                        .push(", ")
-                        .bind_i64(*is_nan)
-                        .push(")");
-                }
-                sql.push(
-                    " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-                     value = excluded.value, is_nan = excluded.is_nan \
-                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                     (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-                );
-                sql.query(self.engine).execute(&mut *tx).await?;
+        let Some(pending) = &self.pending_batches else {
+            let _guard = self.write_guard().await;
+            let mut tx = self.writer().begin().await?;
+            self.write_log_batch(&mut tx, run_id, metrics, &batch_params, tags)
+                .await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        // SQLite: queue the batch, then take the write lock; whoever holds it writes every batch
+        // queued by then in one transaction (one savepoint each), so concurrent batches share
+        // their B-tree page writes and their commit.
+        let (done, answer) = tokio::sync::oneshot::channel();
+        lock_queue(pending).push(PendingBatch {
+            run_id: run_id.to_owned(),
+            metrics: metrics.to_vec(),
+            params: batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect(),
+            tags: tags.to_vec(),
+            done,
+        });
+        {
+            let _guard = self.write_guard().await;
+            let batches = std::mem::take(&mut *lock_queue(pending));
+            if !batches.is_empty() {
+                self.write_queued_batches(batches).await;
             }
         }
-
-        if !tags.is_empty() {
-            let tags = last_per_key(tags);
-            self.upsert_kv(
-                &mut tx,
-                "run_tags",
-                "run_uuid",
-                &Arg::Str(run_id.to_owned()),
-                &tags,
-                true,
-            )
-            .await?;
-            if let Some(name) = tags.iter().find(|t| t.key == "mlflow.runName") {
-                let mut sql = Sql::new("UPDATE runs SET name = ");
-                sql.bind_str(&name.value)
-                    .push(" WHERE run_uuid = ")
-                    .bind_str(run_id);
-                sql.query(self.engine).execute(&mut *tx).await?;
+        match answer.await {
+            Ok(result) => result,
+            // The request writing it was dropped before answering (its client went away): a
+            // log-batch is idempotent, so write this one alone.
+            Err(_) => {
+                let _guard = self.write_guard().await;
+                let mut tx = self.writer().begin().await?;
+                self.write_log_batch(&mut tx, run_id, metrics, &batch_params, tags)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn delete_run_tag(&self, run_id: &str, key: &str) -> StoreResult<()> {
@@ -676,4 +595,212 @@ impl SqlStore {
         tx.rollback().await?;
         Ok(lines)
     }
+}
+
+/// The queue of batches waiting for the SQLite writer (a poisoned lock still holds a valid queue).
+fn lock_queue(queue: &std::sync::Mutex<Vec<PendingBatch>>) -> std::sync::MutexGuard<'_, Vec<PendingBatch>> {
+    queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SqlStore {
+    /// Write queued log-batches in one transaction, each under its own savepoint: a batch that
+    /// fails (an unknown run, a changed param) is rolled back alone and answered with its error;
+    /// the others are answered once the transaction has committed. Called with the write lock.
+    async fn write_queued_batches(&self, batches: Vec<PendingBatch>) {
+        let mut tx = match self.writer().begin().await {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(batches, &e),
+        };
+        let mut written = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let params: BTreeMap<&str, &str> = batch
+                .params
+                .iter()
+                .map(|p| (p.key.as_str(), p.value.as_str()))
+                .collect();
+            let outcome = match sqlx::Acquire::begin(&mut *tx).await {
+                Ok(mut savepoint) => {
+                    let result = self
+                        .write_log_batch(
+                            &mut savepoint,
+                            &batch.run_id,
+                            &batch.metrics,
+                            &params,
+                            &batch.tags,
+                        )
+                        .await;
+                    match result {
+                        Ok(()) => savepoint.commit().await.map_err(StoreError::from),
+                        Err(e) => {
+                            // Rolling back to the savepoint can only fail with the connection.
+                            let _ = savepoint.rollback().await;
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(StoreError::from(e)),
+            };
+            match outcome {
+                Ok(()) => written.push(batch.done),
+                Err(e) => {
+                    let _ = batch.done.send(Err(e));
+                }
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => {
+                for done in written {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                for done in written {
+                    let _ = done.send(Err(shared_failure(&e)));
+                }
+            }
+        }
+    }
+
+    /// One log-batch's rows, inside `tx` (validated params, at most one value per key).
+    async fn write_log_batch<'c>(
+        &self,
+        tx: &mut sqlx::Transaction<'c, sqlx::Any>,
+        run_id: &str,
+        metrics: &[Metric],
+        batch_params: &BTreeMap<&str, &str>,
+        tags: &[Tag],
+    ) -> StoreResult<()> {
+        let info = self.fetch_run_info(&mut **tx, run_id).await?;
+        Self::require_active_run(&info)?;
+
+        if !batch_params.is_empty() {
+            let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
+            sql.bind_str(run_id)
+                .push(" AND key IN ")
+                .bind_list(batch_params.keys().copied());
+            for row in sql.query(self.engine).fetch_all(&mut **tx).await? {
+                let key: String = row.try_get("key")?;
+                let existing: String = row.try_get("value")?;
+                if let Some(new) = batch_params.get(key.as_str())
+                    && *new != existing
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "Changing param values is not allowed. Param with key='{key}' was already logged with \
+                         value='{existing}' for run ID='{run_id}'. Attempted logging new value '{new}'."
+                    )));
+                }
+            }
+            let params: Vec<Tag> = batch_params.iter().map(|(k, v)| Tag::new(*k, *v)).collect();
+            self.upsert_kv(
+                tx,
+                "params",
+                "run_uuid",
+                &Arg::Str(run_id.to_owned()),
+                &params,
+                false,
+            )
+            .await?;
+        }
+
+        if !metrics.is_empty() {
+            for chunk in metrics.chunks(INSERT_CHUNK) {
+                let mut sql =
+                    Sql::new("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+                for (i, m) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("(").bind_str(run_id).push(", ");
+                    push_metric_point(&mut sql, m);
+                    sql.push(")");
+                }
+                sql.push(" ON CONFLICT DO NOTHING");
+                sql.query(self.engine).execute(&mut **tx).await?;
+            }
+            self.insert_logged_model_metrics(tx, run_id, metrics).await?;
+            // The latest value per key is the max by (step, timestamp, value).
+            let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
+            for m in metrics {
+                let (value, is_nan) = stored_value(m.value);
+                let candidate = (m.step, m.timestamp, value, is_nan);
+                latest
+                    .entry(&m.key)
+                    .and_modify(|cur| {
+                        if (candidate.0, candidate.1) > (cur.0, cur.1)
+                            || ((candidate.0, candidate.1) == (cur.0, cur.1) && candidate.2 > cur.2)
+                        {
+                            *cur = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+            let latest: Vec<_> = latest.into_iter().collect();
+            for chunk in latest.chunks(INSERT_CHUNK) {
+                let mut sql = Sql::new(
+                    "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+                );
+                for (i, (key, (step, timestamp, value, is_nan))) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("(")
+                        .bind_str(run_id)
+                        .push(", ")
+                        .bind_str(key)
+                        .push(", ")
+                        .bind_i64(*step)
+                        .push(", ")
+                        .bind_i64(*timestamp)
+                        .push(", ")
+                        .bind(Arg::F64(*value))
+                        .push(", ")
+                        .bind_i64(*is_nan)
+                        .push(")");
+                }
+                sql.push(
+                    " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+                     value = excluded.value, is_nan = excluded.is_nan \
+                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                     (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                );
+                sql.query(self.engine).execute(&mut **tx).await?;
+            }
+        }
+
+        if !tags.is_empty() {
+            let tags = last_per_key(tags);
+            self.upsert_kv(
+                tx,
+                "run_tags",
+                "run_uuid",
+                &Arg::Str(run_id.to_owned()),
+                &tags,
+                true,
+            )
+            .await?;
+            if let Some(name) = tags.iter().find(|t| t.key == "mlflow.runName") {
+                let mut sql = Sql::new("UPDATE runs SET name = ");
+                sql.bind_str(&name.value)
+                    .push(" WHERE run_uuid = ")
+                    .bind_str(run_id);
+                sql.query(self.engine).execute(&mut **tx).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answer every queued batch with the error that stopped their shared transaction.
+fn fail_all(batches: Vec<PendingBatch>, e: &sqlx::Error) {
+    for batch in batches {
+        let _ = batch.done.send(Err(shared_failure(e)));
+    }
+}
+
+/// The error each batch of a failed shared transaction gets: the database could not take the
+/// write, and the client may retry (a log-batch is idempotent).
+fn shared_failure(e: &sqlx::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+        "the write could not be committed: {e}"
+    ))))
 }
