@@ -167,7 +167,7 @@ struct SearchExperiments {
 async fn search_experiments(
     State(state): State<AppState>,
     Req(req): Req<SearchExperiments>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let view = ViewType::parse(req.view_type.as_deref()).ok_or_else(|| {
         ApiError::invalid(format!(
             "Invalid view_type {:?}",

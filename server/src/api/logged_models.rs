@@ -240,7 +240,10 @@ struct WireOrder {
     dataset_digest: Option<String>,
 }
 
-async fn search(State(state): State<AppState>, Req(req): Req<SearchLoggedModels>) -> ApiResult<Json<Value>> {
+async fn search(
+    State(state): State<AppState>,
+    Req(req): Req<SearchLoggedModels>,
+) -> ApiResult<axum::response::Response> {
     let filter = paging::filter(req.filter.as_deref(), crate::search::parse_logged_model_filter)?;
     paging::check_order_by_count(req.order_by.len())?;
     if req.datasets.len() > paging::MAX_FILTER_VALUES {

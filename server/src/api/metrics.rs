@@ -42,7 +42,10 @@ struct GetHistory {
     max_results: Option<i64>,
 }
 
-async fn get_history(State(state): State<AppState>, Req(req): Req<GetHistory>) -> ApiResult<Json<Value>> {
+async fn get_history(
+    State(state): State<AppState>,
+    Req(req): Req<GetHistory>,
+) -> ApiResult<axum::response::Response> {
     let run_id = required_str(req.run_id.filter(|r| !r.is_empty()).or(req.run_uuid), "run_id")?;
     let key = required_str(req.metric_key, "metric_key")?;
     // Larger requests are clamped to the cap rather than refused: the client pages on.

@@ -48,14 +48,36 @@ pub fn next_token(next_offset: Option<u64>) -> Option<String> {
 
 /// A search response: `{key: items}` plus `next_page_token` when another page exists.
 pub fn page_body<T: serde::Serialize>(
-    key: &str,
+    key: &'static str,
     page: crate::store::Page<T>,
-) -> axum::Json<serde_json::Value> {
-    let mut body = serde_json::json!({ key: page.items });
-    if let Some(token) = next_token(page.next_offset) {
-        body["next_page_token"] = serde_json::json!(token);
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(PageBody {
+        key,
+        items: page.items,
+        next_page_token: next_token(page.next_offset),
+    })
+    .into_response()
+}
+
+/// `{"<key>": [items…], "next_page_token": "…"}`, serialised straight from the items (a page of
+/// 25 000 history points never becomes a `serde_json::Value` tree first).
+struct PageBody<T> {
+    key: &'static str,
+    items: Vec<T>,
+    next_page_token: Option<String>,
+}
+
+impl<T: serde::Serialize> serde::Serialize for PageBody<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1 + usize::from(self.next_page_token.is_some())))?;
+        map.serialize_entry(self.key, &self.items)?;
+        if let Some(token) = &self.next_page_token {
+            map.serialize_entry("next_page_token", token)?;
+        }
+        map.end()
     }
-    axum::Json(body)
 }
 
 /// How big one search may be. Past these the database refuses the query (SQLite: expressions

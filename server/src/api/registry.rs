@@ -343,7 +343,7 @@ struct SearchRequest {
 async fn search_models(
     State(state): State<AppState>,
     Req(req): Req<SearchRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let filter = paging::filter(req.filter.as_deref(), search::parse_registered_model_filter)?;
     let order_by = paging::order_by(&req.order_by, search::parse_registered_model_order_by)?;
     let max_results = paging::max_results(req.max_results, 100, 1000)?;
@@ -517,7 +517,7 @@ async fn delete_version(
 async fn search_versions(
     State(state): State<AppState>,
     Req(req): Req<SearchRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let filter = paging::filter(req.filter.as_deref(), search::parse_model_version_filter)?;
     let order_by = paging::order_by(&req.order_by, search::parse_model_version_order_by)?;
     let max_results = paging::max_results(req.max_results, 1000, 200_000)?;

@@ -193,7 +193,10 @@ struct SearchRuns {
     page_token: Option<String>,
 }
 
-async fn search_runs(State(state): State<AppState>, Req(req): Req<SearchRuns>) -> ApiResult<Json<Value>> {
+async fn search_runs(
+    State(state): State<AppState>,
+    Req(req): Req<SearchRuns>,
+) -> ApiResult<axum::response::Response> {
     let view = ViewType::parse(req.run_view_type.as_deref()).ok_or_else(|| {
         ApiError::invalid(format!(
             "Invalid run_view_type {:?}",

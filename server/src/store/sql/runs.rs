@@ -290,7 +290,7 @@ impl RunStore for SqlStore {
                 let sql = run_search_sql(search, &ids, Part::WithKey, wanted, search.offset);
                 let mut rows = sql.query(self.engine).fetch_all(&self.pool).await?;
                 let found = rows.len() as u64;
-                if found < wanted {
+                if found < wanted && !filter_requires_leading_key(search) {
                     let skip = if found > 0 || search.offset == 0 {
                         0
                     } else {
@@ -471,6 +471,19 @@ fn search_experiment_ids(search: &RunSearch) -> Vec<i64> {
 fn leading_key(search: &RunSearch) -> Option<(&'static str, &OrderBy)> {
     let first = search.order_by.first()?;
     search_sql::keyed_table(first.entity).map(|table| (table, first))
+}
+
+/// Whether the filter tests the leading order key itself (other than for absence): then no run
+/// without that key can match, and the statement for those runs is skipped.
+fn filter_requires_leading_key(search: &RunSearch) -> bool {
+    let Some((_, lead)) = leading_key(search) else {
+        return false;
+    };
+    search.filter.iter().any(|clause| {
+        clause.entity == lead.entity
+            && clause.key == lead.key
+            && clause.comparator != crate::search::Comparator::IsNull
+    })
 }
 
 /// Which statement of a run search to build.
