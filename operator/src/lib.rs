@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ports;
 pub mod registry;
 pub mod render;
+pub mod rollout;
 pub mod run;
 pub mod telemetry;
 pub mod validate;

@@ -197,6 +197,15 @@ pub trait ModelRegistry: Send + Sync {
         endpoint: &Endpoint<'_>,
         reference: &ModelReference,
     ) -> Result<ResolvedModel, RegistryError>;
+
+    /// Point registry alias `alias` of model `name` at `version` (a promoted canary).
+    async fn set_alias(
+        &self,
+        endpoint: &Endpoint<'_>,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<(), RegistryError>;
 }
 
 type HttpsClient = Client<
@@ -289,18 +298,44 @@ impl HttpRegistry {
         what: &str,
         alias: bool,
     ) -> Result<T, RegistryError> {
+        self.send(endpoint, http::Method::GET, path_and_query, None, what, alias)
+            .await
+    }
+
+    /// One JSON request to `endpoint` (its credentials and CA bundle), answered with JSON: the
+    /// registry lookups, the alias a promotion sets, and the canary analysis's reads of the
+    /// quality API and Prometheus's HTTP API.
+    pub async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &Endpoint<'_>,
+        method: http::Method,
+        path_and_query: String,
+        body: Option<serde_json::Value>,
+        what: &str,
+        alias: bool,
+    ) -> Result<T, RegistryError> {
         let base = endpoint.uri;
         let client = self.client_for(endpoint)?;
         let url = format!("{}{}", base.trim_end_matches('/'), path_and_query);
-        let mut request = http::Request::get(&url).header(http::header::ACCEPT, "application/json");
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(http::header::ACCEPT, "application/json");
         if let Some(c) = endpoint.credentials {
             use base64::Engine;
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password));
             request = request.header(http::header::AUTHORIZATION, format!("Basic {token}"));
         }
+        let payload = match body {
+            Some(body) => {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+                Full::new(bytes::Bytes::from(body.to_string()))
+            }
+            None => Full::default(),
+        };
         let request = request
-            .body(Full::default())
+            .body(payload)
             .map_err(|_| RegistryError::InvalidUri(base.to_owned()))?;
         let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| RegistryError::Unreachable {
             uri: base.to_owned(),
@@ -405,6 +440,31 @@ fn highest(versions: Vec<ModelVersionWire>) -> Option<ModelVersionWire> {
 
 #[async_trait::async_trait]
 impl ModelRegistry for HttpRegistry {
+    async fn set_alias(
+        &self,
+        endpoint: &Endpoint<'_>,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<(), RegistryError> {
+        if !(endpoint.uri.starts_with("http://") || endpoint.uri.starts_with("https://")) {
+            return Err(RegistryError::InvalidUri(endpoint.uri.to_owned()));
+        }
+        let what = format!("models:/{name}@{alias} -> {version}");
+        let body = serde_json::json!({"name": name, "alias": alias, "version": version});
+        let _: serde_json::Value = self
+            .send(
+                endpoint,
+                http::Method::POST,
+                "/api/2.0/mlflow/registered-models/alias".to_owned(),
+                Some(body),
+                &what,
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn resolve(
         &self,
         endpoint: &Endpoint<'_>,

@@ -684,3 +684,45 @@ fn exposure_rules() {
     );
     refused::<TrackingServer>(json!({"exposure": {}}), "exactly one of exposure.httpRoute");
 }
+
+#[test]
+fn canary_rollout_rules() {
+    let rollout = |steps: Value| {
+        md(json!({"rollout": {"strategy": "Canary", "canary": {"steps": steps,
+            "analysis": {"maxErrorRate": 0.01, "maxLatencyP99Ratio": 1.2,
+                         "quality": {"metric": "accuracy", "labelDelay": "30m", "maxDrop": 0.02}},
+            "onSuccess": {"setAlias": "champion"}}}}))
+    };
+    check::<ModelDeployment>(
+        "churn",
+        rollout(json!([{"weight": 10, "hold": "10m"}, {"weight": 50, "hold": "30m"}, {"weight": 100, "hold": "5m"}])),
+    )
+    .unwrap();
+    // Equal weights hold longer; they do not decrease.
+    check::<ModelDeployment>(
+        "churn",
+        rollout(json!([{"weight": 20, "hold": "10m"}, {"weight": 20, "hold": "10m"}])),
+    )
+    .unwrap();
+    check::<ModelDeployment>("churn", md(json!({"rollout": {"strategy": "Rolling"}}))).unwrap();
+    refused::<ModelDeployment>(
+        rollout(json!([{"weight": 50, "hold": "10m"}, {"weight": 10, "hold": "10m"}])),
+        "canary.steps weights must not decrease",
+    );
+    refused::<ModelDeployment>(
+        rollout(json!([{"weight": 10, "hold": "10m"}, {"weight": 150, "hold": "10m"}])),
+        "a canary step's weight is a percentage from 1 to 100",
+    );
+    refused::<ModelDeployment>(
+        rollout(json!([{"weight": 0, "hold": "10m"}])),
+        "a canary step's weight is a percentage from 1 to 100",
+    );
+    refused::<ModelDeployment>(
+        md(json!({"rollout": {"strategy": "Canary"}})),
+        "rollout.canary goes with (and is needed by) strategy: Canary",
+    );
+    refused::<ModelDeployment>(
+        md(json!({"rollout": {"canary": {"steps": [{"weight": 10, "hold": "1m"}]}}})),
+        "rollout.canary goes with (and is needed by) strategy: Canary",
+    );
+}

@@ -266,6 +266,10 @@ impl ModelRegistry for NoRegistry {
     ) -> Result<mlkube_operator::crd::model_deployment::ResolvedModel, RegistryError> {
         Err(RegistryError::InvalidUri(endpoint.uri.to_owned()))
     }
+
+    async fn set_alias(&self, endpoint: &Endpoint<'_>, _: &str, _: &str, _: &str) -> Result<(), RegistryError> {
+        Err(RegistryError::InvalidUri(endpoint.uri.to_owned()))
+    }
 }
 
 fn operation(leader_election: Option<LeaderElection>) -> (Operation, Arc<AtomicBool>) {

@@ -524,6 +524,7 @@ fn compute_status(
     ModelDeploymentStatus {
         observed_generation: md.meta().generation,
         resolved_model: Some(v.model.clone()),
+        rollout: None,
         tracking_uri: Some(v.tracking.uri.clone()),
         url: Some(v.url.clone()),
         replicas: Some(r.replicas),

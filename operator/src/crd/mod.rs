@@ -5,6 +5,7 @@
 
 pub mod conditions;
 pub mod model_deployment;
+pub mod rollout;
 pub mod tracking_server;
 pub mod workload;
 

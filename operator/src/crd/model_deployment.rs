@@ -34,6 +34,10 @@ use super::{ServiceMonitorSettings, default_one, default_true};
     printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".status.resolvedModel.version"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"}"#,
+    printcolumn = r#"{"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase"}"#,
+    printcolumn = r#"{"name": "Canary", "type": "string", "jsonPath": ".status.rollout.canaryVersion"}"#,
+    printcolumn = r#"{"name": "Weight", "type": "integer", "jsonPath": ".status.rollout.currentWeight"}"#,
+    printcolumn = r#"{"name": "Verdict", "type": "string", "priority": 1, "jsonPath": ".status.rollout.lastVerdict.result"}"#,
     printcolumn = r#"{"name": "URL", "type": "string", "jsonPath": ".status.url"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -125,6 +129,12 @@ pub struct ModelDeploymentSpec {
     /// server that requests a GPU, `maxSurge: 0` and `maxUnavailable: 1` (no spare GPU needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_strategy: Option<crate::crd::workload::RolloutStrategySpec>,
+
+    /// How a new model version reaches the traffic: `Rolling` (every pod at once, the default) or
+    /// `Canary` (a second set of pods takes a growing share of the traffic and is promoted or
+    /// rolled back on its serving metrics and prediction quality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::crd::rollout::RolloutSpec>,
 
     /// Where the pods run: node selector, tolerations, affinity, topology spread, priority and
     /// runtime class.
@@ -538,6 +548,10 @@ pub struct ModelDeploymentStatus {
     /// Label selector of the pods, for HorizontalPodAutoscalers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// The canary rollout (`spec.rollout.strategy: Canary`): phase, versions, weight and the last
+    /// analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::crd::rollout::RolloutStatus>,
     /// `Ready`, `Progressing`, `Degraded`, `ModelResolved` and `Monitoring`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

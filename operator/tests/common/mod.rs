@@ -247,6 +247,8 @@ pub fn expired() -> Reply {
 pub struct FakeRegistry {
     pub answer: Mutex<Answer>,
     pub asked: Mutex<Vec<(String, String)>>,
+    /// Aliases set (a promoted canary): `(tracking URI, "models:/name@alias", version)`.
+    pub aliases_set: Mutex<Vec<(String, String, String)>>,
 }
 
 impl FakeRegistry {
@@ -254,6 +256,7 @@ impl FakeRegistry {
         Arc::new(Self {
             answer: Mutex::new(answer),
             asked: Mutex::new(Vec::new()),
+            aliases_set: Mutex::new(Vec::new()),
         })
     }
 
@@ -314,6 +317,21 @@ impl ModelRegistry for FakeRegistry {
             }),
             Answer::NotFound => Err(RegistryError::NotFound(reference.to_string())),
         }
+    }
+
+    async fn set_alias(
+        &self,
+        endpoint: &Endpoint<'_>,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<(), RegistryError> {
+        self.aliases_set.lock().unwrap().push((
+            endpoint.uri.to_owned(),
+            format!("models:/{name}@{alias}"),
+            version.to_owned(),
+        ));
+        Ok(())
     }
 }
 
