@@ -47,6 +47,11 @@ pub struct Args {
     /// Timeout of one registry request, in seconds.
     #[arg(long, env = "MLKUBE_REGISTRY_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub registry_timeout: u64,
+    /// URL of the Prometheus server that scrapes the model sidecars, e.g.
+    /// `http://prometheus-operated.monitoring.svc:9090`: canary analyses read the serving metrics
+    /// from it. Without it every canary analysis is inconclusive, so no canary is promoted.
+    #[arg(long, env = "MLKUBE_PROMETHEUS_URL", value_parser = http_url)]
+    pub prometheus_url: Option<String>,
     /// Elect a leader through a `coordination.k8s.io` Lease, so several replicas can run and only
     /// one reconciles. Without it, run exactly one replica.
     #[arg(long, env = "MLKUBE_LEADER_ELECTION")]
@@ -60,6 +65,14 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "MLKUBE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn http_url(text: &str) -> Result<String, String> {
+    if (text.starts_with("http://") || text.starts_with("https://")) && !text.contains(char::is_whitespace) {
+        Ok(text.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!("{text:?} is not an http:// or https:// URL"))
+    }
 }
 
 #[cfg(test)]
@@ -84,5 +97,9 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(Args::try_parse_from(["mlkube-operator", "--resolve-interval", "1"]).is_err());
         assert!(Args::try_parse_from(["mlkube-operator", "--metrics-listen", "nope"]).is_err());
+        assert!(Args::try_parse_from(["mlkube-operator", "--prometheus-url", "prometheus:9090"]).is_err());
+        let args =
+            Args::try_parse_from(["mlkube-operator", "--prometheus-url", "http://prometheus:9090/"]).unwrap();
+        assert_eq!(args.prometheus_url.as_deref(), Some("http://prometheus:9090"));
     }
 }

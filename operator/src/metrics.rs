@@ -1,11 +1,15 @@
 //! The operator's own Prometheus metrics (served on `/metrics`, port 8080). Labels are bounded:
-//! the controller name and an error *reason* from the error enums, never object names.
+//! the controller name, an error *reason* from the error enums, a rollout phase or transition
+//! reason, never object names.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -14,6 +18,11 @@ use prometheus_client::registry::Registry;
 pub const RECONCILE_TOTAL: &str = "mlkube_operator_reconcile";
 pub const RECONCILE_ERRORS: &str = "mlkube_operator_reconcile_errors";
 pub const RECONCILE_DURATION: &str = "mlkube_operator_reconcile_duration_seconds";
+/// ModelDeployments with `rollout.strategy: Canary`, by rollout phase (a gauge).
+pub const CANARY_ROLLOUTS: &str = "mlkube_operator_canary_rollouts";
+/// Canary transitions (`CanaryStarted`, `CanaryPromoted`, `CanaryRolledBack`, …), by reason;
+/// the text format adds `_total`.
+pub const CANARY_TRANSITIONS: &str = "mlkube_operator_canary_transitions";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -26,12 +35,27 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// Reconcile counters and timings, registered once per process.
 #[derive(Debug)]
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<ControllerLabels, Histogram>,
+    pub canary_rollouts: Family<PhaseLabels, Gauge>,
+    pub canary_transitions: Family<ReasonLabels, Counter>,
+    /// The rollout phase of each canary ModelDeployment, by object key (the gauge counts them;
+    /// the keys never become labels).
+    phases: Mutex<HashMap<String, &'static str>>,
 }
 
 impl Default for Metrics {
@@ -42,6 +66,9 @@ impl Default for Metrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
             }),
+            canary_rollouts: Family::default(),
+            canary_transitions: Family::default(),
+            phases: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -64,6 +91,38 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             self.duration.clone(),
         );
+        registry.register(
+            CANARY_ROLLOUTS,
+            "ModelDeployments with a canary rollout strategy, by rollout phase",
+            self.canary_rollouts.clone(),
+        );
+        registry.register(
+            CANARY_TRANSITIONS,
+            "Canary rollout transitions, by reason",
+            self.canary_transitions.clone(),
+        );
+    }
+
+    /// Record the rollout phase of object `key` (`None`: no canary strategy, or deleted).
+    pub fn rollout_phase(&self, key: &str, phase: Option<&'static str>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        match phase {
+            Some(p) => phases.insert(key.to_owned(), p),
+            None => phases.remove(key),
+        };
+        for p in ["Stable", "Canary", "Paused", "RolledBack"] {
+            let n = phases.values().filter(|v| **v == p).count();
+            self.canary_rollouts
+                .get_or_create(&PhaseLabels { phase: p })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Count a canary transition.
+    pub fn canary_transition(&self, reason: &'static str) {
+        self.canary_transitions
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Count a reconcile and time it until the guard drops.

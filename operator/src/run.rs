@@ -140,6 +140,8 @@ pub struct Operation {
     pub namespace: Option<String>,
     pub defaults: Defaults,
     pub registry: Arc<dyn ModelRegistry>,
+    /// Reads canary measurements (Prometheus and the quality API).
+    pub measurements: Arc<dyn crate::rollout::measure::MeasurementSource>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub resolve_interval: Duration,
     /// `reportingInstance` of the Events (the pod name).
@@ -240,6 +242,7 @@ pub async fn operate(
         namespace,
         defaults,
         registry,
+        measurements,
         metrics,
         resolve_interval,
         instance,
@@ -296,7 +299,9 @@ pub async fn operate(
         }
     };
 
-    let mut context = Context::new(client.clone(), registry, defaults, metrics).with_instance(instance);
+    let mut context = Context::new(client.clone(), registry, defaults, metrics)
+        .with_instance(instance)
+        .with_measurements(measurements);
     context.resolve_interval = resolve_interval;
     let ctx = Arc::new(context);
 
@@ -385,6 +390,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         runbook_base_url,
         resolve_interval,
         registry_timeout,
+        prometheus_url,
         leader_election,
         leader_election_namespace,
         log: _,
@@ -428,7 +434,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
 
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let http_registry =
-        HttpRegistry::new(Duration::from_secs(registry_timeout)).map_err(RunError::Registry)?;
+        Arc::new(HttpRegistry::new(Duration::from_secs(registry_timeout)).map_err(RunError::Registry)?);
+    let measurements: Arc<dyn crate::rollout::measure::MeasurementSource> = match prometheus_url {
+        Some(url) => Arc::new(crate::rollout::measure::HttpMeasurements::new(
+            http_registry.clone(),
+            url,
+        )),
+        None => Arc::new(crate::rollout::measure::NotConfigured),
+    };
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok();
@@ -443,7 +456,8 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let operation = Operation {
         namespace,
         defaults,
-        registry: Arc::new(http_registry),
+        registry: http_registry,
+        measurements,
         metrics,
         resolve_interval: Duration::from_secs(resolve_interval),
         instance,

@@ -688,10 +688,12 @@ fn exposure_rules() {
 #[test]
 fn canary_rollout_rules() {
     let rollout = |steps: Value| {
-        md(json!({"rollout": {"strategy": "Canary", "canary": {"steps": steps,
+        md(
+            json!({"rollout": {"strategy": "Canary", "canary": {"steps": steps,
             "analysis": {"maxErrorRate": 0.01, "maxLatencyP99Ratio": 1.2,
                          "quality": {"metric": "accuracy", "labelDelay": "30m", "maxDrop": 0.02}},
-            "onSuccess": {"setAlias": "champion"}}}}))
+            "onSuccess": {"setAlias": "champion"}}}}),
+        )
     };
     check::<ModelDeployment>(
         "churn",

@@ -2497,3 +2497,471 @@ async fn an_ingress_needs_no_optional_api() {
     );
     assert_eq!(condition(statuses(&seen)[0], "Exposed")["status"], "True");
 }
+
+// === canary rollouts ===
+
+const CANARY_STARTED: &str = "2026-03-01T11:00:00Z";
+
+/// `churn` (alias `champion`, 2 replicas) with a two-step canary judged on errors, latency and
+/// accuracy, and `status` (resolved version 3 and `rollout`).
+fn canary_md(rollout: Value) -> ModelDeployment {
+    let mut md = model_deployment(Some(json!({
+        "resolvedModel": {"reference": "models:/churn@champion", "name": "churn", "version": "3",
+                          "runId": "run3", "source": "mlflow-artifacts:/1/run3/artifacts/model"},
+        "rollout": rollout,
+    })));
+    md.spec = serde_json::from_value(json!({
+        "trackingServerRef": {"name": "mlflow"},
+        "model": {"name": "churn", "alias": "champion"},
+        "replicas": 2,
+        "rollout": {"strategy": "Canary", "canary": {
+            "steps": [{"weight": 10, "hold": "10m"}, {"weight": 50, "hold": "10m"}],
+            "analysis": {"interval": "1m", "failureLimit": 1, "minRequests": 100,
+                         "maxErrorRate": 0.01, "maxLatencyP99Ratio": 1.5,
+                         "quality": {"metric": "accuracy", "window": "1h", "labelDelay": "30m",
+                                     "minLabelled": 50, "maxDrop": 0.02}},
+            "onSuccess": {"setAlias": "production"}}},
+    }))
+    .unwrap();
+    md
+}
+
+/// A canary of version 4 in flight at `step` since `step_started`.
+fn canary_in_flight(step: i32, weight: i32, step_started: &str) -> Value {
+    json!({"phase": "Canary", "stableVersion": "3", "canaryVersion": "4",
+           "canaryModel": {"reference": "models:/churn@champion", "name": "churn", "version": "4",
+                           "runId": "run4", "source": "mlflow-artifacts:/1/run4/artifacts/model"},
+           "currentWeight": weight, "currentStep": step,
+           "canaryStartedAt": CANARY_STARTED, "stepStartedAt": step_started})
+}
+
+/// The children of `md` serving `stable`, with a canary of (version, weight) when given.
+fn canary_children(md: &ModelDeployment, stable: &str, canary: Option<(&str, i32)>) -> build::ChildObjects {
+    let v = validate::validate_model_deployment(
+        md,
+        &resolved("models:/churn@champion", stable),
+        TrackingAccess {
+            uri: "http://mlflow.ml.svc:5000".into(),
+            ..Default::default()
+        },
+        true,
+        &defaults(),
+    )
+    .unwrap();
+    let v = match canary {
+        Some((version, weight)) => v.with_canary(&resolved("models:/churn@champion", version), weight),
+        None => v,
+    };
+    build::model_deployment(&v)
+}
+
+/// The reads of a pass over `live` children (every kind listed, nothing written).
+fn canary_reads(live: &build::ChildObjects) -> Vec<Step> {
+    let deployments = live
+        .deployments
+        .iter()
+        .map(|d| rolled_out(d.clone(), d.spec.replicas.unwrap_or(1)))
+        .collect();
+    md_pass(
+        false,
+        false,
+        &[],
+        &[
+            ("deployments", deployments),
+            ("services", applied_values(&live.services)),
+            (
+                "poddisruptionbudgets",
+                applied_values(&live.pod_disruption_budgets),
+            ),
+            ("servicemonitors", applied_values(&live.service_monitors)),
+            ("prometheusrules", applied_values(&live.prometheus_rules)),
+        ],
+    )
+}
+
+/// Healthy canary numbers: 1000 requests, 2 errors, p99 110ms vs 100ms, accuracy 0.90 vs 0.91.
+fn healthy_snapshot() -> mlkube_operator::rollout::Snapshot {
+    use mlkube_operator::rollout::{QualityReading, Snapshot};
+    Snapshot {
+        canary_requests: Some(1000.0),
+        canary_errors: Some(2.0),
+        canary_p99: Some(0.11),
+        stable_p99: Some(0.10),
+        prometheus_error: None,
+        canary_quality: Some(QualityReading {
+            value: Some(0.90),
+            labelled: 300,
+        }),
+        stable_quality: Some(QualityReading {
+            value: Some(0.91),
+            labelled: 600,
+        }),
+        quality_error: None,
+    }
+}
+
+fn md_status_of(md: &ModelDeployment) -> Step {
+    patch_status(
+        format!(
+            "{MLKUBE}/namespaces/{NAMESPACE}/modeldeployments/churn/status?&force=true&fieldManager=mlkube-operator"
+        ),
+        md,
+    )
+}
+
+#[tokio::test]
+async fn md_canary_alias_move_3_to_4_starts_a_canary_at_the_first_step() {
+    let md = canary_md(json!({"phase": "Stable", "stableVersion": "3"}));
+    let live = canary_children(&md, "3", None);
+    let measurements = FakeMeasurements::answering(healthy_snapshot());
+    let (ctx, handle) = context_measuring(FakeRegistry::resolving("4"), measurements.clone());
+    let mut steps = canary_reads(&live);
+    // After the Deployments' list: the stable one is current, the canary is created.
+    steps.splice(
+        5..5,
+        [
+            absent(APPS, "deployments", "churn-canary"),
+            patch(apply_uri(APPS, "deployments", "churn-canary")),
+        ],
+    );
+    steps.push(post_event());
+    steps.push(md_status_of(&md));
+    let server = serve(handle, steps);
+    let action = guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    // The stable pods are not touched: no write to Deployment churn.
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == http::Method::PATCH && s.uri == apply_uri(APPS, "deployments", "churn")),
+        "{seen:#?}"
+    );
+    let canary = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn-canary"),
+    );
+    assert_eq!(canary["spec"]["replicas"], 1, "10% beside 2 stable pods");
+    assert_eq!(
+        canary["spec"]["selector"]["matchLabels"]["mlkube.io/track"],
+        "canary"
+    );
+    let template = &canary["spec"]["template"];
+    assert_eq!(template["metadata"]["labels"]["mlkube.io/model-version"], "4");
+    assert_eq!(template["metadata"]["labels"]["mlkube.io/track"], "canary");
+    assert_eq!(template["spec"]["containers"][0]["command"][4], "models:/churn/4");
+    let event = events(&seen)[0];
+    assert_eq!(event["reason"], "CanaryStarted");
+    assert_eq!(
+        event["note"],
+        "models:/churn@champion moved to version 4: canary at 10% beside stable version 3"
+    );
+    let status = statuses(&seen)[0];
+    assert_eq!(status["resolvedModel"]["version"], "3");
+    let rollout = &status["rollout"];
+    assert_eq!(rollout["phase"], "Canary");
+    assert_eq!(rollout["stableVersion"], "3");
+    assert_eq!(rollout["canaryVersion"], "4");
+    assert_eq!(rollout["currentWeight"], 10);
+    assert_eq!(rollout["currentStep"], 0);
+    assert_eq!(rollout["stepStartedAt"], NOW);
+    assert_eq!(condition(status, "Progressing")["reason"], "CanaryProgressing");
+    // Not judged before its first interval; the next pass comes when it is due.
+    assert!(measurements.asked.lock().unwrap().is_empty());
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
+}
+
+/// One analysis of the canary of `canary_in_flight(0, 10, 11:30)` that fails on `snapshot`:
+/// the canary Deployment is deleted and the status and Event say why.
+async fn canary_rolled_back_on(snapshot: mlkube_operator::rollout::Snapshot) -> (Vec<Seen>, Value) {
+    let md = canary_md(canary_in_flight(0, 10, "2026-03-01T11:30:00Z"));
+    let live = canary_children(&md, "3", Some(("4", 10)));
+    let measurements = FakeMeasurements::answering(snapshot);
+    let (ctx, handle) = context_measuring(FakeRegistry::resolving("4"), measurements.clone());
+    let mut steps = canary_reads(&live);
+    steps.insert(
+        5,
+        delete(format!("{APPS}/namespaces/{NAMESPACE}/deployments/churn-canary?")),
+    );
+    steps.push(post_event());
+    steps.push(md_status_of(&md));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md.clone()), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let asked = measurements.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(
+        asked[0].canary_requests.contains("model_version=\"4\""),
+        "{:?}",
+        asked[0]
+    );
+    let quality = asked[0].quality.clone().unwrap();
+    assert_eq!(
+        (quality.canary_version.as_str(), quality.stable_version.as_str()),
+        ("4", "3")
+    );
+    // The window ends labelDelay (30m) before now.
+    assert_eq!(quality.end_time_ms, time(NOW).0.as_millisecond() - 30 * 60 * 1000);
+    let status = statuses(&seen)[0].clone();
+    assert_eq!(status["rollout"]["phase"], "RolledBack");
+    assert_eq!(status["rollout"]["failedVersions"], json!(["4"]));
+    assert_eq!(status["rollout"]["currentWeight"], 0);
+    assert_eq!(status["rollout"]["lastVerdict"]["result"], "Fail");
+    assert_eq!(status["resolvedModel"]["version"], "3");
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "CanaryRolledBack");
+    let event = events(&seen)[0];
+    assert_eq!(event["reason"], "CanaryRolledBack");
+    assert_eq!(event["type"], "Warning");
+
+    // The next pass: the alias still points at 4, which is not tried again. Only reads.
+    let mut after = md;
+    after.status = Some(serde_json::from_value(status.clone()).unwrap());
+    let measurements = FakeMeasurements::answering(healthy_snapshot());
+    let (ctx, handle) = context_measuring(FakeRegistry::resolving("4"), measurements.clone());
+    let server = serve(handle, canary_reads(&canary_children(&after, "3", None)));
+    guarded(model_deployment::reconcile(Arc::new(after), ctx))
+        .await
+        .unwrap();
+    let again = server.await.unwrap();
+    assert!(again.iter().all(|s| s.method == http::Method::GET), "{again:#?}");
+    assert!(measurements.asked.lock().unwrap().is_empty());
+    (seen, status)
+}
+
+#[tokio::test]
+async fn md_canary_error_rate_breach_rolls_back_and_4_is_not_retried() {
+    let mut snapshot = healthy_snapshot();
+    snapshot.canary_errors = Some(50.0);
+    let (seen, status) = canary_rolled_back_on(snapshot).await;
+    let verdict = status["rollout"]["lastVerdict"].clone();
+    assert_eq!(verdict["measurements"]["canaryErrorRate"], 0.05);
+    assert_eq!(verdict["measurements"]["canaryRequests"], 1000.0);
+    let note = events(&seen)[0]["note"].as_str().unwrap().to_owned();
+    assert!(
+        note.starts_with("canary version 4 rolled back, stable version 3 keeps serving: ")
+            && note.contains("FAIL: error rate 5.00% (50 of 1000), maxErrorRate 1.00%"),
+        "{note}"
+    );
+    assert!(
+        condition(&status, "Degraded")["message"]
+            .as_str()
+            .unwrap()
+            .contains("canary version 4 was rolled back"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn md_canary_with_worse_quality_and_healthy_latency_still_rolls_back() {
+    let mut snapshot = healthy_snapshot();
+    snapshot.canary_quality = Some(mlkube_operator::rollout::QualityReading {
+        value: Some(0.80),
+        labelled: 300,
+    });
+    let (_, status) = canary_rolled_back_on(snapshot).await;
+    let verdict = &status["rollout"]["lastVerdict"];
+    let message = verdict["message"].as_str().unwrap();
+    assert!(message.contains("pass: error rate 0.20%"), "{message}");
+    assert!(
+        message.contains("pass: p99 latency 0.110s vs stable 0.100s"),
+        "{message}"
+    );
+    assert!(
+        message.contains("FAIL: accuracy 0.8000 vs stable 0.9100 over 1h (300/600 labelled)"),
+        "{message}"
+    );
+    assert_eq!(verdict["measurements"]["canaryQuality"], 0.8);
+    assert_eq!(verdict["measurements"]["stableQuality"], 0.91);
+}
+
+#[tokio::test]
+async fn md_canary_holds_while_prometheus_is_unreachable() {
+    let md = canary_md(canary_in_flight(1, 50, "2026-03-01T11:30:00Z"));
+    let live = canary_children(&md, "3", Some(("4", 50)));
+    let snapshot = mlkube_operator::rollout::Snapshot {
+        prometheus_error: Some(
+            "Prometheus at http://prometheus:9090 is unreachable (connection refused)".into(),
+        ),
+        ..healthy_snapshot()
+    };
+    let measurements = FakeMeasurements::answering(snapshot);
+    let (ctx, handle) = context_measuring(FakeRegistry::resolving("4"), measurements.clone());
+    let mut steps = canary_reads(&live);
+    steps.push(md_status_of(&md));
+    let server = serve(handle, steps);
+    let action = guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    // Nothing but the status is written: no promotion (the last step's hold is over), no
+    // rollback, no Event.
+    assert_eq!(
+        seen.iter().filter(|s| s.method != http::Method::GET).count(),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(measurements.asked.lock().unwrap().len(), 1);
+    let status = statuses(&seen)[0];
+    let rollout = &status["rollout"];
+    assert_eq!(rollout["phase"], "Canary");
+    assert_eq!(rollout["currentWeight"], 50);
+    assert_eq!(rollout["failedAnalyses"], 0);
+    assert_eq!(rollout["lastVerdict"]["result"], "Inconclusive");
+    assert_eq!(rollout["lastVerdict"]["time"], NOW);
+    assert!(
+        rollout["lastVerdict"]["message"].as_str().unwrap().contains(
+            "inconclusive: serving metrics unavailable: Prometheus at http://prometheus:9090 is unreachable"
+        ),
+        "{rollout}"
+    );
+    assert_eq!(condition(status, "Degraded")["status"], "False");
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn md_canary_passing_its_last_step_is_promoted_and_the_alias_set() {
+    let md = canary_md(canary_in_flight(1, 50, "2026-03-01T11:30:00Z"));
+    let live = canary_children(&md, "3", Some(("4", 50)));
+    let promoted = canary_children(&md, "4", None);
+    let registry = FakeRegistry::resolving("4");
+    let (ctx, handle) = context_measuring(registry.clone(), FakeMeasurements::answering(healthy_snapshot()));
+    let mut steps = canary_reads(&live);
+    // The stable Deployment rolls to 4; the canary's is deleted; the other children do not
+    // change with the model version... except those labelled with it.
+    steps.splice(
+        5..5,
+        [
+            patch(apply_uri(APPS, "deployments", "churn")),
+            delete(format!("{APPS}/namespaces/{NAMESPACE}/deployments/churn-canary?")),
+        ],
+    );
+    // Services, ServiceMonitor and PrometheusRule carry the model version label: re-applied.
+    for plural in ["services", "servicemonitors", "prometheusrules"] {
+        let at = steps
+            .iter()
+            .position(|s| {
+                s.uri
+                    == list_uri(
+                        if plural == "services" { CORE } else { MONITORING },
+                        plural,
+                        SELECTOR_MD,
+                    )
+            })
+            .unwrap();
+        let prefix = if plural == "services" { CORE } else { MONITORING };
+        steps.insert(at + 1, patch(apply_uri(prefix, plural, "churn")));
+    }
+    steps.push(post_event()); // ModelVersionResolved: 3 → 4
+    steps.push(post_event()); // CanaryPromoted
+    steps.push(md_status_of(&md));
+    let server = serve(handle, steps);
+    guarded(model_deployment::reconcile(Arc::new(md), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        *registry.aliases_set.lock().unwrap(),
+        vec![(
+            "http://mlflow.ml.svc:5000".to_owned(),
+            "models:/churn@production".to_owned(),
+            "4".to_owned()
+        )]
+    );
+    let stable = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "churn"),
+    );
+    assert_eq!(
+        stable["spec"]["template"]["metadata"]["labels"]["mlkube.io/model-version"],
+        "4"
+    );
+    assert_eq!(
+        as_applied(&serde_json::to_value(&promoted.deployments[0]).unwrap())["spec"]["template"],
+        stable["spec"]["template"]
+    );
+    let reasons: Vec<_> = events(&seen).iter().map(|e| e["reason"].clone()).collect();
+    assert_eq!(
+        reasons,
+        vec![json!("ModelVersionResolved"), json!("CanaryPromoted")]
+    );
+    let status = statuses(&seen)[0];
+    assert_eq!(status["resolvedModel"]["version"], "4");
+    assert_eq!(status["rollout"]["phase"], "Stable");
+    assert_eq!(status["rollout"]["stableVersion"], "4");
+    assert_eq!(status["rollout"]["lastVerdict"]["result"], "Pass");
+    assert!(status["rollout"].get("canaryVersion").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn md_canary_behind_a_gateway_splits_by_exact_weights() {
+    let mut md = canary_md(json!({"phase": "Stable", "stableVersion": "3"}));
+    md.spec.exposure = Some(
+        serde_json::from_value(json!({"httpRoute": {"parentRefs": [{"name": "public"}],
+                                                    "hostnames": ["churn.example.com"]}}))
+        .unwrap(),
+    );
+    let v = validate::validate_model_deployment(
+        &md,
+        &resolved("models:/churn@champion", "3"),
+        TrackingAccess::default(),
+        mlkube_operator::apply::Apis {
+            monitoring: true,
+            keda: false,
+            gateway: true,
+        },
+        &defaults(),
+    )
+    .unwrap()
+    .with_canary(&resolved("models:/churn@champion", "4"), 10);
+    let children = build::model_deployment(&v);
+    let names: Vec<_> = children
+        .services
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["churn", "churn-canary", "churn-stable"]);
+    let route = serde_json::to_value(&children.http_routes[0]).unwrap();
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"],
+        json!([{"name": "churn-stable", "port": 8000, "weight": 90},
+               {"name": "churn-canary", "port": 8000, "weight": 10}])
+    );
+    // The canary's pods: enough for its share behind exact weights.
+    assert_eq!(children.deployments[1].spec.replicas, Some(1));
+    let stable_selector = children.services[2]
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .clone()
+        .unwrap();
+    assert_eq!(stable_selector["mlkube.io/track"], "stable");
+    // Stable pods carry the track label from the moment the strategy is Canary, so the
+    // canary's arrival changes nothing about them.
+    let plain = build::model_deployment(
+        &validate::validate_model_deployment(
+            &md,
+            &resolved("models:/churn@champion", "3"),
+            TrackingAccess::default(),
+            true,
+            &defaults(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        plain.deployments[0].spec.template,
+        children.deployments[0].spec.template
+    );
+    // The ServiceMonitor selects the model-server component only: not the split Services.
+    assert_eq!(
+        children.services[1].metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"],
+        "traffic-split"
+    );
+}

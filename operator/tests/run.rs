@@ -267,7 +267,13 @@ impl ModelRegistry for NoRegistry {
         Err(RegistryError::InvalidUri(endpoint.uri.to_owned()))
     }
 
-    async fn set_alias(&self, endpoint: &Endpoint<'_>, _: &str, _: &str, _: &str) -> Result<(), RegistryError> {
+    async fn set_alias(
+        &self,
+        endpoint: &Endpoint<'_>,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<(), RegistryError> {
         Err(RegistryError::InvalidUri(endpoint.uri.to_owned()))
     }
 }
@@ -278,6 +284,7 @@ fn operation(leader_election: Option<LeaderElection>) -> (Operation, Arc<AtomicB
         namespace: Some(NS.to_owned()),
         defaults: Defaults::for_version("0.1.0"),
         registry: Arc::new(NoRegistry),
+        measurements: Arc::new(mlkube_operator::rollout::measure::NotConfigured),
         metrics: Arc::new(Metrics::default()),
         resolve_interval: Duration::from_secs(60),
         instance: Some("op-b".to_owned()),

@@ -46,6 +46,16 @@ pub const TRACKING_CA_FILE: &str = "/etc/mlkube/tracking-ca/ca.crt";
 /// Pod annotation carrying a fingerprint of the auth configuration.
 pub const AUTH_CONFIG_ANNOTATION: &str = "mlkube.io/auth-config";
 
+/// Labels of the model pods: with `rollout.strategy: Canary`, the stable pods carry
+/// `mlkube.io/track: stable` so that a weighted route can tell them from the canary's.
+fn pod_labels(md: &ValidatedModelDeployment) -> BTreeMap<String, String> {
+    let mut labels = model_labels(md);
+    if md.canary_rollout.is_some() {
+        labels.insert(labels::TRACK.to_owned(), labels::TRACK_STABLE.to_owned());
+    }
+    labels
+}
+
 /// A short stable fingerprint (FNV-1a, hex) of generated configuration.
 pub(crate) fn fingerprint(text: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -571,6 +581,34 @@ fn model_env(md: &ValidatedModelDeployment) -> Vec<EnvVar> {
 
 /// The model Deployment: the model server (127.0.0.1 only) and the sidecar, which serves traffic
 /// on 8000, metrics and probes on 8001.
+/// The canary's Deployment `<name>-canary` while a canary runs: the same pod as the stable one
+/// with the canary's model version, its own replicas (never an autoscaler's), and pods labelled
+/// `mlkube.io/track: canary`, selected by that label too.
+pub fn build_canary_deployment(md: &ValidatedModelDeployment) -> Option<Deployment> {
+    let canary = md.canary.as_ref()?;
+    let mut c = md.clone();
+    c.model = canary.model.clone();
+    c.model_uri = canary.model_uri.clone();
+    c.deployment_replicas = Some(canary.replicas);
+    c.autoscaler = None;
+    let mut d = build_model_deployment(&c);
+    let track = || (labels::TRACK.to_owned(), labels::TRACK_CANARY.to_owned());
+    d.metadata.name = Some(super::canary_name(&md.owner.name));
+    d.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend([track()]);
+    d.spec
+        .selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend([track()]);
+    if let Some(meta) = d.spec.template.metadata.as_mut() {
+        meta.labels.get_or_insert_with(BTreeMap::new).extend([track()]);
+    }
+    Some(d)
+}
+
 pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
     let selector = labels::selector(labels::APP_MODEL, &md.owner.name, labels::COMPONENT_MODEL_SERVER);
     let mut annotations =
@@ -671,7 +709,7 @@ pub fn build_model_deployment(md: &ValidatedModelDeployment) -> Deployment {
                 }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(model_labels(md)),
+                    labels: Some(pod_labels(md)),
                     annotations: Some(annotations),
                     ..Default::default()
                 }),

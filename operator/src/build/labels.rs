@@ -9,6 +9,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const PART_OF: &str = "app.kubernetes.io/part-of";
 pub const MODEL_NAME: &str = "mlkube.io/model-name";
 pub const MODEL_VERSION: &str = "mlkube.io/model-version";
+/// Pod label of a ModelDeployment with `rollout.strategy: Canary`: which pods are which.
+pub const TRACK: &str = "mlkube.io/track";
+pub const TRACK_STABLE: &str = "stable";
+pub const TRACK_CANARY: &str = "canary";
 
 /// Value of `app.kubernetes.io/managed-by` (and `part-of`).
 pub const MANAGER: &str = "mlkube";
@@ -23,6 +27,8 @@ pub const APP_MODEL: &str = "mlkube-model";
 pub const COMPONENT_TRACKING_SERVER: &str = "tracking-server";
 pub const COMPONENT_NODE_SAMPLER: &str = "node-sampler";
 pub const COMPONENT_MODEL_SERVER: &str = "model-server";
+/// Component of the Services that split a canary's traffic (not selected by the ServiceMonitor).
+pub const COMPONENT_TRAFFIC_SPLIT: &str = "traffic-split";
 
 // Pod annotations used when Prometheus Operator is absent.
 pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";

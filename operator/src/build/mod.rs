@@ -149,12 +149,25 @@ pub fn tracking_server(ts: &ValidatedTrackingServer) -> ChildObjects {
 }
 
 /// Everything a ModelDeployment owns.
+/// Name of the canary's Deployment (and of its traffic-split Service).
+pub fn canary_name(name: &str) -> String {
+    format!("{name}-canary")
+}
+
+/// Name of the stable pods' traffic-split Service.
+pub fn stable_name(name: &str) -> String {
+    format!("{name}-stable")
+}
+
 pub fn model_deployment(md: &ValidatedModelDeployment) -> ChildObjects {
     let mut children = ChildObjects {
         deployments: vec![deployment::build_model_deployment(md)],
         services: vec![service::build_model_service(md)],
         ..Default::default()
     };
+    children
+        .deployments
+        .extend(deployment::build_canary_deployment(md));
     // Without the model version: these children do not change when the model rolls.
     let meta = || {
         child_meta(
@@ -192,6 +205,26 @@ pub fn model_deployment(md: &ValidatedModelDeployment) -> ChildObjects {
             md.gateway_api,
             (ports::HTTP, ports::SIDECAR_HTTP),
         );
+    }
+    // A canary behind a Gateway: one Service per track and exact weights on the route.
+    if let Some(canary) = md.canary.as_ref().filter(|_| md.weighted_route()) {
+        children.services.extend(service::build_track_services(md));
+        for route in &mut children.http_routes {
+            for rule in &mut route.spec.rules {
+                rule.backend_refs = vec![
+                    workload::HttpBackendRef {
+                        name: stable_name(&md.owner.name),
+                        port: ports::SIDECAR_HTTP,
+                        weight: Some(100 - canary.weight.clamp(0, 100)),
+                    },
+                    workload::HttpBackendRef {
+                        name: canary_name(&md.owner.name),
+                        port: ports::SIDECAR_HTTP,
+                        weight: Some(canary.weight.clamp(0, 100)),
+                    },
+                ];
+            }
+        }
     }
     if md.monitoring_api {
         if let Some(settings) = &md.service_monitor {

@@ -76,3 +76,33 @@ pub fn build_model_service(md: &ValidatedModelDeployment) -> Service {
         status: None,
     }
 }
+
+/// The traffic-split Services of a canary behind a weighted HTTPRoute: `<name>-stable` and
+/// `<name>-canary`, each selecting one track's pods. Their component is not the model server's,
+/// so the ServiceMonitor does not scrape the pods twice.
+pub fn build_track_services(md: &ValidatedModelDeployment) -> Vec<Service> {
+    [
+        (super::stable_name(&md.owner.name), labels::TRACK_STABLE),
+        (super::canary_name(&md.owner.name), labels::TRACK_CANARY),
+    ]
+    .into_iter()
+    .map(|(name, track)| {
+        let mut selector =
+            labels::selector(labels::APP_MODEL, &md.owner.name, labels::COMPONENT_MODEL_SERVER);
+        selector.insert(labels::TRACK.to_owned(), track.to_owned());
+        let mut meta_labels =
+            labels::standard(labels::APP_MODEL, &md.owner.name, labels::COMPONENT_TRAFFIC_SPLIT);
+        meta_labels.insert(labels::TRACK.to_owned(), track.to_owned());
+        Service {
+            metadata: child_meta(&md.owner, name, meta_labels),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".to_owned()),
+                selector: Some(selector),
+                ports: Some(vec![port(ports::HTTP, ports::SIDECAR_HTTP)]),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    })
+    .collect()
+}

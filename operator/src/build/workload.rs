@@ -82,6 +82,9 @@ pub struct HttpPathMatch {
 pub struct HttpBackendRef {
     pub name: String,
     pub port: i32,
+    /// Share of the rule's requests (relative to the other backends'); absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
 }
 
 /// The pods' placement from `scheduling` (and the pods' ServiceAccount). A topology spread
@@ -202,6 +205,7 @@ pub fn build_http_route(
                 backend_refs: vec![HttpBackendRef {
                     name: service.to_owned(),
                     port,
+                    weight: None,
                 }],
             }],
         },

@@ -32,6 +32,8 @@ pub struct Context {
     pub resolve_interval: Duration,
     /// Publishes Kubernetes Events (`events.k8s.io/v1`) for important transitions.
     pub recorder: Recorder,
+    /// Reads canary measurements (Prometheus, the quality API).
+    pub measurements: Arc<dyn crate::rollout::measure::MeasurementSource>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -54,8 +56,15 @@ impl Context {
             metrics,
             clock: Box::new(|| Time(k8s_openapi::jiff::Timestamp::now())),
             resolve_interval: Duration::from_secs(60),
+            measurements: Arc::new(crate::rollout::measure::NotConfigured),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Read canary measurements from `source` (default: none configured, so canaries hold).
+    pub fn with_measurements(mut self, source: Arc<dyn crate::rollout::measure::MeasurementSource>) -> Self {
+        self.measurements = source;
+        self
     }
 
     pub fn with_clock(mut self, clock: impl Fn() -> Time + Send + Sync + 'static) -> Self {
@@ -98,7 +107,7 @@ impl Context {
         }
     }
 
-    fn now(&self) -> Time {
+    pub(crate) fn now(&self) -> Time {
         (self.clock)()
     }
 

@@ -14,13 +14,15 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::pipeline::{self, Halt, Pipeline};
-use super::{Context, Error, rollout};
+use super::{Context, Error, rollout as deployment_rollout};
 use crate::apply::{self, Apis, Applied, Kinds};
 use crate::build::{self, ChildObjects, labels};
 use crate::crd::conditions::{self, Desired};
 use crate::crd::model_deployment::{CaBundleRef, ResolvedModel};
+use crate::crd::rollout::{RolloutPhase, RolloutStatus};
 use crate::crd::{ModelDeployment, ModelDeploymentStatus, TrackingServer};
 use crate::registry::{Credentials, Endpoint, ModelReference, RegistryError};
+use crate::rollout::{self, CanaryParams, Step, Transition, analysis};
 use crate::validate::{
     Defaults, Owner, TrackingAccess, ValidatedModelDeployment, ValidationError, validate_model_deployment,
 };
@@ -35,6 +37,18 @@ pub struct Fetched {
     /// Why resolution failed, when the last resolved model is kept.
     pub registry_error: Option<RegistryError>,
     pub apis: Apis,
+    /// The canary rollout (`rollout.strategy: Canary`) after this pass's registry answer and
+    /// analysis.
+    pub rollout: Option<Rollout>,
+}
+
+/// A canary rollout as this pass leaves it.
+pub struct Rollout {
+    pub status: RolloutStatus,
+    /// What changed, with the Event note.
+    pub transitions: Vec<(Transition, String)>,
+    /// When the next analysis is due.
+    pub next_analysis: Option<std::time::Duration>,
 }
 
 /// What fetching the tracking server found.
@@ -263,11 +277,28 @@ impl Pipeline for ModelDeployment {
         let apis = apply::fetch_apis(&ctx.client, true)
             .await
             .map_err(|e| Err(Error::Fetch(e)))?;
+        // An invalid rollout section fails in validate, with the field named.
+        let canary = CanaryParams::from_spec(md.spec.rollout.as_ref()).ok().flatten();
+        let (resolved, rollout) = match canary {
+            None => (resolved, None),
+            Some(params) => {
+                let endpoint = Endpoint::new(&access.uri)
+                    .with_credentials(credentials.as_ref())
+                    .with_ca_bundle(ca_bundle.as_deref());
+                let served = previous
+                    .resolved_model
+                    .clone()
+                    .filter(|p| p.reference == reference.to_string());
+                let target = registry_error.is_none().then_some(&resolved);
+                plan_rollout(ctx, md, &params, &endpoint, served.as_ref(), target, &resolved).await
+            }
+        };
         Ok(Fetched {
             access,
             resolved,
             registry_error,
             apis,
+            rollout,
         })
     }
 
@@ -280,13 +311,27 @@ impl Pipeline for ModelDeployment {
         fetched: &Fetched,
         defaults: &Defaults,
     ) -> Result<ValidatedModelDeployment, ValidationError> {
-        validate_model_deployment(
+        let validated = validate_model_deployment(
             self,
             &fetched.resolved,
             fetched.access.clone(),
             fetched.apis,
             defaults,
-        )
+        )?;
+        let canary = fetched.rollout.as_ref().and_then(|r| {
+            matches!(r.status.phase, RolloutPhase::Canary | RolloutPhase::Paused)
+                .then(|| {
+                    r.status
+                        .canary_model
+                        .as_ref()
+                        .map(|m| (m, r.status.current_weight))
+                })
+                .flatten()
+        });
+        Ok(match canary {
+            Some((model, weight)) => validated.with_canary(model, weight),
+            None => validated,
+        })
     }
 
     fn owner(validated: &ValidatedModelDeployment) -> &Owner {
@@ -332,6 +377,21 @@ impl Pipeline for ModelDeployment {
             ))
             .collect();
         super::announce_missing_apis(ctx, &self.object_ref(&()), &previous.conditions, &optional).await;
+        ctx.metrics.rollout_phase(
+            &self.key(),
+            fetched.rollout.as_ref().map(|r| r.status.phase.as_str()),
+        );
+        for (transition, note) in fetched.rollout.iter().flat_map(|r| &r.transitions) {
+            ctx.metrics.canary_transition(transition.reason());
+            ctx.publish(
+                &self.object_ref(&()),
+                transition.warning(),
+                transition.reason(),
+                "Rollout",
+                note.clone(),
+            )
+            .await;
+        }
     }
 
     fn status(
@@ -341,21 +401,159 @@ impl Pipeline for ModelDeployment {
         applied: &Applied,
         ctx: &Context,
     ) -> ModelDeploymentStatus {
+        let stable = applied
+            .deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(validated.owner.name.as_str()));
         compute_status(
             self,
             validated,
-            applied.deployments.first(),
+            stable,
             fetched.registry_error.as_ref(),
+            fetched.rollout.as_ref().map(|r| &r.status),
             ctx,
         )
     }
 
     fn finish(fetched: Fetched, ctx: &Context) -> Result<Action, Error> {
+        let next_analysis = fetched.rollout.as_ref().and_then(|r| r.next_analysis);
         match fetched.registry_error {
+            // A canary in flight is still judged on time while the registry is down.
+            Some(_) if next_analysis.is_some() => Ok(Action::requeue(
+                next_analysis
+                    .unwrap_or(ctx.resolve_interval)
+                    .min(ctx.resolve_interval),
+            )),
             Some(err) => Err(Error::Registry(err)),
-            None => Ok(Action::requeue(ctx.resolve_interval)),
+            None => Ok(Action::requeue(
+                next_analysis.map_or(ctx.resolve_interval, |n| n.min(ctx.resolve_interval)),
+            )),
         }
     }
+}
+
+/// The canary rollout after the registry's answer (`target`; `None` while the registry is down):
+/// start, carry on or drop a canary, and judge one in flight when its analysis is due. Returns
+/// the version the stable pods serve and the rollout.
+async fn plan_rollout(
+    ctx: &Context,
+    md: &ModelDeployment,
+    params: &CanaryParams,
+    endpoint: &Endpoint<'_>,
+    served: Option<&ResolvedModel>,
+    target: Option<&ResolvedModel>,
+    resolved: &ResolvedModel,
+) -> (ResolvedModel, Option<Rollout>) {
+    let now = ctx.now();
+    let previous = md.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let Some(started) = rollout::start(params, previous, served, target, &now) else {
+        return (resolved.clone(), None);
+    };
+    let mut stable = started.stable;
+    let mut status = started.status;
+    let mut transitions = Vec::new();
+    if let Some(t) = started.transition {
+        let note = match t {
+            Transition::Started => format!(
+                "{} moved to version {}: canary at {}% beside stable version {}",
+                resolved.reference,
+                status.canary_version.as_deref().unwrap_or_default(),
+                status.current_weight,
+                stable.version
+            ),
+            _ => format!(
+                "{} is back on stable version {}: canary dropped",
+                resolved.reference, stable.version
+            ),
+        };
+        transitions.push((t, note));
+    }
+    let mut next_analysis = None;
+    if status.phase == RolloutPhase::Canary {
+        if analysis::due(params, &status, &now) {
+            let canary_version = status.canary_version.clone().unwrap_or_default();
+            let query = rollout::snapshot_query(
+                params,
+                &md.namespace().unwrap_or_default(),
+                &stable.name,
+                &stable.version,
+                &canary_version,
+                &now,
+            );
+            let snapshot = ctx.measurements.snapshot(endpoint, &query).await;
+            let mut next = rollout::analyze(params, &status, &snapshot, &now);
+            if next.step == Step::Promote
+                && let Some(alias) = &params.set_alias
+                && let Err(err) = ctx
+                    .registry
+                    .set_alias(endpoint, &stable.name, alias, &canary_version)
+                    .await
+            {
+                // Promote once the alias is set: until then the canary holds.
+                next.step = Step::Hold;
+                next.verdict.message = format!(
+                    "{}; promotion waits: could not set alias {alias}: {err}",
+                    next.verdict.message
+                );
+            }
+            tracing::info!(
+                verdict = next.verdict.result.as_str(),
+                step = ?next.step,
+                canary = %canary_version,
+                message = %next.verdict.message,
+                "canary analysis"
+            );
+            let (after, transition) = rollout::advance(&status, &next, &now);
+            if let Some(t) = transition {
+                let measured = &next.verdict.message;
+                let note = match t {
+                    Transition::Advanced => format!(
+                        "canary version {canary_version} passed step {}: now at {}% ({measured})",
+                        status.current_step.unwrap_or(0) + 1,
+                        after.current_weight
+                    ),
+                    Transition::Promoted => format!(
+                        "canary version {canary_version} promoted to stable, replacing version {}{} ({measured})",
+                        stable.version,
+                        params
+                            .set_alias
+                            .as_ref()
+                            .map(|a| format!("; alias {a} set to {canary_version}"))
+                            .unwrap_or_default()
+                    ),
+                    Transition::RolledBack => format!(
+                        "canary version {canary_version} rolled back, stable version {} keeps serving: {measured}",
+                        stable.version
+                    ),
+                    _ => format!(
+                        "canary version {canary_version} paused at {}%: {measured}",
+                        after.current_weight
+                    ),
+                };
+                transitions.push((t, note));
+            }
+            if next.step == Step::Promote
+                && let Some(model) = &status.canary_model
+            {
+                stable = model.clone();
+            }
+            status = after;
+        }
+        if status.phase == RolloutPhase::Canary {
+            let ms = analysis::until_due(params, &status, &now).max(1000);
+            next_analysis = Some(std::time::Duration::from_millis(
+                u64::try_from(ms).unwrap_or(1000),
+            ));
+        }
+    }
+    (
+        stable,
+        Some(Rollout {
+            status,
+            transitions,
+            next_analysis,
+        }),
+    )
 }
 
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -466,13 +664,14 @@ fn compute_status(
     v: &ValidatedModelDeployment,
     deployment: Option<&Deployment>,
     registry_error: Option<&RegistryError>,
+    rollout_status: Option<&RolloutStatus>,
     ctx: &Context,
 ) -> ModelDeploymentStatus {
     // With an autoscaler, the replicas it chose (the Deployment's) are the ones to wait for.
     let desired_replicas = v
         .deployment_replicas
         .unwrap_or_else(|| deployment.and_then(|d| d.spec.replicas).unwrap_or(1));
-    let r = rollout(deployment, desired_replicas);
+    let r = deployment_rollout(deployment, desired_replicas);
     let resolved = match registry_error {
         None => Desired::new(
             conditions::MODEL_RESOLVED,
@@ -507,13 +706,55 @@ fn compute_status(
             "no problems found",
         ),
     };
-    let mut desired = vec![
-        r.ready,
-        r.progressing,
-        degraded,
-        resolved,
-        monitoring_condition(v),
-    ];
+    let verdict = || {
+        rollout_status
+            .and_then(|s| s.last_verdict.as_ref())
+            .map(|v| v.message.clone())
+            .unwrap_or_default()
+    };
+    let canary_version = rollout_status
+        .and_then(|s| s.canary_version.clone())
+        .unwrap_or_default();
+    let degraded = match rollout_status.map(|s| s.phase) {
+        Some(RolloutPhase::RolledBack) if !degraded.status => Desired::new(
+            conditions::DEGRADED,
+            true,
+            conditions::CANARY_ROLLED_BACK,
+            format!(
+                "canary version {canary_version} was rolled back and is not tried again until {} resolves to another version; version {} keeps serving: {}",
+                v.model.reference,
+                v.model.version,
+                verdict()
+            ),
+        ),
+        Some(RolloutPhase::Paused) if !degraded.status => Desired::new(
+            conditions::DEGRADED,
+            true,
+            conditions::CANARY_PAUSED,
+            format!(
+                "canary version {canary_version} failed its analysis and is paused at {}%: {}",
+                rollout_status.map_or(0, |s| s.current_weight),
+                verdict()
+            ),
+        ),
+        _ => degraded,
+    };
+    let progressing = match rollout_status {
+        Some(s) if s.phase == RolloutPhase::Canary => Desired::new(
+            conditions::PROGRESSING,
+            true,
+            conditions::CANARY_PROGRESSING,
+            format!(
+                "canary version {canary_version} takes {}% of the traffic (step {} of {}) beside stable version {}",
+                s.current_weight,
+                s.current_step.unwrap_or(0) + 1,
+                v.canary_rollout.as_ref().map_or(0, |p| p.steps.len()),
+                v.model.version
+            ),
+        ),
+        _ => r.progressing,
+    };
+    let mut desired = vec![r.ready, progressing, degraded, resolved, monitoring_condition(v)];
     desired.extend(autoscaling_condition(md, v));
     desired.extend(super::exposure_condition(
         v.exposure.as_ref(),
@@ -524,7 +765,7 @@ fn compute_status(
     ModelDeploymentStatus {
         observed_generation: md.meta().generation,
         resolved_model: Some(v.model.clone()),
-        rollout: None,
+        rollout: rollout_status.cloned(),
         tracking_uri: Some(v.tracking.uri.clone()),
         url: Some(v.url.clone()),
         replicas: Some(r.replicas),

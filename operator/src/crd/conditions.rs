@@ -28,6 +28,12 @@ pub const ROLLING_OUT: &str = "RollingOut";
 pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
 pub const ROLLOUT_STUCK: &str = "ProgressDeadlineExceeded";
 pub const AS_EXPECTED: &str = "AsExpected";
+/// A canary takes part of the traffic and is being judged (`Progressing`).
+pub const CANARY_PROGRESSING: &str = "CanaryProgressing";
+/// A canary failed its analysis and was removed (`Degraded`).
+pub const CANARY_ROLLED_BACK: &str = "CanaryRolledBack";
+/// A canary failed its analysis and is kept at its weight (`Degraded`).
+pub const CANARY_PAUSED: &str = "CanaryPaused";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const TRACKING_SERVER_NOT_FOUND: &str = "TrackingServerNotFound";
 pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";

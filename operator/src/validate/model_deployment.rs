@@ -16,6 +16,7 @@ use crate::crd::model_deployment::{
 };
 use crate::crd::workload::{ExposureSpec, SchedulingSpec};
 use crate::crd::{ModelDeployment, ServiceMonitorSettings, parse_duration_ms};
+use crate::rollout::CanaryParams;
 
 /// What the autoscaler keeps per pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +172,18 @@ pub struct QualityParams {
     pub thresholds: Vec<QualityThreshold>,
 }
 
+/// The canary pods of a rollout in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanaryTrack {
+    pub model: ResolvedModel,
+    /// The URI the canary's model server loads.
+    pub model_uri: String,
+    /// Percent of the traffic the canary is meant to take.
+    pub weight: i32,
+    /// Pods of the canary Deployment.
+    pub replicas: i32,
+}
+
 /// A ModelDeployment with its model resolved and every default filled in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedModelDeployment {
@@ -207,6 +220,49 @@ pub struct ValidatedModelDeployment {
     pub alerts: Option<AlertParams>,
     /// In-cluster URL of the Service, `http://<name>.<namespace>.svc:8000`.
     pub url: String,
+    /// `spec.rollout.strategy: Canary`, resolved; `None` for rolling updates.
+    pub canary_rollout: Option<CanaryParams>,
+    /// The canary pods while a canary runs (set by the controller from `status.rollout`).
+    pub canary: Option<CanaryTrack>,
+}
+
+impl ValidatedModelDeployment {
+    /// Whether the canary's traffic share is set by a weighted HTTPRoute (else by its replicas).
+    pub fn weighted_route(&self) -> bool {
+        self.gateway_api
+            && self
+                .exposure
+                .as_ref()
+                .is_some_and(|e| e.http_route.is_some() && e.ingress.is_none())
+    }
+
+    /// Run canary `model` at `weight` percent beside the stable pods.
+    pub fn with_canary(mut self, model: &ResolvedModel, weight: i32) -> Self {
+        let stable = self
+            .deployment_replicas
+            .or_else(|| self.autoscaler.as_ref().map(|a| a.min_replicas))
+            .unwrap_or(1);
+        let replicas = if self.weighted_route() {
+            crate::rollout::replicas_for_share(stable, weight)
+        } else {
+            crate::rollout::replica_ratio(stable, weight)
+        };
+        self.canary = Some(CanaryTrack {
+            model_uri: pinned_uri(model),
+            model: model.clone(),
+            weight,
+            replicas,
+        });
+        self
+    }
+}
+
+/// The model URI pinned to a resolved version.
+fn pinned_uri(resolved: &ResolvedModel) -> String {
+    match resolved.reference.strip_prefix("runs:/") {
+        Some(_) => resolved.reference.clone(),
+        None => format!("models:/{}/{}", resolved.name, resolved.version),
+    }
 }
 
 pub fn validate_model_deployment(
@@ -260,10 +316,8 @@ pub fn validate_model_deployment(
     if resolved.version.is_empty() {
         return Err(ValidationError::field("status.resolvedModel", "has no version"));
     }
-    let model_uri = match resolved.reference.strip_prefix("runs:/") {
-        Some(_) => resolved.reference.clone(),
-        None => format!("models:/{}/{}", resolved.name, resolved.version),
-    };
+    let model_uri = pinned_uri(resolved);
+    let canary_rollout = CanaryParams::from_spec(spec.rollout.as_ref())?;
     let alerts_spec = &spec.monitoring.alerts;
     let alerts = if alerts_spec.enabled || spec.monitoring.quality.is_some() {
         let latency_ms = parse_duration_ms(&alerts_spec.latency_p99).ok_or_else(|| {
@@ -354,6 +408,8 @@ pub fn validate_model_deployment(
         alerts,
         url,
         owner,
+        canary_rollout,
+        canary: None,
     })
 }
 

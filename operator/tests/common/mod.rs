@@ -16,6 +16,8 @@ use mlkube_operator::controller::Context;
 use mlkube_operator::crd::model_deployment::ResolvedModel;
 use mlkube_operator::metrics::Metrics;
 use mlkube_operator::registry::{Endpoint, ModelReference, ModelRegistry, RegistryError};
+use mlkube_operator::rollout::measure::MeasurementSource;
+use mlkube_operator::rollout::{Snapshot, SnapshotQuery};
 use mlkube_operator::validate::Defaults;
 use serde_json::{Value, json};
 
@@ -333,6 +335,43 @@ impl ModelRegistry for FakeRegistry {
         ));
         Ok(())
     }
+}
+
+/// Canary measurements with one scripted snapshot, recording the queries asked.
+pub struct FakeMeasurements {
+    pub snapshot: Snapshot,
+    pub asked: Mutex<Vec<SnapshotQuery>>,
+}
+
+impl FakeMeasurements {
+    pub fn answering(snapshot: Snapshot) -> Arc<Self> {
+        Arc::new(Self {
+            snapshot,
+            asked: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl MeasurementSource for FakeMeasurements {
+    async fn snapshot(&self, _tracking: &Endpoint<'_>, query: &SnapshotQuery) -> Snapshot {
+        self.asked.lock().unwrap().push(query.clone());
+        self.snapshot.clone()
+    }
+}
+
+/// A client talking to the mock server, and a context with a fixed clock whose canary
+/// measurements come from `measurements`.
+pub fn context_measuring(
+    registry: Arc<dyn ModelRegistry>,
+    measurements: Arc<dyn MeasurementSource>,
+) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NAMESPACE);
+    let ctx = Context::new(client, registry, defaults(), Arc::new(Metrics::default()))
+        .with_clock(|| time(NOW))
+        .with_measurements(measurements);
+    (Arc::new(ctx), handle)
 }
 
 pub fn time(s: &str) -> Time {
