@@ -1105,6 +1105,9 @@ class E2E:
             elif "gpu" in q.get("needs", []) and (self.gpus == 0 or "pod" in q["expr"]):
                 # No GPU here (or no Kubernetes pods to attribute GPU memory to): expected empty.
                 d["gpu_empty"] += 1
+            elif "operator" in q.get("needs", []):
+                # No Kubernetes API here, so no mlkube-operator runs: its series are expected empty.
+                d["operator_empty"] = d.get("operator_empty", 0) + 1
             else:
                 empty.append(f"{q['dashboard']} / {q['panel']}: {q['expr']}")
         self.summary["dashboards"] = per_dash

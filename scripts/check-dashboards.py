@@ -353,7 +353,13 @@ def promtool_parse(expressions, problems):
 
 
 def needs(expr):
-    return ["gpu"] if "mlflow_system_gpu_" in expr else []
+    """What a query needs besides the serving stack: a GPU, or a running mlkube-operator."""
+    found = []
+    if "mlflow_system_gpu_" in expr:
+        found.append("gpu")
+    if "mlkube_operator_" in expr:
+        found.append("operator")
+    return found
 
 
 def main(argv):

@@ -285,6 +285,17 @@ def model_serving():
               f"max by (namespace, pod, model_name, model_version, run_id) (mlflow_model_info{{{sel}}})",
               hide=("Time", "Value")),
     ]
+    panels.append(row(lay, "Canary rollouts"))
+    panels += [
+        timeseries(lay, "Traffic share by version", "Share of each model's predictions answered by each version: a canary's actual share of the traffic (spec.rollout.strategy: Canary).",
+                   targets((f"sum by ({by}) (rate(mlflow_predictions_total{{{sel}}}[{rate}])) / ignoring (model_version) group_left sum by (model_name) (rate(mlflow_predictions_total{{{sel}}}[{rate}]))",
+                            "{{model_name}} v{{model_version}}")),
+                   unit="percentunit", w=8),
+        timeseries(lay, "Canary rollouts by phase", "ModelDeployments with a canary strategy per rollout phase (Canary: in progress, Paused, RolledBack, Stable), from the mlkube-operator; kubectl get md -A says which.",
+                   targets(("sum by (phase) (mlkube_operator_canary_rollouts)", "{{phase}}")), w=8),
+        timeseries(lay, "Canary transitions", "Canaries started, advanced, promoted, rolled back, paused or aborted (the Events the operator publishes).",
+                   targets(("sum by (reason) (increase(mlkube_operator_canary_transitions_total[$__rate_interval]))", "{{reason}}")), w=8),
+    ]
     panels.append(row(lay, "Traffic and errors"))
     panels += [
         timeseries(lay, "Request rate by version", "Predictions answered per second, per model version.",

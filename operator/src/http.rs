@@ -73,6 +73,8 @@ mod tests {
         m.register(&mut registry);
         drop(m.start("trackingserver"));
         m.failed("modeldeployment", "RegistryUnavailable");
+        m.rollout_phase("modeldeployment/ml/churn", Some("Canary"));
+        m.canary_transition("CanaryRolledBack");
         let (status, body) = get(metrics_app(Arc::new(registry)), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         for name in [
@@ -87,6 +89,12 @@ mod tests {
             format!(
                 "{}_count{{controller=\"trackingserver\"}} 1",
                 metrics::RECONCILE_DURATION
+            ),
+            format!("{}{{phase=\"Canary\"}} 1", metrics::CANARY_ROLLOUTS),
+            format!("{}{{phase=\"RolledBack\"}} 0", metrics::CANARY_ROLLOUTS),
+            format!(
+                "{}_total{{reason=\"CanaryRolledBack\"}} 1",
+                metrics::CANARY_TRANSITIONS
             ),
         ] {
             assert!(body.contains(&name), "{name} missing from\n{body}");
