@@ -229,6 +229,22 @@ pub fn render_examples(
                 if let Some(params) = &validated.alerts {
                     groups.extend(crate::build::prometheus_rule::build_rule_groups(params));
                 }
+                // A canary example renders mid-rollout: version 4 at its first step's weight.
+                let first_step = validated
+                    .canary_rollout
+                    .as_ref()
+                    .and_then(|p| p.steps.first())
+                    .map(|s| s.weight);
+                let validated = match first_step {
+                    Some(weight) => {
+                        let canary = crd::model_deployment::ResolvedModel {
+                            version: "4".to_owned(),
+                            ..resolved.clone()
+                        };
+                        validated.with_canary(&canary, weight)
+                    }
+                    None => validated,
+                };
                 crate::build::model_deployment(&validated)
             }
         };
