@@ -22,6 +22,11 @@ mod runs;
 
 pub use crate::db::{Database, Engine, is_unique_violation};
 
+/// PostgreSQL planner settings for [`SqlStore::planned_read`]: every path but an index walk (with
+/// nested loops and incremental sorts) costs as if it were missing.
+const PG_INDEX_WALKS: &str = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+     SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;";
+
 /// Rows bound per multi-row INSERT (keeps well under both engines' parameter limits).
 const INSERT_CHUNK: usize = 200;
 /// Ids per `IN (…)` when loading the children of a page of runs.
@@ -210,6 +215,21 @@ impl SqlStore {
 
     pub(super) fn enable_bulk_reader(&mut self, reader: sqlx::SqlitePool) {
         self.database = self.database.clone().with_bulk_reader(reader);
+    }
+
+    /// A read transaction for the statements written as index walks (run searches, metric
+    /// histories). On PostgreSQL it prices out every other access path for its duration: the
+    /// planner's statistics lag a table that grew since autovacuum's last ANALYZE, and with
+    /// them it sorted a whole million-point history to return its first page (430 ms instead
+    /// of 9 ms). The index walk's cost follows the page, whatever the statistics say
+    /// (docs/architecture.md, "Performance").
+    pub(super) async fn planned_read(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        use sqlx::Executor;
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            (&mut *tx).execute(PG_INDEX_WALKS).await?;
+        }
+        Ok(tx)
     }
 
     pub async fn write_guard(&self) -> Option<crate::db::WriteGuard<'_>> {

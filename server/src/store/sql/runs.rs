@@ -280,31 +280,35 @@ impl RunStore for SqlStore {
             });
         }
         let wanted = search.max_results.saturating_add(1);
+        // One read transaction: the statements see one snapshot, and PostgreSQL plans them as
+        // the index walks they are written for.
+        let mut tx = self.planned_read().await?;
         let rows = match leading_key(search) {
             None => {
                 let sql = run_search_sql(search, &ids, Part::All, wanted, search.offset);
-                sql.query(self.engine).fetch_all(&self.pool).await?
+                sql.query(self.engine).fetch_all(&mut *tx).await?
             }
             // Runs that have the leading key come first, in its index order; the rest after them.
             Some(_) => {
                 let sql = run_search_sql(search, &ids, Part::WithKey, wanted, search.offset);
-                let mut rows = sql.query(self.engine).fetch_all(&self.pool).await?;
+                let mut rows = sql.query(self.engine).fetch_all(&mut *tx).await?;
                 let found = rows.len() as u64;
                 if found < wanted && !filter_requires_leading_key(search) {
                     let skip = if found > 0 || search.offset == 0 {
                         0
                     } else {
                         let count = run_search_sql(search, &ids, Part::CountWithKey, 0, 0);
-                        let row = count.query(self.engine).fetch_one(&self.pool).await?;
+                        let row = count.query(self.engine).fetch_one(&mut *tx).await?;
                         let with_key = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
                         search.offset.saturating_sub(with_key)
                     };
                     let rest = run_search_sql(search, &ids, Part::WithoutKey, wanted - found, skip);
-                    rows.extend(rest.query(self.engine).fetch_all(&self.pool).await?);
+                    rows.extend(rest.query(self.engine).fetch_all(&mut *tx).await?);
                 }
                 rows
             }
         };
+        tx.commit().await?;
         let infos = rows
             .iter()
             .map(run_info_from_row)
@@ -353,7 +357,9 @@ impl RunStore for SqlStore {
             .bind_str(key)
             .push(" ORDER BY step, timestamp, value");
         limit_offset(&mut sql, max_results, offset);
-        let rows = sql.query(self.engine).fetch_all(&self.pool).await?;
+        let mut tx = self.planned_read().await?;
+        let rows = sql.query(self.engine).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         let metrics = rows
             .iter()
             .map(|row| metric_point_from_row(row, key))
@@ -571,9 +577,8 @@ pub(super) fn run_search_sql(search: &RunSearch, ids: &[i64], part: Part, limit:
 
 impl SqlStore {
     /// The engine's plan for each statement of a run search, one line per plan node: SQLite's
-    /// `EXPLAIN QUERY PLAN` details, PostgreSQL's `EXPLAIN` with sequential scans priced out
-    /// (`enable_seqscan = off`, for this transaction only), so that the plan shows which indexes
-    /// the statements can use whatever the tables hold. Tests check the common filters with it.
+    /// `EXPLAIN QUERY PLAN` details, PostgreSQL's `EXPLAIN` under the settings searches run with
+    /// (`planned_read`). Tests check the common filters with it.
     pub async fn explain_run_search(&self, search: &RunSearch) -> StoreResult<Vec<String>> {
         let ids = search_experiment_ids(search);
         let wanted = search.max_results.saturating_add(1);
@@ -582,12 +587,7 @@ impl SqlStore {
         } else {
             &[Part::All]
         };
-        let mut tx = self.pool.begin().await?;
-        if self.engine == Engine::Postgres {
-            sqlx::query("SET LOCAL enable_seqscan = off")
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.planned_read().await?;
         let mut lines = Vec::new();
         for part in parts {
             let mut sql = run_search_sql(search, &ids, *part, wanted, search.offset);
