@@ -80,8 +80,12 @@ async fn main() -> anyhow::Result<()> {
     } = Args::parse();
     let text = std::fs::read_to_string(&model_deployment)?;
     let md: ModelDeployment = serde_saphyr::from_str(&text)?;
-    let params = CanaryParams::from_spec(md.spec.rollout.as_ref())?
-        .ok_or_else(|| anyhow::anyhow!("{}: spec.rollout.strategy is not Canary", model_deployment.display()))?;
+    let params = CanaryParams::from_spec(md.spec.rollout.as_ref())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: spec.rollout.strategy is not Canary",
+            model_deployment.display()
+        )
+    })?;
     let namespace = namespace
         .or_else(|| md.metadata.namespace.clone())
         .unwrap_or_else(|| "default".to_owned());

@@ -239,9 +239,7 @@ pub fn start(
 ) -> Option<Started> {
     let prev = previous.cloned().unwrap_or_default();
     // Nothing served yet: the first version is the stable one, no canary.
-    let Some(stable) = served.or(target).cloned() else {
-        return None;
-    };
+    let stable = served.or(target).cloned()?;
     let stable_status = |prev: RolloutStatus| RolloutStatus {
         phase: RolloutPhase::Stable,
         stable_version: Some(stable.version.clone()),
