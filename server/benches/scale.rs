@@ -30,19 +30,6 @@ fn sizes(name: &str, default: &str) -> Vec<usize> {
         .collect()
 }
 
-async fn create_run(client: &HttpClient, base: &str, exp: &str) -> String {
-    post(
-        client,
-        base,
-        "runs/create",
-        json!({ "experiment_id": exp, "start_time": 1 }),
-    )
-    .await["run"]["info"]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 struct Point {
     size: usize,
     what: &'static str,

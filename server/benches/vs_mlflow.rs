@@ -73,19 +73,6 @@ struct Fixture {
     search_experiment: String,
 }
 
-async fn create_run(client: &HttpClient, base: &str, exp: &str) -> String {
-    post(
-        client,
-        base,
-        "runs/create",
-        json!({ "experiment_id": exp, "start_time": 1 }),
-    )
-    .await["run"]["info"]["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Create what the workloads read: 1000 runs with a metric, param and tag; a 5000-point history.
 async fn setup(client: &HttpClient, base: &str) -> Fixture {
     let exp = post(

@@ -254,6 +254,20 @@ pub async fn post(client: &HttpClient, base: &str, path: &str, body: Value) -> V
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// A new run in experiment `exp`: its id.
+pub async fn create_run(client: &HttpClient, base: &str, exp: &str) -> String {
+    post(
+        client,
+        base,
+        "runs/create",
+        serde_json::json!({ "experiment_id": exp, "start_time": 1 }),
+    )
+    .await["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// GET `/api/2.0/mlflow/{path_and_query}`; anything but 200 stops the benchmark.
 pub async fn get(client: &HttpClient, base: &str, path_and_query: &str) -> Bytes {
     let (status, bytes) = call(
