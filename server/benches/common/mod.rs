@@ -104,10 +104,10 @@ pub struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // mlflow runs uvicorn workers under a supervisor; stop the whole tree, politely first.
-        let tree = descendants(self.child.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
+        // Only the processes of this tree, each by its pid: no process-group or broad signal.
+        let mut tree = descendants(self.child.id());
+        tree.push(self.child.id());
+        tree.retain(|pid| *pid > 1 && *pid != std::process::id());
         for pid in &tree {
             let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
