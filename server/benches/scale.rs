@@ -87,12 +87,10 @@ async fn metric_points(client: &HttpClient, base: &str, points: &[usize], second
                     &format!("metrics/get-history?run_id={r}&metric_key=loss&max_results=25000"),
                 )
                 .await;
-                let v: Value = serde_json::from_slice(&body).unwrap();
-                assert_eq!(
-                    v["metrics"].as_array().map(Vec::len),
-                    Some(target.min(25_000)),
-                    "history page size"
-                );
+                // Count the points without parsing 2 MB of JSON into a tree: the client's parse
+                // is not the server's latency.
+                let points = body.windows(7).filter(|w| w == b"\"step\":").count();
+                assert_eq!(points, target.min(25_000), "history page size");
             }
         })
         .await;

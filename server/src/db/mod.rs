@@ -173,8 +173,11 @@ const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Settings of every SQLite connection: wait for the writer instead of failing, enforce foreign
 /// keys, and make LIKE case-sensitive as MLflow's search expects. `synchronous` comes from
 /// [`Pragma`].
-const SQLITE_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA case_sensitive_like = ON;";
+/// Page caches are 1 MiB per connection (SQLite's default is 2 MiB): a reader's cache is dropped
+/// whenever the writer commits, so a bigger one buys little and costs resident memory per
+/// connection; the writer sets its own (`SQLITE_WRITER_CACHE_KIB`).
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+     PRAGMA case_sensitive_like = ON; PRAGMA cache_size = -1024;";
 
 /// SQLite's own `PRAGMA synchronous` for a pool's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,8 +281,8 @@ pub async fn connect_sqlite(path: &str, synchronous: Pragma) -> Result<AnyPool, 
     Ok(pool)
 }
 
-/// Page cache of a SQLite file's writer connection, in KiB (`PRAGMA cache_size`; readers keep
-/// SQLite's default of 2 MiB each).
+/// Page cache of a SQLite file's writer connection, in KiB (`PRAGMA cache_size`; readers have 1 MiB
+/// each, see `SQLITE_PRAGMAS`).
 const SQLITE_WRITER_CACHE_KIB: u32 = 8192;
 /// WAL pages after which the writer copies the WAL back into the database file (`PRAGMA
 /// wal_autocheckpoint`; SQLite's default is 1000, about 4 MiB). A log-batch of 1000 metrics
@@ -322,7 +325,7 @@ pub async fn connect_sqlite_writer(path: &str, synchronous: Pragma) -> Result<An
 }
 
 /// Native SQLite connections for reads that return many rows.
-const SQLITE_BULK_READERS: u32 = 4;
+const SQLITE_BULK_READERS: u32 = 2;
 /// Rows a SQLite connection's worker thread may run ahead of the reader. sqlx hands rows over a
 /// bounded channel (50 by default, and the `Any` driver cannot change it); once it is full the
 /// worker and the reader take turns row by row, two thread switches per row. A metric history
@@ -339,6 +342,7 @@ pub async fn connect_sqlite_bulk_reader(path: &str) -> Result<sqlx::SqlitePool, 
         .create_if_missing(false)
         .busy_timeout(Duration::from_secs(10))
         .pragma("case_sensitive_like", "ON")
+        .pragma("cache_size", "-1024")
         .row_buffer_size(SQLITE_BULK_ROW_CHANNEL);
     SqlitePoolOptions::new()
         .max_connections(SQLITE_BULK_READERS)
@@ -431,6 +435,7 @@ mod tests {
             ("foreign_keys", 1_i64),
             ("busy_timeout", 10000),
             ("synchronous", 1),
+            ("cache_size", -1024),
         ] {
             let row: (i64,) = sqlx::query_as(&format!("PRAGMA {pragma}"))
                 .fetch_one(&mut *conn)
