@@ -5,9 +5,11 @@
 
 pub mod apply;
 pub mod build;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod fingerprint;
 pub mod http;
 pub mod metrics;
 pub mod ports;

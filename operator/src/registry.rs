@@ -278,7 +278,7 @@ impl HttpRegistry {
         let Some(pem) = endpoint.ca_bundle else {
             return Ok(self.client.clone());
         };
-        let key = crate::build::deployment::fingerprint(&String::from_utf8_lossy(pem));
+        let key = crate::fingerprint::fingerprint(&String::from_utf8_lossy(pem));
         let mut clients = self.ca_clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
@@ -371,7 +371,7 @@ fn ca_client(pem: &[u8]) -> Result<HttpsClient, RegistryError> {
     config.root_cert = Some(certificates);
     let connector = config
         .rustls_https_connector()
-        .map_err(|e| RegistryError::InvalidCaBundle(crate::apply::api_message(&e)))?;
+        .map_err(|e| RegistryError::InvalidCaBundle(crate::cluster::api_message(&e)))?;
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 

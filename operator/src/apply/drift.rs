@@ -76,7 +76,7 @@ pub fn manages(live: &Value, field_manager: &str, path: &[&str]) -> bool {
 pub fn applied_hash(desired: &Value) -> String {
     let mut text = String::new();
     canonical(desired, &mut text);
-    crate::build::deployment::fingerprint(&text)
+    crate::fingerprint::fingerprint(&text)
 }
 
 fn canonical(value: &Value, out: &mut String) {

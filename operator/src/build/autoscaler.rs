@@ -14,10 +14,7 @@ use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
 use crate::validate::model_deployment::{Autoscaler, ScaleMetric};
-
-/// The per-pod series of requests in flight that the sidecar exports, the HPA's Pods metric
-/// (served by the Prometheus Adapter rule the chart ships under the same name).
-pub const IN_FLIGHT_METRIC: &str = "mlflow_inference_in_flight";
+pub use crate::validate::model_deployment::{IN_FLIGHT_METRIC, in_flight_query};
 
 /// Spec of a KEDA ScaledObject.
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -67,13 +64,6 @@ pub struct ScaleTrigger {
     pub metric_type: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-}
-
-/// The default KEDA query: requests in flight summed over the deployment's pods, by the labels
-/// Prometheus Operator gives every target of a ServiceMonitor (the Service is named after the
-/// ModelDeployment).
-pub fn in_flight_query(namespace: &str, service: &str) -> String {
-    format!("sum({IN_FLIGHT_METRIC}{{namespace=\"{namespace}\",service=\"{service}\"}})")
 }
 
 /// A HorizontalPodAutoscaler of the Deployment named like `metadata`.

@@ -56,16 +56,6 @@ fn pod_labels(md: &ValidatedModelDeployment) -> BTreeMap<String, String> {
     labels
 }
 
-/// A short stable fingerprint (FNV-1a, hex) of generated configuration.
-pub(crate) fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
-
 pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -369,7 +359,10 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
     };
     if let Some(ini) = super::config_map::auth_ini(ts) {
         // A changed auth configuration restarts the server (the file is read at startup).
-        annotations.insert(AUTH_CONFIG_ANNOTATION.to_owned(), fingerprint(&ini));
+        annotations.insert(
+            AUTH_CONFIG_ANNOTATION.to_owned(),
+            crate::fingerprint::fingerprint(&ini),
+        );
     }
     let annotations = Some(annotations).filter(|a| !a.is_empty());
     let container = Container {

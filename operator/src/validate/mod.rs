@@ -13,6 +13,7 @@
 pub mod defaults;
 pub mod model_deployment;
 pub mod owner;
+pub mod rollout;
 pub mod tracking_access;
 pub mod tracking_server;
 pub mod workload;

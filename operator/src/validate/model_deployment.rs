@@ -10,13 +10,24 @@ use k8s_openapi::api::apps::v1::RollingUpdateDeployment;
 use super::owner::owner_of;
 use super::workload::{self, Budget};
 use super::{Defaults, Owner, TrackingAccess, ValidationError, duration_secs};
-use crate::apply::Apis;
+use crate::cluster::Apis;
 use crate::crd::model_deployment::{
     AutoscalingEngine, AutoscalingSpec, QualityThreshold, ResolvedModel, Severity,
 };
 use crate::crd::workload::{ExposureSpec, SchedulingSpec};
 use crate::crd::{ModelDeployment, ServiceMonitorSettings, parse_duration_ms};
 use crate::rollout::CanaryParams;
+
+/// The per-pod series of requests in flight that the sidecar exports, the HPA's Pods metric
+/// (served by the Prometheus Adapter rule the chart ships under the same name).
+pub const IN_FLIGHT_METRIC: &str = "mlflow_inference_in_flight";
+
+/// The default KEDA query: requests in flight summed over the deployment's pods, by the labels
+/// Prometheus Operator gives every target of a ServiceMonitor (the Service is named after the
+/// ModelDeployment).
+pub fn in_flight_query(namespace: &str, service: &str) -> String {
+    format!("sum({IN_FLIGHT_METRIC}{{namespace=\"{namespace}\",service=\"{service}\"}})")
+}
 
 /// What the autoscaler keeps per pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +118,7 @@ fn autoscaler(
             query: k
                 .query
                 .clone()
-                .unwrap_or_else(|| crate::build::autoscaler::in_flight_query(namespace, name)),
+                .unwrap_or_else(|| in_flight_query(namespace, name)),
             polling_interval_seconds: k.polling_interval_seconds,
             cooldown_period_seconds: k.cooldown_period_seconds,
         }),

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::RollingUpdateDeployment;
 use super::owner::owner_of;
 use super::workload::{self, Budget};
 use super::{Defaults, Owner, ValidationError, duration_secs};
-use crate::apply::Apis;
+use crate::cluster::Apis;
 use crate::crd::tracking_server::{
     AdminSecretRef, ArtifactAccess, ArtifactStore, CredentialsSecretRef, Permission, VolumeSpec,
 };
