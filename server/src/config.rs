@@ -80,6 +80,17 @@ pub struct Args {
     pub sqlite_synchronous: String,
     #[command(flatten)]
     pub monitoring: crate::quality::MonitoringArgs,
+    /// Without a command the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `mlkube-server` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Copy an upstream MLflow database (SQLite or PostgreSQL, MLflow 2.4 to 3.17.2) into this
+    /// server's backend store, ids unchanged; run again to resume an interrupted import.
+    Import(crate::import::ImportArgs),
 }
 
 /// Where the web UI comes from.
@@ -165,6 +176,7 @@ impl Args {
             static_prefix,
             sqlite_synchronous,
             monitoring,
+            command: _,
         } = self;
         let sqlite_sync = crate::db::SqliteSync::parse(&sqlite_synchronous).ok_or_else(|| {
             ConfigError(format!(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod import;
 pub mod names;
 pub mod prometheus;
 pub mod quality;
@@ -30,6 +31,11 @@ pub use state::AppState;
 pub enum RunError {
     #[error("invalid configuration: {0}")]
     Config(#[from] config::ConfigError),
+    #[error(
+        "an import from {0} into this database has not finished: run the same `mlkube-server import` \
+         again to finish it (the server does not start on a half-imported database)"
+    )]
+    ImportUnfinished(String),
     #[error("could not open the backend store")]
     Store(#[from] store::StoreError),
     #[error("could not prepare the artifact destination: {0}")]
@@ -54,6 +60,9 @@ pub async fn build_state(settings: &config::Settings) -> Result<AppState, RunErr
         settings.sqlite_sync,
     )
     .await?;
+    if let Ok(Some(source)) = import::unfinished(store.pool()).await {
+        return Err(RunError::ImportUnfinished(source));
+    }
     let artifacts = match &settings.artifacts_destination {
         Some(destination) => Some(Arc::new(
             artifacts::ArtifactRoot::connect(destination).map_err(RunError::Artifacts)?,

@@ -1,13 +1,14 @@
 use clap::Parser;
-use mlkube_server::config::Args;
-use mlkube_server::{run, telemetry};
+use mlkube_server::config::{Args, Command};
+use mlkube_server::{import, run, telemetry};
 
 const EX_USAGE: i32 = 64;
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
     telemetry::init(&args.log_format);
+    let command = args.command.take();
     let settings = match args.resolve(|k| std::env::var(k).ok()) {
         Ok(s) => s,
         Err(err) => {
@@ -15,6 +16,23 @@ async fn main() {
             std::process::exit(EX_USAGE);
         }
     };
+    if let Some(Command::Import(import_args)) = &command {
+        let to = import_args
+            .to
+            .clone()
+            .unwrap_or_else(|| settings.backend_store_uri.clone());
+        match import::run(import_args, &to, &settings.default_artifact_root).await {
+            Ok(summary) => {
+                print!("{}", summary.render());
+                return;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "import failed");
+                eprintln!("mlkube-server import: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), settings = ?settings, "starting mlkube-server");
     if let Err(err) = run(settings).await {
         let chain: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
