@@ -36,6 +36,11 @@ pub struct Args {
     /// Do not serve the mlflow-artifacts proxy.
     #[arg(long, env = "MLKUBE_NO_SERVE_ARTIFACTS")]
     pub no_serve_artifacts: bool,
+    /// Serve only the mlflow-artifacts proxy (with /health, /version and /metrics), as `mlflow
+    /// server --artifacts-only`: no tracking or registry API, no web UI, no backend store, so
+    /// artifact traffic can run and scale on its own [env MLFLOW_ARTIFACTS_ONLY also read].
+    #[arg(long, env = "MLKUBE_ARTIFACTS_ONLY")]
+    pub artifacts_only: bool,
     /// Accepted for compatibility with `mlflow server`; one async process serves all requests.
     #[arg(long, short = 'w', env = "MLKUBE_WORKERS")]
     pub workers: Option<u32>,
@@ -127,6 +132,8 @@ pub struct Settings {
     pub static_prefix: Option<String>,
     /// `--sqlite-synchronous`.
     pub sqlite_sync: crate::db::SqliteSync,
+    /// `--artifacts-only`: the artifact proxy alone (the backend store is an in-memory placeholder).
+    pub artifacts_only: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -146,6 +153,7 @@ impl std::fmt::Debug for Settings {
             .field("monitoring", &self.monitoring)
             .field("ui", &self.ui)
             .field("static_prefix", &self.static_prefix)
+            .field("artifacts_only", &self.artifacts_only)
             .finish()
     }
 }
@@ -164,6 +172,7 @@ impl Args {
             artifacts_destination,
             serve_artifacts: _,
             no_serve_artifacts,
+            artifacts_only,
             workers,
             max_request_body_bytes,
             log_format,
@@ -220,6 +229,19 @@ impl Args {
         let backend_store_uri = backend_store_uri
             .or_else(|| env("MLFLOW_BACKEND_STORE_URI"))
             .unwrap_or_else(|| "sqlite:///mlkube.db".to_owned());
+        let artifacts_only = artifacts_only || env("MLFLOW_ARTIFACTS_ONLY").is_some_and(|v| truthy(&v));
+        if artifacts_only && no_serve_artifacts {
+            return Err(ConfigError(
+                "--artifacts-only serves the artifact proxy: it cannot go with --no-serve-artifacts"
+                    .to_owned(),
+            ));
+        }
+        // The backend store is not opened at all: nothing here reads or writes it.
+        let backend_store_uri = if artifacts_only {
+            "sqlite:///:memory:".to_owned()
+        } else {
+            backend_store_uri
+        };
         let serve = !no_serve_artifacts;
         let destination = crate::artifacts::Destination::parse(
             &artifacts_destination
@@ -272,8 +294,17 @@ impl Args {
             ui,
             static_prefix,
             sqlite_sync,
+            artifacts_only,
         })
     }
+}
+
+/// MLflow's boolean environment values.
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// MLflow's rule for `--static-prefix`: starts with `/`, does not end with one; we also refuse
@@ -437,6 +468,42 @@ mod tests {
             bad_env
                 .resolve(|k| (k == "MLFLOW_PORT").then(|| "x".to_owned()))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn artifacts_only_needs_no_store_and_serves_artifacts() {
+        let s = Args::try_parse_from([
+            "mlkube-server",
+            "--artifacts-only",
+            "--backend-store-uri",
+            "postgresql://db/x",
+        ])
+        .unwrap()
+        .resolve(no_env)
+        .unwrap();
+        assert!(s.artifacts_only);
+        assert_eq!(
+            s.backend_store_uri, "sqlite:///:memory:",
+            "the configured store is never opened"
+        );
+        assert!(s.artifacts_destination.is_some());
+        let from_env = Args::try_parse_from(["mlkube-server"])
+            .unwrap()
+            .resolve(|k| (k == "MLFLOW_ARTIFACTS_ONLY").then(|| "true".to_owned()))
+            .unwrap();
+        assert!(from_env.artifacts_only);
+        let both =
+            Args::try_parse_from(["mlkube-server", "--artifacts-only", "--no-serve-artifacts"]).unwrap();
+        assert!(
+            both.resolve(no_env)
+                .unwrap_err()
+                .to_string()
+                .contains("--no-serve-artifacts")
+        );
+        let import = Args::try_parse_from(["mlkube-server", "import", "--from", "sqlite:///m.db"]).unwrap();
+        assert!(
+            matches!(import.command, Some(Command::Import(ref a)) if a.from == "sqlite:///m.db" && a.to.is_none())
         );
     }
 }

@@ -126,10 +126,13 @@ pub async fn run(settings: config::Settings) -> Result<(), RunError> {
     if let Some(prefix) = &settings.static_prefix {
         tracing::info!(prefix = %prefix, "also serving everything under the static prefix");
     }
-    let router = ui::prefix::with_static_prefix(
-        app(state, settings.max_request_body_bytes),
-        settings.static_prefix.as_deref(),
-    );
+    let app = if settings.artifacts_only {
+        tracing::info!("--artifacts-only: serving the artifact proxy, /health, /version and /metrics only");
+        api::artifacts_app(state, settings.max_request_body_bytes)
+    } else {
+        app(state, settings.max_request_body_bytes)
+    };
+    let router = ui::prefix::with_static_prefix(app, settings.static_prefix.as_deref());
     // The peer address reaches basic auth's failed-login limits (auth/lockout.rs).
     axum::serve(
         listener,

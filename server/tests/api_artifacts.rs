@@ -6,7 +6,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{assert_error, test_app};
+use common::{assert_error, test_app, test_artifacts_only_app};
 use serde_json::json;
 
 const PROXY: &str = "/api/2.0/mlflow-artifacts/artifacts";
@@ -189,5 +189,71 @@ async fn hostile_artifact_requests_get_client_errors() {
     assert!(answers.iter().any(|(s, _)| *s == StatusCode::OK));
     for (s, b) in answers.into_iter().filter(|(s, _)| *s != StatusCode::OK) {
         assert_error(s, &b, StatusCode::NOT_FOUND, "RESOURCE_DOES_NOT_EXIST");
+    }
+}
+
+/// `--artifacts-only`: the proxy (both prefixes, multipart routes included), probes and /metrics
+/// answer; the tracking and registry API and the UI's artifact routes are MLflow's 404.
+#[tokio::test]
+async fn artifacts_only_serves_the_proxy_and_nothing_else() {
+    let app = test_artifacts_only_app().await;
+    let req = Request::put(format!("{PROXY}/1/abc/artifacts/model/MLmodel"))
+        .body(Body::from("flavors: {}"))
+        .unwrap();
+    let (s, b) = app.send(req).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app
+        .call(
+            Method::GET,
+            "/ajax-api/2.0/mlflow-artifacts/artifacts?path=1/abc/artifacts/model",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        b["files"],
+        json!([{ "path": "MLmodel", "is_dir": false, "file_size": 11 }])
+    );
+    let (s, body) = app
+        .send_raw(
+            Request::get(format!("{PROXY}/1/abc/artifacts/model/MLmodel"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, b"flavors: {}".as_slice()));
+    let (s, b) = app
+        .call(
+            Method::DELETE,
+            &format!("{PROXY}/1/abc/artifacts/model/MLmodel"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // The local destination answers multipart with NOT_IMPLEMENTED (clients fall back), not a 404.
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/2.0/mlflow-artifacts/mpu/create/1/abc/artifacts/big.bin",
+            Some(json!({ "path": "big.bin", "num_parts": 2 })),
+        )
+        .await;
+    assert_ne!(s, StatusCode::NOT_FOUND);
+
+    for path in [
+        "/api/2.0/mlflow/experiments/search",
+        "/api/2.0/mlflow/runs/search",
+        "/api/2.0/mlflow/registered-models/search",
+        "/api/2.0/mlflow/artifacts/list?run_id=abc",
+        "/get-artifact?run_id=abc&path=x",
+    ] {
+        let (s, b) = app.call(Method::GET, path, None).await;
+        assert_error(s, &b, StatusCode::NOT_FOUND, "ENDPOINT_NOT_FOUND");
+    }
+    for probe in ["/health", "/version", "/metrics"] {
+        let (s, _) = app
+            .send_raw(Request::get(probe).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(s, StatusCode::OK, "{probe}");
     }
 }

@@ -1570,3 +1570,34 @@ async fn concurrent_user_deletes_are_200_or_404() {
     }
     assert_eq!(deleted, users.len());
 }
+
+/// A refusal that leaves the request body unread closes the connection and says so
+/// (`Connection: close`), so a keep-alive client does not send its next request down a connection
+/// the server is about to drop; a refusal without a body keeps the connection.
+#[tokio::test]
+async fn refusals_with_an_unread_body_close_the_connection() {
+    let app = test_app_with_auth(Permission::Read).await;
+    create_user(&app, ALICE).await;
+    let body = json!({ "username": "eve", "password": "eve-password-123" }).to_string();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/2.0/mlflow/users/create")
+        .header(header::AUTHORIZATION, basic(ALICE))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.headers().get(header::CONNECTION).unwrap(), "close");
+
+    let req = request(
+        Some(ALICE),
+        Method::GET,
+        "/api/2.0/mlflow/users/get?username=admin",
+        None,
+    );
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.headers().get(header::CONNECTION).is_none());
+}

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from compat_helpers import api_url
+from conftest import UPSTREAM
 
 ON_S3 = os.environ.get("MLKUBE_COMPAT_ARTIFACTS") == "s3"
 MIB = 1024 * 1024
@@ -136,4 +137,6 @@ def test_an_upload_cut_mid_stream_leaves_no_object_and_no_parts(run_id):
         time.sleep(0.2)
     assert pending_multipart_uploads() == 0
     got = requests.get(api_url(f"/mlflow-artifacts/artifacts/0/{run_id}/artifacts/cut.bin"), timeout=30)
-    assert got.status_code == 404
+    # Nothing under the name either way; upstream `mlflow server` answers a missing S3 object with
+    # a 500 where mlkube says 404.
+    assert got.status_code == (500 if UPSTREAM else 404), got.text

@@ -57,6 +57,25 @@ fn api_routes() -> Router<AppState> {
         .fallback(endpoint_not_found)
 }
 
+/// `--artifacts-only`: the artifact proxy under both API prefixes and the probes, as upstream's
+/// `mlflow server --artifacts-only` serves; every other API path is MLflow's 404.
+fn artifact_routes() -> Router<AppState> {
+    let proxy = artifacts::proxy_router();
+    Router::new()
+        .nest("/api/2.0", proxy.clone())
+        .nest("/ajax-api/2.0", proxy)
+        .merge(meta::router())
+        .fallback(endpoint_not_found)
+}
+
+/// The artifact proxy alone (`--artifacts-only`), with the same authorisation, limits and
+/// `/metrics` as the whole application.
+pub fn artifacts_app(state: AppState, max_body_bytes: usize) -> Router {
+    let router =
+        crate::auth::protect(artifact_routes(), state.auth.clone(), max_body_bytes).with_state(state.clone());
+    with_layers(router, &state, max_body_bytes)
+}
+
 /// The whole application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // GraphQL resolvers call the REST routes in-process, behind the same authorisation.
@@ -67,8 +86,12 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     if let Some(ui) = &state.ui {
         routes = routes.merge(crate::ui::router(ui));
     }
-    let mut router =
-        crate::auth::protect(routes, state.auth.clone(), max_body_bytes).with_state(state.clone());
+    let router = crate::auth::protect(routes, state.auth.clone(), max_body_bytes).with_state(state.clone());
+    with_layers(router, &state, max_body_bytes)
+}
+
+/// `/metrics` and the layers every request passes.
+fn with_layers(mut router: Router, state: &AppState, max_body_bytes: usize) -> Router {
     if let Some(server_metrics) = &state.metrics {
         router = router
             .layer(axum::middleware::from_fn_with_state(

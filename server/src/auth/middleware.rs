@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -48,10 +48,28 @@ const NOT_AUTHENTICATED: &str = "You are not authenticated. Please see \
      https://www.mlflow.org/docs/latest/auth/index.html#authenticating-to-mlflow on how to authenticate.";
 
 pub async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Response {
-    match guarded(&guard, req, next).await {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = match guarded(&guard, req, next).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
+    };
+    // A refusal may leave the request body unread, and the server then drops the connection after
+    // answering; saying so keeps a keep-alive client from sending its next request down it.
+    if has_body
+        && matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        )
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
 }
 
 impl From<AuthError> for ApiError {

@@ -63,6 +63,31 @@ pub async fn test_app_ui(with_ui: bool) -> TestApp {
     }
 }
 
+/// The artifact proxy alone (`--artifacts-only`) on an in-memory placeholder store, with /metrics.
+pub async fn test_artifacts_only_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        mlkube_server::store::open("sqlite:///:memory:", "mlflow-artifacts:/")
+            .await
+            .unwrap(),
+    );
+    let metrics = Arc::new(mlkube_server::prometheus::ServerMetrics::new());
+    let state = AppState {
+        store: store.clone(),
+        artifacts: Some(Arc::new(
+            ArtifactRoot::open(&dir.path().join("artifacts")).unwrap(),
+        )),
+        monitoring: monitoring_for(store, Some(&metrics)),
+        ui: None,
+        metrics: Some(metrics),
+        auth: None,
+    };
+    TestApp {
+        router: mlkube_server::api::artifacts_app(state, 1024 * 1024),
+        dir,
+    }
+}
+
 /// Monitoring with default settings over `store`, exporting into `metrics` when given.
 pub fn monitoring_for(
     store: Arc<mlkube_server::store::sql::SqlStore>,
