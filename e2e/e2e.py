@@ -25,6 +25,16 @@ What it emulates, and from where:
     (charts/mlkube/prometheus-adapter/config.yaml), templated as the adapter templates it for
     `kubectl get --raw /apis/custom.metrics.k8s.io/.../pods/*/mlflow_inference_in_flight`, returns the
     number held per pod; so does the query of a KEDA ScaledObject's default trigger.
+  * Canary rollout: the rendered canary example (modeldeployment-canary.yaml: a stable Deployment of
+    `recsys` v3 and a canary Deployment of v4 behind one Service and ServiceMonitor) runs as one
+    stable pod and two canary pods (v4, and v5 standing for a second candidate), their sidecars in
+    front of the real scoring process; Prometheus reloads with the ServiceMonitor's scrape job.
+    Ground truth is right for v3, agrees with v5's answers and is inverted for v4's request ids. The operator's
+    canary-analysis binary judges the example's ModelDeployment (test-time sizes) against the real
+    Prometheus and the real quality API: v4 is held before its labels are due, then rolled back on
+    accuracy alone; v5 advances and, at its last step, is promoted; the stable pod answers 200 all
+    along. There is no Kubernetes API here, so no mlkube-operator runs: dashboard panels on its own
+    series (mlkube_operator_*) are expected empty.
 """
 
 from __future__ import annotations
@@ -67,6 +77,13 @@ HELD_DELAY_S = 5.0  # requests held in flight for the autoscaling checks (severa
 HELD_REQUESTS = 3  # requests in flight on the slow replica while they are held
 ADAPTER_RULES = ROOT / "charts" / "mlkube" / "prometheus-adapter" / "config.yaml"
 IN_FLIGHT = "mlflow_inference_in_flight"
+# Canary rollout (point 9): the operator's rendered canary example (a stable and a canary Deployment of
+# `recsys` behind one Service and ServiceMonitor) and its ModelDeployment, judged by canary-analysis.
+CANARY_RENDERED = "modeldeployment-canary.yaml"
+CANARY_EXAMPLE = ROOT / "deploy" / "examples" / "modeldeployment-canary.yaml"
+CANARY_REQUESTS = 320  # request i goes to: i % 4 in (0, 1) stable, 2 the bad canary, 3 the good canary
+CANARY_LABEL_DELAY_S = 3
+SCORE_FIELD = "/predictions/0/1"  # P(churn) in the model's predict_proba output
 
 # The rendered objects that make up the local cluster: (file, predicate on the object).
 CLUSTER = [
@@ -282,9 +299,11 @@ class Pod:
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, files=CLUSTER, replicas: dict[str, int] | None = None) -> None:
+        """The objects of `files` ((file, predicate) pairs) and their local pods; `replicas` overrides
+        the replica count of the named workloads."""
         self.objects: list[dict] = []
-        for file, keep in CLUSTER:
+        for file, keep in files:
             path = RENDERED / file
             for doc in yaml.safe_load_all(path.read_text()):
                 if doc and keep(doc):
@@ -293,6 +312,7 @@ class Cluster:
         self.pods: list[Pod] = []
         for w in self.kind(*WORKLOAD_KINDS):
             n = 1 if w["kind"] == "DaemonSet" else int(w["spec"].get("replicas", 1))
+            n = (replicas or {}).get(w["metadata"]["name"], n)
             for i in range(n):
                 name = f"{w['metadata']['name']}-e2e-{i}"
                 self.pods.append(Pod(name, w["metadata"]["namespace"], w, i))
@@ -799,7 +819,8 @@ class E2E:
     def binary(self, name: str) -> str:
         path = self.bin_dir / name
         if not os.access(path, os.X_OK):
-            raise Fatal(f"{path} is missing: build it first (e2e/run does: cargo build -p mlkube-server -p mlkube-sidecar)")
+            raise Fatal(f"{path} is missing: build it first (e2e/run does: cargo build -p mlkube-server "
+                        "-p mlkube-sidecar -p mlkube-node-sampler; cargo build -p mlkube-operator --bin canary-analysis)")
         return str(path)
 
     def base_env(self) -> dict[str, str]:
@@ -945,6 +966,7 @@ class E2E:
         }
         cfg = self.work / "prometheus.yml"
         cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.prom_config, self.prom_config_path = config, cfg
         check = subprocess.run(["promtool", "check", "config", str(cfg)], capture_output=True, text=True)
         self.checks.require("promtool check config (derived scrape config + shortened rules)", check.returncode == 0,
                             (check.stdout + check.stderr).strip()[-800:] if check.returncode else
@@ -1092,7 +1114,8 @@ class E2E:
         empty = []
         at = time.time()
         for q in queries:
-            d = per_dash.setdefault(q["dashboard"], {"queries": 0, "with_data": 0, "series": 0, "gpu_empty": 0})
+            d = per_dash.setdefault(q["dashboard"], {"queries": 0, "with_data": 0, "series": 0, "gpu_empty": 0,
+                                                     "operator_empty": 0})
             d["queries"] += 1
             try:
                 n = len(self.prom.query(q["expr"], at))
@@ -1107,14 +1130,16 @@ class E2E:
                 d["gpu_empty"] += 1
             elif "operator" in q.get("needs", []):
                 # No Kubernetes API here, so no mlkube-operator runs: its series are expected empty.
-                d["operator_empty"] = d.get("operator_empty", 0) + 1
+                d["operator_empty"] += 1
             else:
                 empty.append(f"{q['dashboard']} / {q['panel']}: {q['expr']}")
         self.summary["dashboards"] = per_dash
         total = sum(d["queries"] for d in per_dash.values())
         gpu_empty = sum(d["gpu_empty"] for d in per_dash.values())
+        operator_empty = sum(d["operator_empty"] for d in per_dash.values())
         self.checks.check(f"every non-GPU panel query of {len(per_dash)} dashboards returns data", not empty,
-                          f"{total} queries, {gpu_empty} GPU queries expected empty (GPUs seen: {self.gpus})"
+                          f"{total} queries, {gpu_empty} GPU queries expected empty (GPUs seen: {self.gpus}), "
+                          f"{operator_empty} on mlkube-operator series expected empty (no operator here)"
                           + ("; EMPTY: " + "; ".join(empty) if empty else ""))
 
     # ---- 7: break it
@@ -1256,6 +1281,221 @@ class E2E:
                           str([r["status"] for r in held]))
         self.summary["in_flight"] = {"adapter": per_pod, "keda": keda_value}
 
+    # ---- 9: canary rollout
+    def canary_rollout(self) -> None:
+        """The rendered canary example on the real stack: a stable pod (v3) and two canary pods of the
+        canary Deployment (v4, and v5 as a second candidate) behind their sidecars in front of the real
+        model server, scraped by the real Prometheus. Ground truth makes v4 worse than v3 and v5 as good;
+        canary-analysis, reading the real Prometheus and the real quality API, must roll v4 back and
+        advance/promote v5, while the stable pod keeps answering."""
+        cc = Cluster([(CANARY_RENDERED, lambda o: True)])
+        stable_w = [w for w in cc.kind("Deployment") if w["spec"]["template"]["metadata"]["labels"].get(
+            "mlkube.io/track") == "stable"]
+        canary_w = [w for w in cc.kind("Deployment") if w["spec"]["template"]["metadata"]["labels"].get(
+            "mlkube.io/track") == "canary"]
+        if len(stable_w) != 1 or len(canary_w) != 1:
+            raise Fatal(f"{CANARY_RENDERED}: expected one stable and one canary Deployment")
+        # One stable pod and two canary pods (the second one stands for a good candidate).
+        cc = Cluster([(CANARY_RENDERED, lambda o: True)],
+                     replicas={stable_w[0]["metadata"]["name"]: 1, canary_w[0]["metadata"]["name"]: 2})
+        model = stable_w[0]["metadata"]["labels"]["mlkube.io/model-name"]
+        namespace = stable_w[0]["metadata"]["namespace"]
+        stable_v = stable_w[0]["metadata"]["labels"]["mlkube.io/model-version"]
+        bad_v = canary_w[0]["metadata"]["labels"]["mlkube.io/model-version"]
+        good_v = str(int(bad_v) + 1)
+        # Register versions 1..good_v of `model`, all the churn run's model (the registry is real; the
+        # versions differ only in what the ground truth says about their answers).
+        src = requests.get(self.server_url + "/api/2.0/mlflow/model-versions/get",
+                           params={"name": self.model_name, "version": self.model["version"]}, timeout=10)
+        src.raise_for_status()
+        source = src.json()["model_version"]["source"]
+        requests.post(self.server_url + "/api/2.0/mlflow/registered-models/create", json={"name": model},
+                      timeout=10).raise_for_status()
+        versions = []
+        for _ in range(int(good_v)):
+            r = requests.post(self.server_url + "/api/2.0/mlflow/model-versions/create", json={
+                "name": model, "source": source, "run_id": self.model["run_id"]}, timeout=10)
+            r.raise_for_status()
+            versions.append(str(r.json()["model_version"]["version"]))
+        self.checks.require(f"canary: {model} v{stable_v} (stable), v{bad_v} and v{good_v} (canaries) registered",
+                            {stable_v, bad_v, good_v} <= set(versions), f"versions {versions}")
+        pods = {stable_v: cc.pods_of(stable_w[0]["metadata"]["name"])[0]}
+        canary_pods = cc.pods_of(canary_w[0]["metadata"]["name"])
+        pods[bad_v], pods[good_v] = canary_pods[0], canary_pods[1]
+        sidecars = {}
+        for version, pod in pods.items():
+            proc = self.start_container(pod, "mlkube-sidecar", [self.binary("mlkube-sidecar")], flag_overrides={
+                "--listen": f"127.0.0.1:{pod.port('mlkube-sidecar', 'http')}",
+                "--metrics-listen": f"127.0.0.1:{pod.port('mlkube-sidecar', 'metrics')}",
+                "--upstream": f"http://127.0.0.1:{self.model_port}",
+                "--model-name": model,
+                "--model-version": version,
+                "--run-id": self.model["run_id"],
+                "--tracking-uri": self.server_url,
+                "--capture-sample-rate": "1",
+                "--upstream-health-interval": "0.5",
+                "--capture-flush-interval": "1",
+                "--request-timeout": "10",
+            })
+            sidecars[version] = {"pod": pod.name, "proc": proc,
+                                 "url": f"http://127.0.0.1:{pod.port('mlkube-sidecar', 'http')}",
+                                 "admin": f"http://127.0.0.1:{pod.port('mlkube-sidecar', 'metrics')}"}
+        wait_until("the stable and canary sidecars ready (/readyz)",
+                   lambda: all(http_ok(sc["admin"] + "/readyz") for sc in sidecars.values()), 60,
+                   procs=self.procs, watch=[sc["proc"] for sc in sidecars.values()])
+        # Prometheus scrapes them from the rendered ServiceMonitor (config reloaded, as Prometheus
+        # Operator does when a ServiceMonitor appears).
+        jobs, described = cc.scrape_configs()
+        self.prom_config["scrape_configs"] += jobs
+        self.prom_config_path.write_text(yaml.safe_dump(self.prom_config, sort_keys=False))
+        reload = requests.post(self.prom.url + "/-/reload", timeout=30)
+        self.expected_targets = self.expected_targets + described
+        self.checks.require(f"canary: Prometheus reloaded with {len(described)} targets of the rendered "
+                            f"ServiceMonitor of {model}", reload.status_code == 200,
+                            f"{reload.status_code} {reload.text[:200]}")
+        wait_until(f"all {len(self.expected_targets)} targets up in Prometheus (with {model}'s)",
+                   self.targets_up, 60, interval=1)
+
+        # Traffic to every version, then ground truth: right for stable, inverted for the bad canary's
+        # request ids, agreeing with the good canary's answers.
+        order = [stable_v, stable_v, bad_v, good_v]
+        rows, labels = churn_rows(random.Random(16), CANARY_REQUESTS)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda ir: dict(predict(sidecars[order[ir[0] % 4]]["url"], ir[1]),
+                                                    version=order[ir[0] % 4]), enumerate(rows)))
+        bad = [r for r in results if r["status"] != 200 or not r.get("request_id")]
+        sent = {v: sum(1 for r in results if r["version"] == v) for v in pods}
+        self.checks.require("canary: stable and canary sidecars answered every prediction 200 with an X-Request-ID",
+                            not bad, f"{sent} per version" + (f"; failed e.g. {bad[0]}" if bad else ""))
+        # The good canary's labels agree with its own answers: every fourth row is a different
+        # sample from the stable pods' half, and with the true labels its accuracy would differ
+        # from theirs by sampling alone (by more than maxDrop in some runs).
+        def label(r: dict, y: int) -> int:
+            if r["version"] == bad_v:
+                return 1 - y
+            if r["version"] == good_v:
+                return 1 if r["score"] >= 0.5 else 0
+            return y
+
+        truth = [(r, label(r, y)) for r, y in zip(results, labels)]
+        for i in range(0, len(truth), 100):
+            resp = requests.post(self.server_url + "/api/2.0/mlkube/ground-truth/log-batch", json={
+                "ground_truth": [{"request_id": r["request_id"], "actual": y} for r, y in truth[i:i + 100]]},
+                timeout=10)
+            if resp.status_code != 200:
+                raise Fatal(f"ground truth refused: {resp.status_code} {resp.text[:300]}")
+        client_acc = {v: sum(1 for r, y in truth if r["version"] == v and (r["score"] >= 0.5) == (y == 1)) / sent[v]
+                      for v in pods}
+
+        def quality(version: str) -> dict:
+            r = requests.get(self.server_url + "/api/2.0/mlkube/quality/get", params={
+                "model_name": model, "model_version": version, "window": "1h", "score_field": SCORE_FIELD},
+                timeout=10)
+            r.raise_for_status()
+            return r.json()["quality"]
+
+        def all_labelled():
+            got = {v: quality(v) for v in pods}
+            return got if all(got[v].get("evaluated", 0) >= sent[v] for v in pods) else None
+
+        api = wait_until("the quality API joined every canary-phase prediction with its label", all_labelled, 60,
+                         interval=1)
+        api_acc = {v: api[v]["metrics"].get("accuracy") for v in pods}
+        self.checks.check("canary: quality API accuracy per version equals the client's own count",
+                          all(api_acc[v] is not None and abs(api_acc[v] - client_acc[v]) < 1e-9 for v in pods),
+                          ", ".join(f"v{v} {api_acc[v]} (client {client_acc[v]:.4f}, n={sent[v]})" for v in pods))
+
+        def scraped():
+            got = {v: self.prom.value(f'sum(mlflow_predictions_total{{namespace="{namespace}", '
+                                      f'model_name="{model}", model_version="{v}"}})') for v in pods}
+            return got if all(got[v] is not None and got[v] >= sent[v] for v in pods) else None
+
+        counts = wait_until(f"Prometheus scraped every {model} prediction", scraped, 30, interval=1)
+        log(f"canary: Prometheus counts {counts}; waiting labelDelay ({CANARY_LABEL_DELAY_S}s)")
+        time.sleep(CANARY_LABEL_DELAY_S + 1)
+
+        # The example's ModelDeployment with test-time sizes: at least 50 requests and 50 labels, one
+        # failed analysis rolls back, labels due after 3s. The latency gate is loose here: every version
+        # shares one scoring process on a shared machine, and it is not what this scenario judges.
+        md = yaml.safe_load(CANARY_EXAMPLE.read_text())
+        md["metadata"]["namespace"] = namespace
+        analysis = md["spec"]["rollout"]["canary"]["analysis"]
+        analysis.update({"failureLimit": 1, "minRequests": 50, "maxLatencyP99Ratio": 5})
+        analysis["quality"].update({"labelDelay": f"{CANARY_LABEL_DELAY_S}s", "minLabelled": 50,
+                                    "scoreField": SCORE_FIELD})
+        md_path = self.work / "canary-modeldeployment.yaml"
+        md_path.write_text(yaml.safe_dump(md, sort_keys=False))
+
+        def analyse(canary: str, step: int = 0, age: int = 3600) -> dict:
+            cmd = [self.binary("canary-analysis"), "--model-deployment", str(md_path),
+                   "--prometheus-url", self.prom.url, "--tracking-uri", self.server_url,
+                   "--stable", stable_v, "--canary", canary, "--step", str(step), "--canary-age", str(age)]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=self.base_env())
+            if out.returncode != 0:
+                raise Fatal(f"{shlex.join(cmd)} exited {out.returncode}: {out.stderr[-800:]}")
+            return json.loads(out.stdout)
+
+        def numbers(d: dict) -> str:
+            m = d["verdict"]["measurements"]
+            fmt = lambda k: "-" if m.get(k) is None else f"{m[k]:.4g}"  # noqa: E731
+            return (f"{d['step']} ({d['verdict']['result']}): requests {fmt('canaryRequests')}, error rate "
+                    f"{fmt('canaryErrorRate')}, p99 {fmt('canaryLatencyP99')}s vs {fmt('stableLatencyP99')}s, "
+                    f"accuracy {fmt('canaryQuality')} vs stable {fmt('stableQuality')} "
+                    f"({m.get('canaryLabelled')}/{m.get('stableLabelled')} labelled)")
+
+        # The stable pod keeps serving while the canaries are judged.
+        keep = TrafficLoop([sidecars[stable_v]["url"]], threads=1, pause=0.05, seed=17)
+        try:
+            early = analyse(bad_v, age=1)
+            rolled = analyse(bad_v)
+            advanced = analyse(good_v)
+            promoted = analyse(good_v, step=1)
+        finally:
+            served = keep.stop()
+        self.summary["canary"] = {"bad": rolled, "good": advanced, "versions": (stable_v, bad_v, good_v)}
+        log(f"canary v{bad_v}: {numbers(rolled)}")
+        log(f"canary v{good_v}: {numbers(advanced)}")
+        self.checks.check(f"canary: v{bad_v} is not judged on quality before its labels are due (labelDelay): hold",
+                          early["step"] == "Hold" and early["transition"] is None
+                          and "not due yet" in early["verdict"]["message"],
+                          f"{early['step']}: {early['verdict']['message']}")
+        m = rolled["verdict"]["measurements"]
+        ok = (rolled["step"] == "Rollback" and rolled["transition"] == "CanaryRolledBack"
+              and rolled["verdict"]["result"] == "Fail" and rolled["rollout"]["phase"] == "RolledBack"
+              and rolled["rollout"].get("failedVersions") == [bad_v])
+        self.checks.check(f"canary: worse ground truth for v{bad_v}'s request ids rolls it back (real Prometheus "
+                          "and quality API)", ok, f"{numbers(rolled)}; {rolled['verdict']['message']}")
+        self.checks.check(f"canary: v{bad_v}'s verdict carries the measured numbers (requests, error rate, "
+                          "p99 of both, accuracy of both)",
+                          m.get("canaryRequests") is not None and sent[bad_v] * 0.9 <= m["canaryRequests"]
+                          <= sent[bad_v] * 1.5 and m.get("canaryErrorRate") == 0
+                          and m.get("canaryLatencyP99") is not None and m.get("stableLatencyP99") is not None
+                          and abs(m.get("canaryQuality", -1) - client_acc[bad_v]) < 1e-9
+                          and abs(m.get("stableQuality", -1) - client_acc[stable_v]) < 1e-9
+                          and m.get("canaryLabelled") == sent[bad_v],
+                          f"{m}; sent {sent[bad_v]}, client accuracy {client_acc[bad_v]:.4f} vs "
+                          f"{client_acc[stable_v]:.4f}")
+        self.checks.check(f"canary: healthy serving, worse accuracy: only the quality gate fails for v{bad_v}",
+                          "pass: error rate" in rolled["verdict"]["message"]
+                          and "FAIL: accuracy" in rolled["verdict"]["message"]
+                          and rolled["verdict"]["message"].count("FAIL") == 1, rolled["verdict"]["message"])
+        steps = md["spec"]["rollout"]["canary"]["steps"]
+        self.checks.check(f"canary: v{good_v} with as good ground truth advances to the next step "
+                          f"({steps[1]['weight']}%)",
+                          advanced["step"] == "Advance" and advanced["transition"] == "CanaryAdvanced"
+                          and advanced["rollout"]["currentWeight"] == steps[1]["weight"]
+                          and advanced["verdict"]["result"] == "Pass",
+                          f"{numbers(advanced)}; {advanced['verdict']['message']}")
+        self.checks.check(f"canary: v{good_v} passing its last step is promoted (not rolled back)",
+                          promoted["step"] == "Promote" and promoted["transition"] == "CanaryPromoted"
+                          and promoted["rollout"]["stableVersion"] == good_v
+                          and not promoted["rollout"].get("failedVersions"),
+                          f"{numbers(promoted)}")
+        not_ok = [r for r in served if r["status"] != 200]
+        self.checks.check(f"canary: the stable pod (v{stable_v}) answered 200 throughout the analyses",
+                          served and not not_ok and http_ok(sidecars[stable_v]["admin"] + "/readyz"),
+                          f"{len(served)} requests, {len(not_ok)} failed" + (f" e.g. {not_ok[0]}" if not_ok else ""))
+
     def final_checks(self) -> None:
         self.assert_targets("at the end")
         span = f"{int(time.monotonic() - self.prom_started) + 5}s"
@@ -1300,7 +1540,10 @@ class E2E:
         if dashes:
             w(f"{'dashboard':<30} {'queries':>7} {'w/ data':>8} {'series':>7}  note")
             for name, d in sorted(dashes.items()):
-                note = f"{d['gpu_empty']} GPU queries empty: no GPU on this machine (expected)" if d["gpu_empty"] else ""
+                notes = [f"{d['gpu_empty']} GPU queries empty: no GPU on this machine"] if d["gpu_empty"] else []
+                if d["operator_empty"]:
+                    notes.append(f"{d['operator_empty']} operator queries empty: no operator here")
+                note = "; ".join(notes) + (" (expected)" if notes else "")
                 w(f"{name:<30} {d['queries']:>7} {d['with_data']:>8} {d['series']:>7}  {note}")
             w("")
         asserted = self.summary.get("alerts") or {}
@@ -1320,6 +1563,15 @@ class E2E:
               f"{t['labelled']}, accuracy {t['accuracy']:.3f}"
               + (f"; break/restore phase {self.summary['break_traffic'][0]}/{self.summary['break_traffic'][1]} ok"
                  if "break_traffic" in self.summary else ""))
+        if self.summary.get("canary"):
+            c = self.summary["canary"]
+            stable_v, bad_v, good_v = c["versions"]
+            for v, d in ((bad_v, c["bad"]), (good_v, c["good"])):
+                m = d["verdict"]["measurements"]
+                fmt = lambda k, m=m: "-" if m.get(k) is None else f"{m[k]:.3f}"  # noqa: E731
+                w(f"canary v{v} vs stable v{stable_v}: {d['step']} ({d['verdict']['result']}), requests "
+                  f"{fmt('canaryRequests')}, error rate {fmt('canaryErrorRate')}, p99 {fmt('canaryLatencyP99')}s vs "
+                  f"{fmt('stableLatencyP99')}s, accuracy {fmt('canaryQuality')} vs {fmt('stableQuality')}")
         failed = [(n, d) for n, ok_, d in self.checks.results if not ok_]
         for n, d in failed:
             w(f"FAILED: {n}: {d}")
@@ -1351,6 +1603,7 @@ class E2E:
             self.break_and_restore()
             self.slow_down()
             self.assert_in_flight_per_pod()
+            self.canary_rollout()
             self.final_checks()
         except Fatal as exc:
             error = str(exc)

@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let next = rollout::analyze(&params, &state, &snapshot, &now);
     let (after, transition) = rollout::advance(&state, &next, &now);
     let out = serde_json::json!({
-        "step": format!("{:?}", next.step),
+        "step": next.step.as_str(),
         "transition": transition.map(|t| t.reason()),
         "verdict": next.verdict,
         "rollout": after,

@@ -51,6 +51,20 @@ pub enum Step {
     Pause,
 }
 
+impl Step {
+    /// The action's name, as `canary-analysis` prints it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Hold => "Hold",
+            Self::CountFailure => "CountFailure",
+            Self::Advance { .. } => "Advance",
+            Self::Promote => "Promote",
+            Self::Rollback => "Rollback",
+            Self::Pause => "Pause",
+        }
+    }
+}
+
 /// The next action and the verdict behind it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Next {
