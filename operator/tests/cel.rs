@@ -237,6 +237,101 @@ fn object_store_rules() {
 }
 
 #[test]
+fn dedicated_artifact_server_rules() {
+    let ok = |spec: Value| {
+        if let Err(messages) = check::<TrackingServer>("mlflow", spec.clone()) {
+            panic!("{spec}: {messages:?}");
+        }
+    };
+    // An object store behind the proxy: S3 (Proxied by default), GCS, Azure.
+    ok(postgres(
+        3,
+        json!({"s3": {"bucket": "models", "credentialsSecretRef": {"name": "s3"}}, "dedicatedServer": {}}),
+        json!({}),
+    ));
+    ok(postgres(
+        1,
+        json!({"s3": {"bucket": "models", "access": "Proxied"},
+               "dedicatedServer": {"replicas": 4, "advertisedUrl": "artifacts.example.com:443"}}),
+        json!({"serviceAccountName": "mlflow-irsa"}),
+    ));
+    ok(postgres(
+        2,
+        json!({"gcs": {"bucket": "ml-artifacts"}, "dedicatedServer": {}}),
+        json!({"serviceAccountName": "mlflow-gcs"}),
+    ));
+    ok(postgres(
+        2,
+        json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az"}},
+               "dedicatedServer": {}}),
+        json!({"auth": {"enabled": false, "adminSecretRef": {"name": "admin"}}}),
+    ));
+    // Schema defaulting gives the artifact server two replicas.
+    let schema = schema::<TrackingServer>();
+    let object = kube_cel::apply_defaults(
+        &schema,
+        &json!({"apiVersion": "mlkube.io/v1alpha1", "kind": "TrackingServer", "metadata": {"name": "mlflow"},
+                "spec": postgres(1, json!({"s3": {"bucket": "models"}, "dedicatedServer": {}}), json!({}))}),
+    );
+    assert_eq!(object["spec"]["artifactStore"]["dedicatedServer"]["replicas"], 2);
+
+    let store_rule = "artifactStore.dedicatedServer needs an object store behind the artifact proxy: artifactStore.s3 with access: Proxied, artifactStore.gcs or artifactStore.azure";
+    // A PVC, whatever its access modes, and the default store (a PVC).
+    refused::<TrackingServer>(
+        postgres(1, json!({"pvc": {}, "dedicatedServer": {}}), json!({})),
+        store_rule,
+    );
+    refused::<TrackingServer>(
+        postgres(
+            2,
+            json!({"pvc": {"accessModes": ["ReadWriteMany"]}, "dedicatedServer": {}}),
+            json!({}),
+        ),
+        store_rule,
+    );
+    refused::<TrackingServer>(json!({"artifactStore": {"dedicatedServer": {}}}), store_rule);
+    // Direct access has no proxy to run.
+    refused::<TrackingServer>(
+        postgres(
+            3,
+            json!({"s3": {"bucket": "models", "access": "Direct", "credentialsSecretRef": {"name": "s3"}},
+                   "dedicatedServer": {}}),
+            json!({}),
+        ),
+        store_rule,
+    );
+    // Basic auth: the artifact server could not check users and permissions.
+    refused::<TrackingServer>(
+        postgres(
+            2,
+            json!({"s3": {"bucket": "models"}, "dedicatedServer": {}}),
+            json!({"auth": {"adminSecretRef": {"name": "admin"}}}),
+        ),
+        "artifactStore.dedicatedServer does not go with auth",
+    );
+    // A host and port, no scheme.
+    refused::<TrackingServer>(
+        postgres(
+            2,
+            json!({"s3": {"bucket": "models"}, "dedicatedServer": {"advertisedUrl": "https://artifacts.example.com"}}),
+            json!({}),
+        ),
+        "advertisedUrl is a host and optional port without a scheme",
+    );
+    // Several tracking replicas on a ReadWriteOnce PVC stay refused as before.
+    refused::<TrackingServer>(
+        postgres(2, json!({"pvc": {}, "dedicatedServer": {}}), json!({})),
+        "more than one replica needs an artifact store every replica sees",
+    );
+    // Bounds the API server's cost estimator needs, and the pattern the operator checks too.
+    let dedicated = &schema["properties"]["spec"]["properties"]["artifactStore"]["properties"]["dedicatedServer"]
+        ["properties"];
+    assert_eq!(dedicated["advertisedUrl"]["maxLength"], 259);
+    assert!(dedicated["advertisedUrl"]["pattern"].is_string());
+    assert_eq!(dedicated["replicas"]["maximum"], 100.0);
+}
+
+#[test]
 fn names_must_fit_the_children() {
     let long = "a".repeat(51);
     assert!(check::<TrackingServer>(&long, json!({})).is_err());

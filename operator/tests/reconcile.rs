@@ -1830,6 +1830,334 @@ async fn ts_azure_with_workload_identity() {
     assert_eq!(store_credentials(server), Vec::<String>::new());
 }
 
+// === A dedicated artifact server ===
+
+/// Two tracking replicas on PostgreSQL with proxied S3 behind a dedicated artifact server
+/// (`dedicated: false`: the same TrackingServer without it).
+fn ts_with_artifact_server(dedicated: bool) -> TrackingServer {
+    let mut store = json!({"s3": {"bucket": "mlflow-artifacts", "prefix": "prod", "region": "eu-west-1",
+                                  "credentialsSecretRef": {"name": "mlflow-s3"}}});
+    if dedicated {
+        store["dedicatedServer"] = json!({});
+    }
+    ts_on_object_store(2, store, json!({}))
+}
+
+#[tokio::test]
+async fn ts_dedicated_artifact_server_create_path() {
+    let ts = ts_with_artifact_server(true);
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(
+        handle,
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
+            get(list_uri(APPS, "deployments", SELECTOR_TS), list(vec![])),
+            absent(APPS, "deployments", "mlflow"),
+            patch(apply_uri(APPS, "deployments", "mlflow")),
+            absent(APPS, "deployments", "mlflow-artifacts"),
+            patch(apply_uri(APPS, "deployments", "mlflow-artifacts")),
+            get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
+            get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+            get(list_uri(CORE, "services", SELECTOR_TS), list(vec![])),
+            absent(CORE, "services", "mlflow"),
+            patch(apply_uri(CORE, "services", "mlflow")),
+            absent(CORE, "services", "mlflow-artifacts"),
+            patch(apply_uri(CORE, "services", "mlflow-artifacts")),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(vec![]),
+            ),
+            absent(POLICY, "poddisruptionbudgets", "mlflow"),
+            patch(apply_uri(POLICY, "poddisruptionbudgets", "mlflow")),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
+            get(list_uri(MONITORING, "servicemonitors", SELECTOR_TS), list(vec![])),
+            absent(MONITORING, "servicemonitors", "mlflow"),
+            patch(apply_uri(MONITORING, "servicemonitors", "mlflow")),
+            absent(MONITORING, "servicemonitors", "mlflow-artifacts"),
+            patch(apply_uri(MONITORING, "servicemonitors", "mlflow-artifacts")),
+            ts_status(),
+        ],
+    );
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+
+    // The tracking server: no artifact proxy, no store credentials.
+    let tracking = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow"),
+    );
+    let container = &tracking["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        args_of(container),
+        [
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "5000",
+            "--default-artifact-root",
+            "mlflow-artifacts://mlflow-artifacts.ml.svc:5000/",
+            "--no-serve-artifacts",
+            "--expose-prometheus",
+            "/tmp/prometheus"
+        ]
+    );
+    assert_eq!(store_credentials(container), Vec::<String>::new());
+    assert_eq!(tracking["spec"]["replicas"], 2);
+
+    // The artifact server: the proxy alone, with the bucket's keys from the Secret.
+    let artifacts = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow-artifacts"),
+    );
+    assert_eq!(artifacts["metadata"]["ownerReferences"][0]["uid"], UID);
+    assert_eq!(artifacts["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(artifacts["spec"]["replicas"], 2);
+    assert_eq!(artifacts["spec"]["strategy"]["type"], "RollingUpdate");
+    let pod = &artifacts["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        args_of(container),
+        [
+            "--artifacts-only",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "5000",
+            "--artifacts-destination",
+            "s3://mlflow-artifacts/prod",
+            "--expose-prometheus",
+            "/tmp/prometheus"
+        ]
+    );
+    assert_eq!(
+        store_credentials(container),
+        [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_REGION"
+        ]
+    );
+    assert_eq!(
+        env_named(container, "AWS_SECRET_ACCESS_KEY").unwrap()["valueFrom"]["secretKeyRef"],
+        json!({"name": "mlflow-s3", "key": "AWS_SECRET_ACCESS_KEY"})
+    );
+    assert!(env_named(container, "MLKUBE_BACKEND_STORE_URI").is_none());
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let component = "app.kubernetes.io/component";
+    assert_eq!(
+        artifacts["spec"]["selector"]["matchLabels"][component],
+        "artifacts"
+    );
+    assert_eq!(
+        artifacts["spec"]["template"]["metadata"]["labels"][component],
+        "artifacts"
+    );
+
+    // Each Service and ServiceMonitor selects its own component.
+    for (name, component_value) in [("mlflow", "tracking-server"), ("mlflow-artifacts", "artifacts")] {
+        let service = sent(&seen, &http::Method::PATCH, &apply_uri(CORE, "services", name));
+        assert_eq!(service["spec"]["selector"][component], component_value);
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"name": "http", "port": 5000, "protocol": "TCP", "targetPort": "http"}])
+        );
+        let monitor = sent(
+            &seen,
+            &http::Method::PATCH,
+            &apply_uri(MONITORING, "servicemonitors", name),
+        );
+        assert_eq!(
+            monitor["spec"]["selector"]["matchLabels"][component],
+            component_value
+        );
+    }
+    let status = statuses(&seen)[0];
+    assert_eq!(
+        condition(status, "Monitoring")["message"],
+        "ServiceMonitors mlflow and mlflow-artifacts scrape port http"
+    );
+    assert_eq!(status["url"], "http://mlflow.ml.svc:5000");
+}
+
+#[tokio::test]
+async fn ts_is_ready_only_when_its_artifact_server_is() {
+    let ts = ts_with_artifact_server(true);
+    let children = ts_children(&ts, true);
+    let pass = |artifacts: Value| {
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(APPS, "deployments", SELECTOR_TS),
+                list(vec![rolled_out(children.deployments[0].clone(), 2), artifacts]),
+            ),
+            get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
+            get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(CORE, "services", SELECTOR_TS),
+                list(applied_values(&children.services)),
+            ),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(applied_values(&children.pod_disruption_budgets)),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
+                list(applied_values(&children.service_monitors)),
+            ),
+            ts_status(),
+        ]
+    };
+    // The tracking pods are up, the artifact server's are not yet: not Ready.
+    let mut starting = rolled_out(children.deployments[1].clone(), 2);
+    starting["status"] = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2});
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, pass(starting));
+    guarded(tracking_server::reconcile(Arc::new(ts.clone()), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert!(
+        seen[..seen.len() - 1]
+            .iter()
+            .all(|s| s.method == http::Method::GET),
+        "children are current: {seen:#?}"
+    );
+    let status = statuses(&seen)[0];
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(
+        condition(status, "Ready")["message"],
+        "artifact server: 0/2 replicas ready"
+    );
+    assert_eq!(status["readyReplicas"], 2, "the tracking server's pods");
+    // Both rolled out: Ready.
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, pass(rolled_out(children.deployments[1].clone(), 2)));
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let status = statuses(&seen)[0];
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(condition(status, "Progressing")["status"], "False");
+}
+
+#[tokio::test]
+async fn removing_the_dedicated_artifact_server_prunes_it() {
+    // The children of the dedicated spec are live; the spec no longer has dedicatedServer.
+    let old = ts_children(&ts_with_artifact_server(true), true);
+    let ts = ts_with_artifact_server(false);
+    let now = ts_children(&ts, true);
+    assert_eq!(
+        now.services,
+        old.services[..1],
+        "the tracking Service does not change"
+    );
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(
+        handle,
+        vec![
+            get(DISCOVERY, monitoring_api()),
+            get(GATEWAY_DISCOVERY, Reply::Status(404)),
+            get(
+                list_uri(CORE, "persistentvolumeclaims", SELECTOR_TS),
+                list(vec![]),
+            ),
+            get(list_uri(CORE, "configmaps", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(APPS, "deployments", SELECTOR_TS),
+                list(vec![
+                    rolled_out(old.deployments[0].clone(), 2),
+                    rolled_out(old.deployments[1].clone(), 2),
+                ]),
+            ),
+            // The tracking server proxies the artifacts again.
+            patch(apply_uri(APPS, "deployments", "mlflow")),
+            delete(format!(
+                "{APPS}/namespaces/{NAMESPACE}/deployments/mlflow-artifacts?"
+            )),
+            get(list_uri(CORE, "serviceaccounts", SELECTOR_TS), list(vec![])),
+            get(list_uri(APPS, "daemonsets", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(CORE, "services", SELECTOR_TS),
+                list(applied_values(&old.services)),
+            ),
+            delete(format!(
+                "{CORE}/namespaces/{NAMESPACE}/services/mlflow-artifacts?"
+            )),
+            get(
+                list_uri(POLICY, "poddisruptionbudgets", SELECTOR_TS),
+                list(applied_values(&old.pod_disruption_budgets)),
+            ),
+            get(list_uri(NETWORKING, "ingresses", SELECTOR_TS), list(vec![])),
+            get(
+                list_uri(MONITORING, "servicemonitors", SELECTOR_TS),
+                list(applied_values(&old.service_monitors)),
+            ),
+            delete(format!(
+                "{MONITORING}/namespaces/{NAMESPACE}/servicemonitors/mlflow-artifacts?"
+            )),
+            ts_status(),
+        ],
+    );
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(deleted(&seen).len(), 3);
+    for body in deleted(&seen) {
+        assert_eq!(body["propagationPolicy"], "Background");
+    }
+    let tracking = sent(
+        &seen,
+        &http::Method::PATCH,
+        &apply_uri(APPS, "deployments", "mlflow"),
+    );
+    let container = &tracking["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        args_of(container).windows(4).any(|w| w
+            == [
+                "--default-artifact-root",
+                "mlflow-artifacts:/",
+                "--artifacts-destination",
+                "s3://mlflow-artifacts/prod"
+            ]),
+        "{container}"
+    );
+    assert_eq!(
+        store_credentials(container),
+        [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_REGION"
+        ]
+    );
+    assert_eq!(
+        condition(statuses(&seen)[0], "Monitoring")["message"],
+        "ServiceMonitor mlflow scrapes port http"
+    );
+}
+
 /// A ModelDeployment's create pass against the TrackingServer `ts`, which has basic auth on
 /// (its admin Secret `admin` is read for the registry lookup).
 fn md_create_pass_on(ts: &TrackingServer) -> Vec<Step> {

@@ -1,4 +1,5 @@
-//! Deployments: the tracking server and the model server with its metrics sidecar.
+//! Deployments: the tracking server, its optional dedicated artifact server, and the model server
+//! with its metrics sidecar.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{child_meta, labels, model_labels, ports, pvc, security, server_labels};
 use crate::validate::{
     Artifacts, AzureCredentials, Backend, ValidatedModelDeployment, ValidatedTrackingServer,
+    artifact_server_name,
 };
 
 /// Name of the tracking server container.
@@ -156,17 +158,19 @@ pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
         args.push(format!("sqlite:///{BACKEND_PATH}/mlflow.db"));
     }
     args.push("--default-artifact-root".into());
-    args.push(ts.artifacts.default_artifact_root());
-    // The proxy's destination: the PVC's mount, or the object store (its credentials come
-    // from the environment, see `artifact_store_env`). A `Direct` bucket has no proxy to feed.
-    let destination = match &ts.artifacts {
-        Artifacts::Pvc(_) => Some(ARTIFACTS_PATH.to_owned()),
-        other if other.proxied() => other.object_store_uri(),
-        _ => None,
-    };
-    if let Some(destination) = destination {
-        args.push("--artifacts-destination".into());
-        args.push(destination);
+    match &ts.artifact_server {
+        // Clients send artifact requests to the artifact server; this one never touches the store.
+        Some(server) => {
+            args.push(format!("mlflow-artifacts://{}/", server.advertised));
+            args.push("--no-serve-artifacts".into());
+        }
+        None => {
+            args.push(ts.artifacts.default_artifact_root());
+            if let Some(destination) = artifacts_destination(&ts.artifacts) {
+                args.push("--artifacts-destination".into());
+                args.push(destination);
+            }
+        }
     }
     if ts.metrics_enabled {
         args.push("--expose-prometheus".into());
@@ -185,6 +189,42 @@ pub fn tracking_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
     if !ts.ui_enabled {
         args.push("--no-ui".into());
     }
+    if let Some(prefix) = &ts.static_prefix {
+        args.push("--static-prefix".into());
+        args.push(prefix.clone());
+    }
+    args
+}
+
+/// The artifact proxy's destination: the PVC's mount, or the object store (its credentials come
+/// from the environment, see `artifact_store_env`). A `Direct` bucket has no proxy to feed.
+fn artifacts_destination(artifacts: &Artifacts) -> Option<String> {
+    match artifacts {
+        Artifacts::Pvc(_) => Some(ARTIFACTS_PATH.to_owned()),
+        other if other.proxied() => other.object_store_uri(),
+        _ => None,
+    }
+}
+
+/// The mlkube-server command line of the dedicated artifact server
+/// (`artifactStore.dedicatedServer`): the artifact proxy alone, no backend store.
+pub fn artifact_server_args(ts: &ValidatedTrackingServer) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--artifacts-only".into(),
+        "--host".into(),
+        "0.0.0.0".into(),
+        "--port".into(),
+        ports::SERVER.to_string(),
+    ];
+    if let Some(destination) = artifacts_destination(&ts.artifacts) {
+        args.push("--artifacts-destination".into());
+        args.push(destination);
+    }
+    if ts.metrics_enabled {
+        args.push("--expose-prometheus".into());
+        args.push(format!("{TMP_PATH}/prometheus"));
+    }
+    // Clients put their tracking URI's path in front of artifact paths on any host.
     if let Some(prefix) = &ts.static_prefix {
         args.push("--static-prefix".into());
         args.push(prefix.clone());
@@ -256,7 +296,10 @@ fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
     if let Backend::Postgres { uri } = &ts.backend {
         env_vars.push(env_from_secret("MLKUBE_BACKEND_STORE_URI", &uri.name, &uri.key));
     }
-    env_vars.extend(artifact_store_env(&ts.artifacts));
+    // With a dedicated artifact server, only its pods reach the store.
+    if ts.artifact_server.is_none() {
+        env_vars.extend(artifact_store_env(&ts.artifacts));
+    }
     if let Some(auth) = &ts.auth {
         env_vars.push(env_from_secret(
             "MLKUBE_ADMIN_USERNAME",
@@ -276,15 +319,150 @@ fn tracking_server_env(ts: &ValidatedTrackingServer) -> Vec<EnvVar> {
     env_vars
 }
 
-/// Labels of the server pods: the Deployment's, plus Azure Workload Identity's opt-in label
-/// when the pods use a ServiceAccount for an Azure container (its webhook mutates only pods
-/// labelled so).
-fn server_pod_labels(ts: &ValidatedTrackingServer) -> BTreeMap<String, String> {
-    let mut labels = server_labels(ts);
+/// Azure Workload Identity's opt-in label, for pods that reach an Azure container as a
+/// ServiceAccount (its webhook mutates only pods labelled so).
+fn with_workload_identity(
+    ts: &ValidatedTrackingServer,
+    mut labels: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     if ts.service_account_name.is_some() && matches!(ts.artifacts, Artifacts::Azure { .. }) {
         labels.insert(AZURE_WORKLOAD_IDENTITY_LABEL.to_owned(), "true".to_owned());
     }
     labels
+}
+
+/// Labels of the server pods: the Deployment's, plus the workload identity label when they
+/// reach the store (not when a dedicated artifact server does).
+fn server_pod_labels(ts: &ValidatedTrackingServer) -> BTreeMap<String, String> {
+    if ts.artifact_server.is_some() {
+        server_labels(ts)
+    } else {
+        with_workload_identity(ts, server_labels(ts))
+    }
+}
+
+/// The read-only GCS key file volume and its mount, when the store is GCS with a key.
+fn gcs_key_volume(artifacts: &Artifacts) -> Option<(Volume, VolumeMount)> {
+    let Artifacts::Gcs {
+        credentials: Some(key),
+        ..
+    } = artifacts
+    else {
+        return None;
+    };
+    // Only the key file, readable by the pod's group (fsGroup) and nobody else.
+    let volume = Volume {
+        name: GCS_CREDENTIALS_VOLUME.to_owned(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(key.name.clone()),
+            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                key: key.key.clone(),
+                path: "key.json".to_owned(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        read_only: Some(true),
+        ..mount(GCS_CREDENTIALS_VOLUME, GCS_CREDENTIALS_DIR)
+    };
+    Some((volume, mount))
+}
+
+/// Default resources of a server container (tracking or artifacts).
+fn server_resources(resources: Option<&ResourceRequirements>) -> ResourceRequirements {
+    resources
+        .cloned()
+        .unwrap_or_else(|| self::resources(&[("cpu", "100m"), ("memory", "256Mi")], &[("memory", "1Gi")]))
+}
+
+/// The server's HTTP port.
+fn server_port() -> ContainerPort {
+    ContainerPort {
+        name: Some(ports::HTTP.to_owned()),
+        container_port: ports::SERVER,
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Prometheus' scrape annotations on server pods, unless a ServiceMonitor scrapes them.
+fn server_scrape_annotations(ts: &ValidatedTrackingServer) -> BTreeMap<String, String> {
+    if ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()) {
+        scrape_annotations(ports::SERVER)
+    } else {
+        BTreeMap::new()
+    }
+}
+
+/// The dedicated artifact server's Deployment `<name>-artifacts` (`artifactStore.dedicatedServer`):
+/// the same image as the tracking server with `--artifacts-only`, the store's credentials, and
+/// the tracking server pods' security context, probes, ServiceAccount and placement. Its pods
+/// are labelled `app.kubernetes.io/component: artifacts`, so the tracking Service never
+/// selects them.
+pub fn build_artifact_server_deployment(ts: &ValidatedTrackingServer) -> Option<Deployment> {
+    let server = ts.artifact_server.as_ref()?;
+    let selector = labels::selector(labels::APP_SERVER, &ts.owner.name, labels::COMPONENT_ARTIFACTS);
+    let mut volumes = vec![empty_dir(TMP_VOLUME)];
+    let mut mounts = vec![mount(TMP_VOLUME, TMP_PATH)];
+    if let Some((volume, volume_mount)) = gcs_key_volume(&ts.artifacts) {
+        volumes.push(volume);
+        mounts.push(volume_mount);
+    }
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    mounts.sort_by(|a, b| a.name.cmp(&b.name));
+    let container = Container {
+        name: SERVER_CONTAINER.to_owned(),
+        image: Some(ts.image.clone()),
+        args: Some(artifact_server_args(ts)),
+        env: Some(artifact_store_env(&ts.artifacts)).filter(|e| !e.is_empty()),
+        ports: Some(vec![server_port()]),
+        readiness_probe: Some(http_probe(ports::SERVER_HEALTH_PATH, ports::HTTP, 10, 3)),
+        liveness_probe: Some(http_probe(ports::SERVER_LIVENESS_PATH, ports::HTTP, 20, 6)),
+        resources: Some(server_resources(server.resources.as_ref())),
+        security_context: Some(security::restricted_container()),
+        volume_mounts: Some(mounts),
+        working_dir: Some(TMP_PATH.to_owned()),
+        ..Default::default()
+    };
+    let mut pod = PodSpec {
+        automount_service_account_token: Some(false),
+        containers: vec![container],
+        security_context: Some(security::restricted_pod()),
+        service_account_name: ts.service_account_name.clone(),
+        volumes: Some(volumes),
+        ..Default::default()
+    };
+    super::workload::place(&mut pod, &ts.scheduling, &selector);
+    let labels = super::artifact_server_labels(ts);
+    Some(Deployment {
+        metadata: child_meta(&ts.owner, artifact_server_name(&ts.owner.name), labels.clone()),
+        spec: DeploymentSpec {
+            replicas: Some(server.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                match_expressions: None,
+            },
+            // An object store: every pod sees every artifact, so pods always roll.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: ts.rolling_update.clone(),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(with_workload_identity(ts, labels)),
+                    annotations: Some(server_scrape_annotations(ts)).filter(|a| !a.is_empty()),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        },
+        status: None,
+    })
 }
 
 /// The tracking server's Deployment. A SQLite store or a ReadWriteOnce artifact volume forces
@@ -311,30 +489,11 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
         ));
         mounts.push(mount(ARTIFACTS_VOLUME, ARTIFACTS_PATH));
     }
-    if let Artifacts::Gcs {
-        credentials: Some(key),
-        ..
-    } = &ts.artifacts
+    if ts.artifact_server.is_none()
+        && let Some((volume, volume_mount)) = gcs_key_volume(&ts.artifacts)
     {
-        // Only the key file, readable by the pod's group (fsGroup) and nobody else.
-        volumes.push(Volume {
-            name: GCS_CREDENTIALS_VOLUME.to_owned(),
-            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
-                secret_name: Some(key.name.clone()),
-                items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
-                    key: key.key.clone(),
-                    path: "key.json".to_owned(),
-                    ..Default::default()
-                }]),
-                default_mode: Some(0o440),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            read_only: Some(true),
-            ..mount(GCS_CREDENTIALS_VOLUME, GCS_CREDENTIALS_DIR)
-        });
+        volumes.push(volume);
+        mounts.push(volume_mount);
     }
     if ts.auth.is_some() {
         volumes.push(Volume {
@@ -352,11 +511,7 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
     }
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
     mounts.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut annotations = if ts.metrics_enabled && !(ts.monitoring_api && ts.service_monitor.is_some()) {
-        scrape_annotations(ports::SERVER)
-    } else {
-        BTreeMap::new()
-    };
+    let mut annotations = server_scrape_annotations(ts);
     if let Some(ini) = super::config_map::auth_ini(ts) {
         // A changed auth configuration restarts the server (the file is read at startup).
         annotations.insert(
@@ -370,19 +525,10 @@ pub fn build_tracking_server_deployment(ts: &ValidatedTrackingServer) -> Deploym
         image: Some(ts.image.clone()),
         args: Some(tracking_server_args(ts)),
         env: Some(tracking_server_env(ts)).filter(|e| !e.is_empty()),
-        ports: Some(vec![ContainerPort {
-            name: Some(ports::HTTP.to_owned()),
-            container_port: ports::SERVER,
-            protocol: Some("TCP".to_owned()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![server_port()]),
         readiness_probe: Some(http_probe(ports::SERVER_HEALTH_PATH, ports::HTTP, 10, 3)),
         liveness_probe: Some(http_probe(ports::SERVER_LIVENESS_PATH, ports::HTTP, 20, 6)),
-        resources: Some(
-            ts.resources
-                .clone()
-                .unwrap_or_else(|| resources(&[("cpu", "100m"), ("memory", "256Mi")], &[("memory", "1Gi")])),
-        ),
+        resources: Some(server_resources(ts.resources.as_ref())),
         security_context: Some(security::restricted_container()),
         volume_mounts: Some(mounts),
         // The working directory holds the server's relative files; on SQLite that is the volume.

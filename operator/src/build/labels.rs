@@ -25,6 +25,8 @@ pub const APP_NODE_SAMPLER: &str = "mlkube-node-sampler";
 pub const APP_MODEL: &str = "mlkube-model";
 
 pub const COMPONENT_TRACKING_SERVER: &str = "tracking-server";
+/// Component of a tracking server's dedicated artifact server (`artifactStore.dedicatedServer`).
+pub const COMPONENT_ARTIFACTS: &str = "artifacts";
 pub const COMPONENT_NODE_SAMPLER: &str = "node-sampler";
 pub const COMPONENT_MODEL_SERVER: &str = "model-server";
 /// Component of the Services that split a canary's traffic (not selected by the ServiceMonitor).

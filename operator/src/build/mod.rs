@@ -25,6 +25,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::model_deployment::AutoscalingEngine;
+pub use crate::validate::artifact_server_name;
 use crate::validate::{Owner, ValidatedModelDeployment, ValidatedTrackingServer};
 pub use autoscaler::ScaledObject;
 pub use prometheus_rule::PrometheusRule;
@@ -74,6 +75,12 @@ pub fn tracking_server(ts: &ValidatedTrackingServer) -> ChildObjects {
         services: vec![service::build_tracking_server_service(ts)],
         ..Default::default()
     };
+    children
+        .deployments
+        .extend(deployment::build_artifact_server_deployment(ts));
+    children
+        .services
+        .extend(service::build_artifact_server_service(ts));
     let meta = || child_meta(&ts.owner, ts.owner.name.clone(), server_labels(ts));
     if let Some(budget) = &ts.disruption_budget {
         children
@@ -113,6 +120,21 @@ pub fn tracking_server(ts: &ValidatedTrackingServer) -> ChildObjects {
                 settings,
                 false,
             ));
+        if ts.artifact_server.is_some() {
+            children
+                .service_monitors
+                .push(service_monitor::build_service_monitor(
+                    child_meta(
+                        &ts.owner,
+                        artifact_server_name(&ts.owner.name),
+                        artifact_server_labels(ts),
+                    ),
+                    labels::selector(labels::APP_SERVER, &ts.owner.name, labels::COMPONENT_ARTIFACTS),
+                    ports::HTTP,
+                    settings,
+                    false,
+                ));
+        }
     }
     if let Some(sampler) = &ts.node_sampler {
         children
@@ -258,6 +280,12 @@ pub(crate) fn server_labels(ts: &ValidatedTrackingServer) -> BTreeMap<String, St
         &ts.owner.name,
         labels::COMPONENT_TRACKING_SERVER,
     )
+}
+
+/// Labels of the dedicated artifact server's objects: the tracking server's app and instance,
+/// component `artifacts`.
+pub(crate) fn artifact_server_labels(ts: &ValidatedTrackingServer) -> BTreeMap<String, String> {
+    labels::standard(labels::APP_SERVER, &ts.owner.name, labels::COMPONENT_ARTIFACTS)
 }
 
 pub(crate) fn node_sampler_labels(ts: &ValidatedTrackingServer) -> BTreeMap<String, String> {
@@ -440,6 +468,8 @@ pub(crate) mod tests {
             json!({"replicas": 2, "backendStore": pg, "serviceAccountName": "mlflow-gcs", "artifactStore": {"gcs": {"bucket": "ml-artifacts"}}}),
             json!({"replicas": 2, "backendStore": pg, "artifactStore": {"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az", "sasTokenKey": "sas"}}}}),
             json!({"replicas": 2, "backendStore": pg, "serviceAccountName": "mlflow-azure", "artifactStore": {"azure": {"account": "mlstore", "container": "artifacts", "dfs": true}}}),
+            json!({"replicas": 2, "backendStore": pg, "artifactStore": {"s3": {"bucket": "models", "credentialsSecretRef": {"name": "s3"}}, "dedicatedServer": {}}}),
+            json!({"replicas": 2, "backendStore": pg, "artifactStore": {"gcs": {"bucket": "ml-artifacts", "credentialsSecretRef": {"name": "gcs"}}, "dedicatedServer": {"replicas": 4}}}),
         ]
     }
 
@@ -909,6 +939,337 @@ pub(crate) mod tests {
                 .unwrap()
                 .contains_key(deployment::AZURE_WORKLOAD_IDENTITY_LABEL),
             "the selector is immutable and never carries it"
+        );
+    }
+
+    fn named<'a>(items: &'a [Deployment], name: &str) -> &'a Deployment {
+        items
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no Deployment {name}"))
+    }
+
+    fn pod_labels_of(d: &Deployment) -> BTreeMap<String, String> {
+        d.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap()
+    }
+
+    fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+        selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    #[test]
+    fn a_dedicated_artifact_server_takes_the_store_off_the_tracking_server() {
+        let v = postgres(
+            json!({"s3": {"bucket": "models", "prefix": "prod", "endpoint": "http://minio.storage:9000", "region": "eu-west-1",
+                          "credentialsSecretRef": {"name": "s3", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"}},
+                   "dedicatedServer": {}}),
+            json!({"serviceAccountName": "mlflow-irsa",
+                   "scheduling": {"nodeSelector": {"pool": "ml"},
+                                  "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                                                 "whenUnsatisfiable": "ScheduleAnyway"}]}}),
+        );
+        let children = tracking_server(&v);
+        let names = |items: Vec<Option<String>>| items.into_iter().flatten().collect::<Vec<_>>();
+        assert_eq!(
+            names(
+                children
+                    .deployments
+                    .iter()
+                    .map(|d| d.metadata.name.clone())
+                    .collect()
+            ),
+            ["mlflow", "mlflow-artifacts"]
+        );
+        assert_eq!(
+            names(
+                children
+                    .services
+                    .iter()
+                    .map(|d| d.metadata.name.clone())
+                    .collect()
+            ),
+            ["mlflow", "mlflow-artifacts"]
+        );
+        assert_eq!(
+            names(
+                children
+                    .service_monitors
+                    .iter()
+                    .map(|d| d.metadata.name.clone())
+                    .collect()
+            ),
+            ["mlflow", "mlflow-artifacts"]
+        );
+        assert!(children.persistent_volume_claims.is_empty());
+
+        // The tracking server records the artifact server in new experiments and never touches
+        // the store: no destination, no credentials.
+        let tracking = named(&children.deployments, "mlflow");
+        assert_eq!(
+            pod(tracking).containers[0].args.as_ref().unwrap(),
+            &[
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "5000",
+                "--default-artifact-root",
+                "mlflow-artifacts://mlflow-artifacts.ml.svc:5000/",
+                "--no-serve-artifacts",
+                "--expose-prometheus",
+                "/tmp/prometheus"
+            ]
+        );
+        let s = |n: &str, k: &str| Some((n.to_owned(), k.to_owned()));
+        assert_eq!(
+            server_env(tracking),
+            [("MLKUBE_BACKEND_STORE_URI".to_owned(), None, s("db", "uri"))]
+        );
+
+        // The artifact server: the proxy alone, with the store's credentials.
+        let artifacts = named(&children.deployments, "mlflow-artifacts");
+        let c = &pod(artifacts).containers[0];
+        assert_eq!(c.name, "mlkube-server");
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/mlkube/mlkube-server:v1.2.3"));
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &[
+                "--artifacts-only",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "5000",
+                "--artifacts-destination",
+                "s3://models/prod",
+                "--expose-prometheus",
+                "/tmp/prometheus"
+            ]
+        );
+        assert_eq!(
+            server_env(artifacts),
+            [
+                ("AWS_ACCESS_KEY_ID".to_owned(), None, s("s3", "id")),
+                ("AWS_SECRET_ACCESS_KEY".to_owned(), None, s("s3", "secret")),
+                (
+                    "AWS_DEFAULT_REGION".to_owned(),
+                    Some("eu-west-1".to_owned()),
+                    None
+                ),
+                ("AWS_REGION".to_owned(), Some("eu-west-1".to_owned()), None),
+                (
+                    "MLFLOW_S3_ENDPOINT_URL".to_owned(),
+                    Some("http://minio.storage:9000".to_owned()),
+                    None
+                ),
+            ]
+        );
+        assert_eq!(artifacts.spec.replicas, Some(2), "the default");
+        assert_eq!(
+            artifacts.spec.strategy.as_ref().unwrap().type_.as_deref(),
+            Some("RollingUpdate")
+        );
+        // The tracking pods' probes, security, resources, identity and placement.
+        let t = &pod(tracking).containers[0];
+        assert_eq!(c.readiness_probe, t.readiness_probe);
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/health")
+        );
+        assert_eq!(c.liveness_probe, t.liveness_probe);
+        assert_eq!(c.security_context, t.security_context);
+        assert_eq!(c.resources, t.resources);
+        assert_eq!(c.ports, t.ports);
+        assert_eq!(pod(artifacts).security_context, pod(tracking).security_context);
+        assert_eq!(
+            pod(artifacts).service_account_name.as_deref(),
+            Some("mlflow-irsa")
+        );
+        assert_eq!(pod(artifacts).automount_service_account_token, Some(false));
+        assert_eq!(pod(artifacts).node_selector, pod(tracking).node_selector);
+        let spread = &pod(artifacts).topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            artifacts.spec.selector.match_labels,
+            "a spread constraint spreads the artifact pods among themselves"
+        );
+
+        // Labels: each Service and ServiceMonitor selects its own pods only.
+        let tracking_pods = pod_labels_of(tracking);
+        let artifact_pods = pod_labels_of(artifacts);
+        assert_eq!(artifact_pods[labels::COMPONENT], "artifacts");
+        assert_eq!(tracking_pods[labels::COMPONENT], "tracking-server");
+        let tracking_selector = tracking.spec.selector.match_labels.as_ref().unwrap();
+        let artifact_selector = artifacts.spec.selector.match_labels.as_ref().unwrap();
+        assert!(selects(tracking_selector, &tracking_pods) && !selects(tracking_selector, &artifact_pods));
+        assert!(selects(artifact_selector, &artifact_pods) && !selects(artifact_selector, &tracking_pods));
+        for (svc, sm, own, other) in [
+            (0, 0, &tracking_pods, &artifact_pods),
+            (1, 1, &artifact_pods, &tracking_pods),
+        ] {
+            let service = children.services[svc].spec.as_ref().unwrap();
+            let selector = service.selector.as_ref().unwrap();
+            assert!(
+                selects(selector, own) && !selects(selector, other),
+                "{selector:?}"
+            );
+            let port = &service.ports.as_ref().unwrap()[0];
+            assert_eq!((port.name.as_deref(), port.port), (Some("http"), 5000));
+            let monitor = &children.service_monitors[sm];
+            let service_labels = children.services[svc].metadata.labels.as_ref().unwrap();
+            let other_labels = children.services[1 - svc].metadata.labels.as_ref().unwrap();
+            let monitored = monitor.spec.selector.match_labels.as_ref().unwrap();
+            assert!(selects(monitored, service_labels) && !selects(monitored, other_labels));
+            assert_eq!(monitor.spec.endpoints[0].port, "http");
+        }
+        let budget = children.pod_disruption_budgets[0].spec.as_ref().unwrap();
+        assert!(!selects(
+            budget.selector.as_ref().unwrap().match_labels.as_ref().unwrap(),
+            &artifact_pods
+        ));
+    }
+
+    #[test]
+    fn a_dedicated_artifact_server_advertises_what_it_is_told() {
+        let v = postgres(
+            json!({"gcs": {"bucket": "ml-artifacts", "credentialsSecretRef": {"name": "gcs", "key": "sa.json"}},
+                   "dedicatedServer": {"replicas": 5, "advertisedUrl": "artifacts.example.com:443",
+                                       "resources": {"requests": {"cpu": "2"}}}}),
+            json!({"ui": {"staticPrefix": "/mlflow"}}),
+        );
+        let children = tracking_server(&v);
+        let tracking = named(&children.deployments, "mlflow");
+        let args = pod(tracking).containers[0].args.clone().unwrap();
+        assert_eq!(
+            flag(&args, "--default-artifact-root"),
+            Some("mlflow-artifacts://artifacts.example.com:443/")
+        );
+        assert_eq!(flag(&args, "--artifacts-destination"), None);
+        // The GCS key is mounted where the store is reached, and only there.
+        let has_key = |d: &Deployment| {
+            pod(d)
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == "gcs-credentials")
+        };
+        assert!(!has_key(tracking));
+        assert!(
+            server_env(tracking)
+                .iter()
+                .all(|(n, ..)| !n.starts_with("GOOGLE_"))
+        );
+        let artifacts = named(&children.deployments, "mlflow-artifacts");
+        assert!(has_key(artifacts));
+        assert_eq!(
+            server_env(artifacts),
+            [(
+                "GOOGLE_APPLICATION_CREDENTIALS".to_owned(),
+                Some("/etc/mlkube/gcs/key.json".to_owned()),
+                None
+            )]
+        );
+        let args = pod(artifacts).containers[0].args.clone().unwrap();
+        assert_eq!(flag(&args, "--artifacts-destination"), Some("gs://ml-artifacts"));
+        // Clients put their tracking URI's path in front of artifact paths.
+        assert_eq!(flag(&args, "--static-prefix"), Some("/mlflow"));
+        assert_eq!(artifacts.spec.replicas, Some(5));
+        assert_eq!(
+            pod(artifacts).containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"]
+                .0,
+            "2"
+        );
+        for m in pod(artifacts).containers[0].volume_mounts.iter().flatten() {
+            assert!(m.name == "tmp" || m.read_only == Some(true), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn a_dedicated_artifact_server_on_azure_workload_identity_and_without_prometheus_operator() {
+        let v = vts(
+            json!({"replicas": 2,
+                   "backendStore": {"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}},
+                   "serviceAccountName": "mlflow-azure",
+                   "artifactStore": {"azure": {"account": "mlstore", "container": "artifacts", "dfs": true},
+                                     "dedicatedServer": {}}}),
+            false,
+        );
+        let children = tracking_server(&v);
+        assert!(children.service_monitors.is_empty());
+        let tracking = named(&children.deployments, "mlflow");
+        let artifacts = named(&children.deployments, "mlflow-artifacts");
+        // Only the pods that reach the container ask the webhook for a token.
+        assert!(!pod_labels_of(tracking).contains_key(deployment::AZURE_WORKLOAD_IDENTITY_LABEL));
+        assert_eq!(
+            pod_labels_of(artifacts)[deployment::AZURE_WORKLOAD_IDENTITY_LABEL],
+            "true"
+        );
+        assert!(
+            !artifacts
+                .spec
+                .selector
+                .match_labels
+                .as_ref()
+                .unwrap()
+                .contains_key(deployment::AZURE_WORKLOAD_IDENTITY_LABEL)
+        );
+        assert_eq!(
+            flag(
+                pod(artifacts).containers[0].args.as_ref().unwrap(),
+                "--artifacts-destination"
+            ),
+            Some("abfss://artifacts@mlstore.dfs.core.windows.net")
+        );
+        // Both pods are scraped through annotations.
+        for d in [tracking, artifacts] {
+            let annotations = d
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap();
+            assert_eq!(annotations[labels::PROMETHEUS_SCRAPE], "true");
+            assert_eq!(annotations[labels::PROMETHEUS_PORT], "5000");
+        }
+    }
+
+    #[test]
+    fn without_a_dedicated_artifact_server_nothing_changes() {
+        let store = json!({"s3": {"bucket": "models", "credentialsSecretRef": {"name": "s3"}}});
+        let plain = postgres(store.clone(), json!({}));
+        assert!(plain.artifact_server.is_none());
+        let children = tracking_server(&plain);
+        assert_eq!(children.deployments.len(), 1);
+        assert_eq!(children.services.len(), 1);
+        assert_eq!(children.service_monitors.len(), 1);
+        let mut with = store;
+        with["dedicatedServer"] = json!({});
+        let dedicated = tracking_server(&postgres(with, json!({})));
+        // Apart from its command line and environment, the tracking Deployment is the same.
+        let strip = |d: &Deployment| {
+            let mut d = d.clone();
+            let c = &mut d.spec.template.spec.as_mut().unwrap().containers[0];
+            c.args = None;
+            c.env = None;
+            d
+        };
+        assert_eq!(
+            strip(named(&dedicated.deployments, "mlflow")),
+            strip(&children.deployments[0])
         );
     }
 

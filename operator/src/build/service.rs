@@ -1,11 +1,14 @@
-//! Services: the tracking server (`http` 5000), the model (`http` 8000, `metrics` 8001) and the
+//! Services: the tracking server and its dedicated artifact server (`http` 5000), the model (`http` 8000, `metrics` 8001) and the
 //! node sampler (`metrics` 9400, headless).
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{child_meta, labels, model_labels, node_sampler_labels, node_sampler_name, ports, server_labels};
-use crate::validate::{ValidatedModelDeployment, ValidatedTrackingServer};
+use super::{
+    artifact_server_labels, child_meta, labels, model_labels, node_sampler_labels, node_sampler_name, ports,
+    server_labels,
+};
+use crate::validate::{ValidatedModelDeployment, ValidatedTrackingServer, artifact_server_name};
 
 fn port(name: &str, number: i32) -> ServicePort {
     ServicePort {
@@ -32,6 +35,30 @@ pub fn build_tracking_server_service(ts: &ValidatedTrackingServer) -> Service {
         }),
         status: None,
     }
+}
+
+/// The dedicated artifact server's Service `<name>-artifacts` (`http` 5000), selecting only the
+/// artifact server pods.
+pub fn build_artifact_server_service(ts: &ValidatedTrackingServer) -> Option<Service> {
+    ts.artifact_server.as_ref()?;
+    Some(Service {
+        metadata: child_meta(
+            &ts.owner,
+            artifact_server_name(&ts.owner.name),
+            artifact_server_labels(ts),
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(labels::selector(
+                labels::APP_SERVER,
+                &ts.owner.name,
+                labels::COMPONENT_ARTIFACTS,
+            )),
+            ports: Some(vec![port(ports::HTTP, ports::SERVER)]),
+            ..Default::default()
+        }),
+        status: None,
+    })
 }
 
 /// Headless, so Prometheus scrapes every sampler pod and `kubectl get endpoints` lists nodes.

@@ -9,7 +9,7 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use super::pipeline::{self, Halt, Pipeline};
-use super::{Context, Error, rollout};
+use super::{Context, Error, Rollout, rollout};
 use crate::apply::{self, Apis, Applied, Kinds};
 use crate::build::{self, ChildObjects};
 use crate::crd::conditions::{self, Desired};
@@ -119,7 +119,19 @@ impl Pipeline for TrackingServer {
         applied: &Applied,
         ctx: &Context,
     ) -> TrackingServerStatus {
-        compute_status(self, validated, applied.deployments.first(), ctx)
+        let named = |name: &str| {
+            applied
+                .deployments
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(name))
+        };
+        compute_status(
+            self,
+            validated,
+            named(&validated.owner.name),
+            named(&build::artifact_server_name(&validated.owner.name)),
+            ctx,
+        )
     }
 
     fn finish(_fetched: Fetched, _ctx: &Context) -> Result<Action, Error> {
@@ -151,12 +163,15 @@ fn monitoring_condition(v: &ValidatedTrackingServer) -> Desired {
             "the monitoring.coreos.com/v1 API is not served, so no ServiceMonitor was created; pods carry prometheus.io/scrape annotations instead",
         )
     } else if v.service_monitor.is_some() {
-        Desired::new(
-            conditions::MONITORING,
-            true,
-            conditions::SERVICE_MONITOR,
-            format!("ServiceMonitor {} scrapes port http", v.owner.name),
-        )
+        let message = match &v.artifact_server {
+            Some(_) => format!(
+                "ServiceMonitors {} and {} scrape port http",
+                v.owner.name,
+                build::artifact_server_name(&v.owner.name)
+            ),
+            None => format!("ServiceMonitor {} scrapes port http", v.owner.name),
+        };
+        Desired::new(conditions::MONITORING, true, conditions::SERVICE_MONITOR, message)
     } else {
         Desired::new(
             conditions::MONITORING,
@@ -167,13 +182,43 @@ fn monitoring_condition(v: &ValidatedTrackingServer) -> Desired {
     }
 }
 
+/// The tracking server's rollout with its dedicated artifact server's folded in: `Ready` only
+/// when both are, `Progressing` while either rolls, stuck when either is. Replica counts stay
+/// the tracking server's.
+fn with_artifact_server(mut r: Rollout, a: Rollout) -> Rollout {
+    if r.ready.status && !a.ready.status {
+        r.ready = Desired::new(
+            conditions::READY,
+            false,
+            a.ready.reason,
+            format!("artifact server: {}", a.ready.message),
+        );
+    }
+    if !r.progressing.status && a.progressing.status {
+        r.progressing = Desired::new(
+            conditions::PROGRESSING,
+            true,
+            a.progressing.reason,
+            format!("artifact server: {}", a.progressing.message),
+        );
+    }
+    if r.stuck.is_none() {
+        r.stuck = a.stuck.map(|m| format!("artifact server: {m}"));
+    }
+    r
+}
+
 fn compute_status(
     ts: &TrackingServer,
     v: &ValidatedTrackingServer,
     deployment: Option<&k8s_openapi::api::apps::v1::Deployment>,
+    artifact_deployment: Option<&k8s_openapi::api::apps::v1::Deployment>,
     ctx: &Context,
 ) -> TrackingServerStatus {
-    let r = rollout(deployment, v.replicas);
+    let mut r = rollout(deployment, v.replicas);
+    if let Some(server) = &v.artifact_server {
+        r = with_artifact_server(r, rollout(artifact_deployment, server.replicas));
+    }
     let degraded = match &r.stuck {
         Some(message) => Desired::new(
             conditions::DEGRADED,

@@ -35,6 +35,9 @@ use super::{SecretKeyRef, ServiceMonitorSettings, default_one, default_true};
 #[x_kube(validation = Rule::new("!has(self.backendStore.sqlite) || self.replicas <= 1").message("a sqlite backendStore supports exactly one replica; use postgres to run more").reason(Reason::FieldValueForbidden))]
 // Every replica must see every artifact: an object store does, a PVC only when ReadWriteMany.
 #[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.artifactStore.s3) || has(self.artifactStore.gcs) || has(self.artifactStore.azure) || (has(self.artifactStore.pvc) && self.artifactStore.pvc.accessModes.exists(m, m == 'ReadWriteMany'))").message("more than one replica needs an artifact store every replica sees: an object store (artifactStore.s3, gcs or azure) or an artifactStore.pvc whose accessModes include ReadWriteMany"))]
+// The artifact server runs no basic auth: it could not see the tracking server's users and
+// permissions (they live beside the tracking server), so it would serve artifacts to anyone.
+#[x_kube(validation = Rule::new("!has(self.artifactStore.dedicatedServer) || !has(self.auth) || (has(self.auth.enabled) && !self.auth.enabled)").message("artifactStore.dedicatedServer does not go with auth: the artifact server cannot check the tracking server's basic-auth users and permissions; leave out dedicatedServer to serve artifacts through the authenticated tracking server"))]
 #[x_kube(validation = Rule::new("!has(self.artifactStore.azure) || has(self.artifactStore.azure.credentialsSecretRef) || has(self.serviceAccountName)").message("artifactStore.azure needs credentials: set artifactStore.azure.credentialsSecretRef (account key or SAS token) or spec.serviceAccountName (Azure Workload Identity)"))]
 // A sqlite backend or a ReadWriteOnce artifact PVC always uses the Recreate strategy.
 #[x_kube(validation = Rule::new("!has(self.rolloutStrategy) || (!has(self.backendStore.sqlite) && (!has(self.artifactStore.pvc) || self.artifactStore.pvc.accessModes.exists(m, m == 'ReadWriteMany')))").message("rolloutStrategy needs a rolling Deployment: a sqlite backendStore or a ReadWriteOnce artifactStore.pvc always replaces the pod (Recreate)"))]
@@ -58,7 +61,8 @@ pub struct TrackingServerSpec {
     pub backend_store: BackendStore,
 
     /// Where artifacts (models, plots, files) are stored. Exactly one of `pvc`, `s3`, `gcs` and
-    /// `azure`. Default: a 10Gi PersistentVolumeClaim served through the server's artifact proxy.
+    /// `azure`, optionally with a `dedicatedServer` for the artifact proxy. Default: a 10Gi
+    /// PersistentVolumeClaim served through the server's artifact proxy.
     #[serde(default)]
     pub artifact_store: ArtifactStore,
 
@@ -227,10 +231,13 @@ fn default_access_modes() -> Vec<AccessMode> {
     vec![AccessMode::ReadWriteOnce]
 }
 
-/// Artifact store: exactly one of `pvc`, `s3`, `gcs` and `azure`.
+/// Artifact store: exactly one of `pvc`, `s3`, `gcs` and `azure`, and optionally a dedicated
+/// artifact server in front of it.
 #[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.pvc), has(self.s3), has(self.gcs), has(self.azure)].filter(x, x).size() == 1").message("set exactly one of artifactStore.pvc, artifactStore.s3, artifactStore.gcs and artifactStore.azure"))]
+// A PVC would be split between the two Deployments (or need ReadWriteMany); Direct has no proxy.
+#[x_kube(validation = Rule::new("!has(self.dedicatedServer) || has(self.gcs) || has(self.azure) || (has(self.s3) && (!has(self.s3.access) || self.s3.access == 'Proxied'))").message("artifactStore.dedicatedServer needs an object store behind the artifact proxy: artifactStore.s3 with access: Proxied, artifactStore.gcs or artifactStore.azure (a pvc cannot be shared by the tracking and artifact servers, and access: Direct has no proxy to run)"))]
 pub struct ArtifactStore {
     /// Artifacts on a PersistentVolumeClaim, served to clients by the server's artifact proxy
     /// (`mlflow-artifacts:/`).
@@ -245,6 +252,17 @@ pub struct ArtifactStore {
     /// Artifacts in an Azure Storage container, served through the server's artifact proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureArtifactStore>,
+    /// Run the artifact proxy as its own Deployment and Service, `<name>-artifacts` on port
+    /// 5000, so artifact traffic scales apart from the tracking API. Only with an object store
+    /// behind the proxy (`s3` with `access: Proxied`, `gcs` or `azure`) and without `auth`.
+    /// The tracking server then serves no artifacts and no longer holds the store's
+    /// credentials; new experiments record `mlflow-artifacts://<advertisedUrl>/<id>`, and MLflow
+    /// clients and model servers send their artifact requests straight to the artifact server.
+    /// Experiments keep the artifact location they were created with: turning this on or off
+    /// (or changing `advertisedUrl`) leaves earlier experiments and the models registered from
+    /// them pointing at the server that served them then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_server: Option<DedicatedArtifactServer>,
 }
 
 impl Default for ArtifactStore {
@@ -254,8 +272,41 @@ impl Default for ArtifactStore {
             s3: None,
             gcs: None,
             azure: None,
+            dedicated_server: None,
         }
     }
+}
+
+/// The artifact proxy in its own Deployment (`mlkube-server --artifacts-only`) and Service.
+#[derive(Clone, Debug, Deserialize, Serialize, KubeSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.advertisedUrl) || !self.advertisedUrl.contains('://')").message("advertisedUrl is a host and optional port without a scheme, e.g. artifacts.example.com:443: clients reach it with their tracking URI's scheme"))]
+pub struct DedicatedArtifactServer {
+    /// Number of artifact server pods. Default: 2.
+    #[serde(default = "default_artifact_server_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Compute resources of the artifact server container. Default: 100m CPU and 256Mi memory
+    /// requested, 1Gi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Host and optional port at which MLflow clients reach the artifact server, without a
+    /// scheme or path, e.g. `mlflow-artifacts.example.com:443`. New experiments record
+    /// `mlflow-artifacts://<advertisedUrl>/<id>`; a client resolves that with its tracking URI's
+    /// scheme (`http` or `https`) and path prefix. Set it to a host that clients outside the
+    /// cluster can reach (an Ingress or LoadBalancer you create for the Service
+    /// `<name>-artifacts`, port `http`). Default: the in-cluster Service,
+    /// `<name>-artifacts.<namespace>.svc:5000`, which only clients in the cluster resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 259),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$")
+    )]
+    pub advertised_url: Option<String>,
+}
+
+fn default_artifact_server_replicas() -> i32 {
+    2
 }
 
 /// How clients and model servers reach the artifacts of an object store.

@@ -26,8 +26,9 @@ pub use model_deployment::{
 pub use owner::Owner;
 pub use tracking_access::TrackingAccess;
 pub use tracking_server::{
-    Artifacts, Auth, AzureCredentials, Backend, DirectS3, NodeSampler, ValidatedTrackingServer, Volume,
-    artifacts_of, tracking_server_url, validate_tracking_server,
+    ArtifactServer, Artifacts, Auth, AzureCredentials, Backend, DirectS3, NodeSampler,
+    ValidatedTrackingServer, Volume, artifact_server_name, artifacts_of, tracking_server_url,
+    validate_tracking_server,
 };
 
 use crate::crd::parse_duration_ms;

@@ -2,8 +2,8 @@
 //! basic-auth account, the CA bundle of an `https://` server, and, when the server's S3 bucket
 //! is read directly (`access: Direct`), the bucket's credentials. A server that proxies its
 //! artifacts (`mlflow-artifacts:/`, the default) gives model pods no store credentials at all:
-//! they download through the tracking server with `MLFLOW_TRACKING_URI` and the basic-auth
-//! account.
+//! they download through the tracking server (or its dedicated artifact server) with
+//! `MLFLOW_TRACKING_URI` and the basic-auth account.
 
 use kube::ResourceExt;
 

@@ -255,6 +255,95 @@ pub fn artifacts_of(
     Ok(artifacts)
 }
 
+/// The artifact proxy in its own Deployment and Service (`artifactStore.dedicatedServer`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactServer {
+    pub replicas: i32,
+    pub resources: Option<ResourceRequirements>,
+    /// `host[:port]` clients reach it at: the tracking server's default artifact root is
+    /// `mlflow-artifacts://<advertised>/`.
+    pub advertised: String,
+}
+
+/// Name of the artifact server's Deployment and Service.
+pub fn artifact_server_name(tracking_server: &str) -> String {
+    format!("{tracking_server}-artifacts")
+}
+
+/// `host[:port]` without a scheme or path: what an `mlflow-artifacts://` URI can carry.
+fn authority_ok(authority: &str) -> bool {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !host.starts_with(['-', '.'])
+        && !host.ends_with(['-', '.']);
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    host_ok && port_ok
+}
+
+/// `artifactStore.dedicatedServer`, checked against the store and auth (the CRD's CEL rules
+/// say the same at `kubectl apply`).
+fn artifact_server_of(
+    spec: &crate::crd::TrackingServerSpec,
+    artifacts: &Artifacts,
+    owner: &Owner,
+) -> Result<Option<ArtifactServer>, ValidationError> {
+    let Some(dedicated) = &spec.artifact_store.dedicated_server else {
+        return Ok(None);
+    };
+    const FIELD: &str = "spec.artifactStore.dedicatedServer";
+    if matches!(artifacts, Artifacts::Pvc(_)) {
+        return Err(ValidationError::field(
+            FIELD,
+            "needs an object store behind the artifact proxy (s3 with access: Proxied, gcs or azure): a pvc cannot be shared by the tracking and artifact servers",
+        ));
+    }
+    if !artifacts.proxied() {
+        return Err(ValidationError::field(
+            FIELD,
+            "needs access: Proxied: with access: Direct clients use the bucket itself and there is no artifact proxy to run",
+        ));
+    }
+    if spec.auth.as_ref().is_some_and(|a| a.enabled) {
+        return Err(ValidationError::field(
+            FIELD,
+            "does not go with auth: the artifact server cannot check the tracking server's basic-auth users and permissions",
+        ));
+    }
+    if dedicated.replicas < 0 {
+        return Err(ValidationError::field(
+            "spec.artifactStore.dedicatedServer.replicas",
+            "must not be negative",
+        ));
+    }
+    let advertised = match &dedicated.advertised_url {
+        Some(url) if authority_ok(url) => url.clone(),
+        Some(_) => {
+            return Err(ValidationError::field(
+                "spec.artifactStore.dedicatedServer.advertisedUrl",
+                "must be a host and optional port without a scheme or path, e.g. artifacts.example.com:443",
+            ));
+        }
+        None => format!(
+            "{}.{}.svc:{}",
+            artifact_server_name(&owner.name),
+            owner.namespace,
+            crate::ports::SERVER
+        ),
+    };
+    Ok(Some(ArtifactServer {
+        replicas: dedicated.replicas,
+        resources: dedicated.resources.clone(),
+        advertised,
+    }))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Auth {
     pub admin: AdminSecretRef,
@@ -284,6 +373,9 @@ pub struct ValidatedTrackingServer {
     pub resources: Option<ResourceRequirements>,
     pub backend: Backend,
     pub artifacts: Artifacts,
+    /// The artifact proxy in its own Deployment and Service; `None`: the tracking server
+    /// proxies the artifacts itself.
+    pub artifact_server: Option<ArtifactServer>,
     /// `spec.serviceAccountName`: the pods' identity for workload identity.
     pub service_account_name: Option<String>,
     pub auth: Option<Auth>,
@@ -421,6 +513,7 @@ pub fn validate_tracking_server(
         admin: a.admin_secret_ref.clone(),
         default_permission: a.default_permission,
     });
+    let artifact_server = artifact_server_of(spec, &artifacts, &owner)?;
     let url = tracking_server_url(&owner.name, &owner.namespace);
     let recreate = matches!(backend, Backend::Sqlite(_))
         || matches!(&artifacts, Artifacts::Pvc(v) if !v.read_write_many());
@@ -447,6 +540,7 @@ pub fn validate_tracking_server(
         resources: spec.resources.clone(),
         backend,
         artifacts,
+        artifact_server,
         service_account_name: spec.service_account_name.clone(),
         auth,
         metrics_enabled: spec.metrics.enabled,
@@ -570,5 +664,97 @@ mod tests {
         let s3 = ok(json!({"s3": {"bucket": "models"}}), json!({}));
         assert!(s3.artifacts.proxied() && !s3.recreate());
         assert_eq!(s3.artifacts.object_store_uri().as_deref(), Some("s3://models"));
+        assert!(s3.artifact_server.is_none());
+    }
+
+    #[test]
+    fn a_dedicated_artifact_server_needs_a_proxied_object_store() {
+        let pg = json!({"postgres": {"uriSecretRef": {"name": "db", "key": "uri"}}});
+        let spec = |store: serde_json::Value, extra: serde_json::Value| {
+            let mut spec = json!({"replicas": 2, "backendStore": pg.clone(), "artifactStore": store});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            ts(spec)
+        };
+        let refused = |store: serde_json::Value, extra: serde_json::Value, field: &str, needle: &str| {
+            let err = validate_tracking_server(&spec(store.clone(), extra), true, &defaults()).unwrap_err();
+            assert_eq!(err.reason(), "InvalidSpec");
+            let message = err.to_string();
+            assert!(message.starts_with(&format!("{field}: ")), "{store}: {message}");
+            assert!(message.contains(needle), "{store}: {message}");
+        };
+        let dedicated = "spec.artifactStore.dedicatedServer";
+        refused(
+            json!({"pvc": {"accessModes": ["ReadWriteMany"]}, "dedicatedServer": {}}),
+            json!({}),
+            dedicated,
+            "a pvc cannot be shared by the tracking and artifact servers",
+        );
+        refused(
+            json!({"s3": {"bucket": "models", "access": "Direct", "credentialsSecretRef": {"name": "s3"}},
+                   "dedicatedServer": {}}),
+            json!({}),
+            dedicated,
+            "needs access: Proxied",
+        );
+        refused(
+            json!({"s3": {"bucket": "models"}, "dedicatedServer": {}}),
+            json!({"auth": {"adminSecretRef": {"name": "admin"}}}),
+            dedicated,
+            "does not go with auth",
+        );
+        refused(
+            json!({"s3": {"bucket": "models"}, "dedicatedServer": {"replicas": -1}}),
+            json!({}),
+            "spec.artifactStore.dedicatedServer.replicas",
+            "must not be negative",
+        );
+        for bad in [
+            "https://artifacts.example.com",
+            "artifacts.example.com/mlflow",
+            "artifacts.example.com:0",
+            "artifacts.example.com:99999",
+            "Artifacts.example.com",
+            "",
+        ] {
+            refused(
+                json!({"s3": {"bucket": "models"}, "dedicatedServer": {"advertisedUrl": bad}}),
+                json!({}),
+                "spec.artifactStore.dedicatedServer.advertisedUrl",
+                "without a scheme or path",
+            );
+        }
+
+        // Accepted: S3 proxied (by default), GCS, Azure; auth switched off is no auth.
+        let v = validate_tracking_server(
+            &spec(
+                json!({"s3": {"bucket": "models"}, "dedicatedServer": {}}),
+                json!({"auth": {"enabled": false, "adminSecretRef": {"name": "admin"}}}),
+            ),
+            true,
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(
+            v.artifact_server,
+            Some(ArtifactServer {
+                replicas: 2,
+                resources: None,
+                advertised: "mlflow-artifacts.ml.svc:5000".to_owned(),
+            })
+        );
+        for store in [
+            json!({"gcs": {"bucket": "ml-artifacts"}, "dedicatedServer": {"advertisedUrl": "10.0.0.7:8080"}}),
+            json!({"azure": {"account": "mlstore", "container": "artifacts", "credentialsSecretRef": {"name": "az"}},
+                   "dedicatedServer": {"advertisedUrl": "artifacts.example.com"}}),
+        ] {
+            let v = validate_tracking_server(&spec(store.clone(), json!({})), true, &defaults()).unwrap();
+            let advertised = &v.artifact_server.unwrap().advertised;
+            assert!(
+                advertised == "10.0.0.7:8080" || advertised == "artifacts.example.com",
+                "{store}"
+            );
+        }
     }
 }
