@@ -21,17 +21,30 @@ async fn main() {
             .to
             .clone()
             .unwrap_or_else(|| settings.backend_store_uri.clone());
-        match import::run(import_args, &to, &settings.default_artifact_root).await {
-            Ok(summary) => {
-                print!("{}", summary.render());
-                return;
+        let auth_to = import_args
+            .auth_to
+            .clone()
+            .or_else(|| settings.auth.as_ref().map(|a| a.database_uri.clone()));
+        let done = async {
+            let summary = import::run(import_args, &to, &settings.default_artifact_root).await?;
+            print!("{}", summary.render());
+            if let Some(auth_from) = &import_args.auth_from {
+                let Some(auth_to) = &auth_to else {
+                    return Err(import::ImportError::Source(
+                        "--auth-from needs --auth-to, or --app-name basic-auth so that the server's auth database is known"
+                            .to_owned(),
+                    ));
+                };
+                print!("{}", import::auth::run(auth_from, auth_to).await?.render());
             }
-            Err(err) => {
-                tracing::error!(error = %err, "import failed");
-                eprintln!("mlkube-server import: {err}");
-                std::process::exit(1);
-            }
+            Ok(())
+        };
+        if let Err(err) = done.await {
+            tracing::error!(error = %err, "import failed");
+            eprintln!("mlkube-server import: {err}");
+            std::process::exit(1);
         }
+        return;
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), settings = ?settings, "starting mlkube-server");
     if let Err(err) = run(settings).await {

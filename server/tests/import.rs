@@ -98,6 +98,8 @@ fn args(from: &std::path::Path) -> ImportArgs {
         from: format!("sqlite:///{}", from.display()),
         to: None,
         merge: false,
+        auth_from: None,
+        auth_to: None,
         batch_rows: 20_000,
     }
 }
@@ -344,4 +346,132 @@ async fn a_corrupt_row_stops_the_import_and_a_second_run_finishes_it_identically
         "{again:?}"
     );
     assert_eq!(dump(&clean).await, b);
+}
+
+/// werkzeug's generate_password_hash("imported-password-1") (scrypt, MLflow's default).
+const MLFLOW_HASH: &str = "scrypt:32768:8:1$vfKXRKsSgEDMwVgI$837bdfb01e57100cf32281ecfd142fbd0fd6ebbe371b9ed31e7f192d7880eb405401eb3ee5964f7c0957f21fd21ebb631a1dcd07538b72d41c0260e8752a5411";
+
+async fn auth_db(path: &std::path::Path, roles: bool) {
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    let mut sql = format!(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(255) UNIQUE, password_hash VARCHAR(255),
+             is_admin BOOLEAN);
+         INSERT INTO users VALUES (1, 'admin', '{MLFLOW_HASH}', 1);
+         INSERT INTO users VALUES (5, 'carol', '{MLFLOW_HASH}', 0);"
+    );
+    if roles {
+        sql.push_str(
+            "CREATE TABLE roles (id INTEGER PRIMARY KEY, name VARCHAR(255), workspace VARCHAR(63));
+             CREATE TABLE role_permissions (id INTEGER PRIMARY KEY, role_id INTEGER, resource_type VARCHAR(64),
+                 resource_pattern VARCHAR(255), permission VARCHAR(255));
+             CREATE TABLE user_role_assignments (id INTEGER PRIMARY KEY, user_id INTEGER, role_id INTEGER);
+             INSERT INTO roles VALUES (1, 'carol-direct', 'default');
+             INSERT INTO role_permissions VALUES (1, 1, 'experiment', '7', 'MANAGE');
+             INSERT INTO role_permissions VALUES (2, 1, 'registered_model', 'churn-model', 'READ');
+             INSERT INTO role_permissions VALUES (3, 1, 'experiment', '*', 'EDIT');
+             INSERT INTO role_permissions VALUES (4, 1, 'workspace', '*', 'USE');
+             INSERT INTO user_role_assignments VALUES (1, 5, 1);",
+        );
+    } else {
+        sql.push_str(
+            "CREATE TABLE experiment_permissions (id INTEGER PRIMARY KEY, experiment_id VARCHAR(255), user_id INTEGER,
+                 permission VARCHAR(255));
+             CREATE TABLE registered_model_permissions (id INTEGER PRIMARY KEY, name VARCHAR(255), user_id INTEGER,
+                 permission VARCHAR(255));
+             INSERT INTO experiment_permissions VALUES (1, '7', 5, 'MANAGE');
+             INSERT INTO registered_model_permissions VALUES (1, 'churn-model', 5, 'READ');",
+        );
+    }
+    sqlx::raw_sql(&sql).execute(&pool).await.unwrap();
+}
+
+/// Users keep their MLflow (werkzeug) password, which signs in once and is then re-hashed with
+/// Argon2id; per-user grants of MLflow 2.x and 3.x roles become our permissions; a user already
+/// here is kept; wildcard and workspace grants are counted as skipped.
+#[tokio::test]
+async fn auth_users_and_permissions_are_imported_and_mlflow_passwords_sign_in() {
+    use mlkube_server::auth::store::{AuthStore, Resource};
+    use mlkube_server::auth::{Auth, AuthConfig, Permission};
+
+    for roles in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("basic_auth_mlflow.db");
+        auth_db(&source, roles).await;
+        let ours = uri(&dir.path().join("basic_auth.db"));
+        let tracking = std::sync::Arc::new(
+            store::open(&uri(&dir.path().join("t.db")), "mlflow-artifacts:/")
+                .await
+                .unwrap(),
+        );
+        // Our admin exists before the import (the server creates it at startup) and is kept.
+        let config = AuthConfig::new(ours.clone(), "admin", "our-admin-password", Permission::Read).unwrap();
+        let auth = Auth::open(&config, tracking.clone()).await.unwrap();
+        drop(auth);
+
+        let summary = import::auth::run(&uri(&source), &ours).await.unwrap();
+        assert_eq!(
+            (
+                summary.users_created,
+                summary.users_kept,
+                summary.permissions,
+                summary.skipped
+            ),
+            (1, 1, 2, if roles { 2 } else { 0 }),
+            "roles: {roles}"
+        );
+        let store_ = AuthStore::open(&ours).await.unwrap();
+        let carol = store_.get_user("carol").await.unwrap().unwrap();
+        assert_eq!(carol.password_hash, MLFLOW_HASH);
+        assert_eq!(
+            store_
+                .get_permission(Resource::Experiment, "7", carol.id)
+                .await
+                .unwrap(),
+            Some(Permission::Manage)
+        );
+        assert_eq!(
+            store_
+                .get_permission(Resource::RegisteredModel, "churn-model", carol.id)
+                .await
+                .unwrap(),
+            Some(Permission::Read)
+        );
+
+        let auth = Auth::open(&config, tracking).await.unwrap();
+        assert!(
+            auth.authenticate("carol", "wrong-password")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            auth.authenticate("carol", "imported-password-1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let rehashed = store_.get_user("carol").await.unwrap().unwrap().password_hash;
+        assert!(rehashed.starts_with("$argon2id$"), "{rehashed}");
+        auth.forget_credentials("carol");
+        assert!(
+            auth.authenticate("carol", "imported-password-1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            auth.authenticate("admin", "our-admin-password")
+                .await
+                .unwrap()
+                .is_some(),
+            "ours kept"
+        );
+
+        // Again: nothing new.
+        let again = import::auth::run(&uri(&source), &ours).await.unwrap();
+        assert_eq!((again.users_created, again.users_kept), (0, 2));
+    }
 }

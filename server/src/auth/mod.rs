@@ -14,6 +14,7 @@ pub mod lockout;
 pub mod middleware;
 pub mod permissions;
 pub mod store;
+pub mod werkzeug;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -182,6 +183,12 @@ impl Auth {
             return Ok(Some(CurrentUser::from(&user)));
         }
         if verify_password(user.password_hash.clone(), password.to_owned()).await? {
+            if werkzeug::is_werkzeug(&user.password_hash) {
+                // Imported from MLflow: keep the password, move it to our hash.
+                let rehashed = hash_password(password.to_owned()).await?;
+                self.store.set_password_hash(username, &rehashed).await?;
+                tracing::info!(username = ?username, "basic auth: re-hashed an imported MLflow password");
+            }
             self.credentials.insert(username, password);
             Ok(Some(CurrentUser::from(&user)))
         } else {
@@ -338,10 +345,13 @@ pub async fn hash_password(password: String) -> Result<String, AuthError> {
     .await?
 }
 
-/// Verify a password against a PHC string (constant-time comparison of the derived hash). A hash
-/// that does not parse verifies nothing.
+/// Verify a password against a PHC string, or MLflow's werkzeug hash of an imported user
+/// (constant-time comparison of the derived hash). A hash that does not parse verifies nothing.
 pub async fn verify_password(hash: String, password: String) -> Result<bool, AuthError> {
     hashing(move || {
+        if werkzeug::is_werkzeug(&hash) {
+            return werkzeug::verify(&hash, &password).unwrap_or(false);
+        }
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };

@@ -7,6 +7,7 @@
 //! again skips the tables it finished and re-copies the rest without duplicating a row, and the
 //! server refuses to start on a database whose import has not finished.
 
+pub mod auth;
 pub mod progress;
 pub mod schema;
 pub mod tables;
@@ -34,6 +35,17 @@ pub struct ImportArgs {
     /// Import into a database that already holds other data (rows whose keys exist are kept).
     #[arg(long, env = "MLKUBE_IMPORT_MERGE")]
     pub merge: bool,
+    /// MLflow's basic-auth database to copy users and permissions from (its `database_uri`).
+    #[arg(long, env = "MLKUBE_IMPORT_AUTH_FROM", value_name = "URI")]
+    pub auth_from: Option<String>,
+    /// Our auth database [default: the `database_uri` of the server's basic-auth configuration].
+    #[arg(
+        long,
+        env = "MLKUBE_IMPORT_AUTH_TO",
+        value_name = "URI",
+        requires = "auth_from"
+    )]
+    pub auth_to: Option<String>,
     /// Rows per transaction.
     #[arg(long, env = "MLKUBE_IMPORT_BATCH_ROWS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_rows: u32,

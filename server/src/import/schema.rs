@@ -99,32 +99,8 @@ impl Source {
     /// Open `uri` (MLflow's `sqlite:///…` or `postgresql[+driver]://…`), read its alembic revision
     /// and refuse one this importer does not know.
     pub async fn open(uri: &str) -> Result<Self, ImportError> {
-        sqlx::any::install_default_drivers();
         let redacted = crate::store::redact_uri(uri);
-        let (url, engine) = if let Some(path) = crate::db::sqlite_path(uri) {
-            if path == ":memory:" || !std::path::Path::new(&path).is_file() {
-                return Err(ImportError::Source(format!(
-                    "{redacted}: no such SQLite database file"
-                )));
-            }
-            (format!("sqlite://{path}?mode=ro"), Engine::Sqlite)
-        } else if crate::db::is_postgres_uri(uri) {
-            (crate::db::normalise_postgres(uri), Engine::Postgres)
-        } else if uri.starts_with("mysql") {
-            return Err(ImportError::Source(format!(
-                "{redacted}: importing from MySQL is not supported by this build (SQLite and PostgreSQL are)"
-            )));
-        } else {
-            return Err(ImportError::Source(format!(
-                "{redacted}: not an MLflow backend store URI (sqlite:///… or postgresql://…)"
-            )));
-        };
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(&url)
-            .await
-            .map_err(|e| ImportError::Source(format!("{redacted}: {e}")))?;
-        let columns = read_columns(&pool, engine).await?;
+        let (pool, engine, columns) = connect(uri).await?;
         if !columns.contains_key("alembic_version") {
             return Err(ImportError::Source(format!(
                 "{redacted} has no alembic_version table: it is not an MLflow tracking database"
@@ -152,6 +128,39 @@ impl Source {
     pub fn has_column(&self, table: &str, column: &str) -> bool {
         self.columns.get(table).is_some_and(|c| c.contains(column))
     }
+}
+
+/// Open an MLflow database read-only: its pool, engine, and tables with their columns.
+pub async fn connect(
+    uri: &str,
+) -> Result<(AnyPool, Engine, BTreeMap<String, BTreeSet<String>>), ImportError> {
+    sqlx::any::install_default_drivers();
+    let redacted = crate::store::redact_uri(uri);
+    let (url, engine) = if let Some(path) = crate::db::sqlite_path(uri) {
+        if path == ":memory:" || !std::path::Path::new(&path).is_file() {
+            return Err(ImportError::Source(format!(
+                "{redacted}: no such SQLite database file"
+            )));
+        }
+        (format!("sqlite://{path}?mode=ro"), Engine::Sqlite)
+    } else if crate::db::is_postgres_uri(uri) {
+        (crate::db::normalise_postgres(uri), Engine::Postgres)
+    } else if uri.starts_with("mysql") {
+        return Err(ImportError::Source(format!(
+            "{redacted}: importing from MySQL is not supported by this build (SQLite and PostgreSQL are)"
+        )));
+    } else {
+        return Err(ImportError::Source(format!(
+            "{redacted}: not an MLflow backend store URI (sqlite:///… or postgresql://…)"
+        )));
+    };
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .map_err(|e| ImportError::Source(format!("{redacted}: {e}")))?;
+    let columns = read_columns(&pool, engine).await?;
+    Ok((pool, engine, columns))
 }
 
 /// Ok for a revision in [`SUPPORTED_REVISIONS`]; a message saying what to do otherwise.
