@@ -100,6 +100,7 @@ fn args(from: &std::path::Path) -> ImportArgs {
         merge: false,
         auth_from: None,
         auth_to: None,
+        row_by_row: false,
         batch_rows: 20_000,
     }
 }
@@ -276,6 +277,13 @@ async fn an_unknown_schema_and_a_non_empty_target_are_refused() {
 
 #[tokio::test]
 async fn a_corrupt_row_stops_the_import_and_a_second_run_finishes_it_identically() {
+    // Both copies: SQLite reading the attached MLflow file, and rows through the driver.
+    for row_by_row in [false, true] {
+        corrupt_row_then_resume(row_by_row).await;
+    }
+}
+
+async fn corrupt_row_then_resume(row_by_row: bool) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("mlflow.db");
     let pool = mlflow_db(&source, "acf3f17fdcc7").await;

@@ -7,6 +7,7 @@
 //! again skips the tables it finished and re-copies the rest without duplicating a row, and the
 //! server refuses to start on a database whose import has not finished.
 
+mod attached;
 pub mod auth;
 pub mod progress;
 pub mod schema;
@@ -46,6 +47,10 @@ pub struct ImportArgs {
         requires = "auth_from"
     )]
     pub auth_to: Option<String>,
+    /// Copy through the driver row by row even from one SQLite file into another (instead of
+    /// SQLite copying the rows itself); for tests and comparisons.
+    #[arg(long, hide = true)]
+    pub row_by_row: bool,
     /// Rows per transaction.
     #[arg(long, env = "MLKUBE_IMPORT_BATCH_ROWS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_rows: u32,
@@ -157,15 +162,36 @@ pub async fn run(args: &ImportArgs, to: &str, default_artifact_root: &str) -> Re
             });
             continue;
         }
-        let (read, written) = copy_table(
-            &source,
-            &target,
-            engine,
-            &plan,
-            args.batch_rows as usize,
-            &mut progress,
-        )
-        .await?;
+        let both_sqlite = source
+            .sqlite_path
+            .as_deref()
+            .filter(|_| engine == Engine::Sqlite && !args.row_by_row);
+        let (read, written) = match (both_sqlite, plan.single_table()) {
+            // SQLite into SQLite: the target reads the source file itself (ATTACH), no rows in between.
+            (Some(path), Some(table)) => {
+                attached::copy_table(
+                    &source,
+                    path,
+                    table,
+                    &target,
+                    &plan,
+                    args.batch_rows as usize,
+                    &mut progress,
+                )
+                .await?
+            }
+            _ => {
+                copy_table(
+                    &source,
+                    &target,
+                    engine,
+                    &plan,
+                    args.batch_rows as usize,
+                    &mut progress,
+                )
+                .await?
+            }
+        };
         let rows_per_sec = progress.finish();
         done.push(plan.table.to_owned());
         let mut sql = Sql::new("UPDATE mlkube_imports SET tables_done = ");
@@ -345,24 +371,40 @@ async fn write_batch(
     match insert_rows(target, engine, plan, rows).await {
         Ok(n) => Ok(n),
         Err(err @ sqlx::Error::Database(_)) => {
-            let mut tx = target.begin().await?;
-            for row in rows {
-                let mut sql = Sql::new(&plan.insert_head());
-                push_row(&mut sql, row);
-                sql.push(plan.on_conflict);
-                if let Err(sqlx::Error::Database(e)) = sql.query(engine).execute(&mut *tx).await {
-                    return Err(ImportError::Row {
-                        table: plan.table,
-                        key: describe_key(plan, row),
-                        message: e.message().to_owned(),
-                    });
-                }
+            let mut conn = target.acquire().await?;
+            match find_refused(&mut conn, engine, plan, rows).await? {
+                Some(refused) => Err(refused),
+                None => Err(err.into()),
             }
-            tx.rollback().await?;
-            Err(err.into())
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// The first of `rows` the target refuses, inserted one by one in a transaction rolled back after.
+async fn find_refused(
+    conn: &mut sqlx::AnyConnection,
+    engine: Engine,
+    plan: &Plan,
+    rows: &[Vec<Arg>],
+) -> Result<Option<ImportError>, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    for row in rows {
+        let mut sql = Sql::new(&plan.insert_head());
+        push_row(&mut sql, row);
+        sql.push(plan.on_conflict);
+        if let Err(sqlx::Error::Database(e)) = sql.query(engine).execute(&mut *tx).await {
+            let refused = ImportError::Row {
+                table: plan.table,
+                key: describe_key(plan, row),
+                message: e.message().to_owned(),
+            };
+            tx.rollback().await?;
+            return Ok(Some(refused));
+        }
+    }
+    tx.rollback().await?;
+    Ok(None)
 }
 
 async fn insert_rows(

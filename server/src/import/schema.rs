@@ -91,6 +91,8 @@ pub const OLDER_REVISIONS: &[&str] = &[
 pub struct Source {
     pub pool: AnyPool,
     pub engine: Engine,
+    /// The file of a SQLite source.
+    pub sqlite_path: Option<String>,
     pub revision: String,
     columns: BTreeMap<String, BTreeSet<String>>,
 }
@@ -116,6 +118,7 @@ impl Source {
         Ok(Self {
             pool,
             engine,
+            sqlite_path: crate::db::sqlite_path(uri),
             revision,
             columns,
         })

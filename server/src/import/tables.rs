@@ -67,8 +67,17 @@ impl Plan {
     }
 
     pub fn select_sql(&self) -> String {
+        format!("SELECT {} FROM {}", self.select_list(), self.from)
+    }
+
+    pub fn select_list(&self) -> String {
         let exprs: Vec<&str> = self.columns.iter().map(|(_, _, e)| e.as_str()).collect();
-        format!("SELECT {} FROM {}", exprs.join(", "), self.from)
+        exprs.join(", ")
+    }
+
+    /// The source table when the rows come from one table alone (no join, no filter).
+    pub fn single_table(&self) -> Option<&str> {
+        (!self.from.contains(' ')).then_some(self.from.as_str())
     }
 
     pub fn count_sql(&self) -> String {
