@@ -296,6 +296,7 @@ async fn corrupt_row_then_resume(row_by_row: bool) {
     // One row per transaction, so the tables before params are committed when it stops.
     let small = ImportArgs {
         batch_rows: 1,
+        row_by_row,
         ..args(&source)
     };
     let err = import::run(&small, &uri(&target), "mlflow-artifacts:/")
@@ -335,7 +336,11 @@ async fn corrupt_row_then_resume(row_by_row: bool) {
     drop(store);
 
     let clean = dir.path().join("uninterrupted.db");
-    import::run(&args(&source), &uri(&clean), "mlflow-artifacts:/")
+    let uninterrupted = ImportArgs {
+        row_by_row,
+        ..args(&source)
+    };
+    import::run(&uninterrupted, &uri(&clean), "mlflow-artifacts:/")
         .await
         .unwrap();
     let (a, b) = (dump(&target).await, dump(&clean).await);

@@ -43,7 +43,11 @@ pub fn verify(hash: &str, password: &str) -> Option<bool> {
             let n: u64 = params.next().map_or(Some(32768), |v| v.parse().ok())?;
             let r: u32 = params.next().map_or(Some(8), |v| v.parse().ok())?;
             let p: u32 = params.next().map_or(Some(1), |v| v.parse().ok())?;
-            if !n.is_power_of_two() || n < 2 || n > 1 << 20 || r == 0 || r > 32 || p == 0 || p > 16 {
+            if !n.is_power_of_two()
+                || !(2..=1 << 20).contains(&n)
+                || !(1..=32).contains(&r)
+                || !(1..=16).contains(&p)
+            {
                 return None;
             }
             let log_n = u8::try_from(n.trailing_zeros()).ok()?;
@@ -58,7 +62,7 @@ pub fn verify(hash: &str, password: &str) -> Option<bool> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || text.len() % 2 != 0 || text.len() > 256 {
+    if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 256 {
         return None;
     }
     (0..text.len())

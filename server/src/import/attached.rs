@@ -97,7 +97,7 @@ async fn copy_ranges(
                     .iter()
                     .map(|r| decode(r, plan))
                     .collect::<Result<Vec<_>, _>>()?;
-                return Err(find_refused(&mut **conn, Engine::Sqlite, plan, &batch)
+                return Err(find_refused(conn, Engine::Sqlite, plan, &batch)
                     .await?
                     .unwrap_or(err.into()));
             }
