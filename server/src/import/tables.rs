@@ -66,6 +66,21 @@ impl Plan {
         self
     }
 
+    /// `key` and `value` (never NULL here) from the source's columns of those roles.
+    fn key_value(self, key: &str, value: &str) -> Self {
+        self.text("key", key)
+            .text("value", &format!("COALESCE({value}, '')"))
+    }
+
+    /// A metric point's `key, step, timestamp, value, is_nan` from MLflow's metric columns.
+    fn point(self) -> Self {
+        self.text("key", "key")
+            .int("step", "COALESCE(step, 0)")
+            .int("timestamp", "COALESCE(timestamp, 0)")
+            .real("value", "COALESCE(value, 0)")
+            .flag("is_nan", "is_nan")
+    }
+
     pub fn select_sql(&self) -> String {
         format!("SELECT {} FROM {}", self.select_list(), self.from)
     }
@@ -110,8 +125,7 @@ pub fn plans(source: &Source) -> Vec<Plan> {
         },
         Plan::new("experiment_tags", "experiment_tags", 2)
             .int("experiment_id", "experiment_id")
-            .text("key", "key")
-            .text("value", "COALESCE(value, '')"),
+            .key_value("key", "value"),
         Plan::new("runs", "runs", 1)
             .text("run_uuid", "run_uuid")
             .text("name", "COALESCE(name, '')")
@@ -124,26 +138,16 @@ pub fn plans(source: &Source) -> Vec<Plan> {
             .text("lifecycle_stage", "COALESCE(lifecycle_stage, 'active')"),
         Plan::new("run_tags", "tags", 2)
             .text("run_uuid", "run_uuid")
-            .text("key", "key")
-            .text("value", "COALESCE(value, '')"),
+            .key_value("key", "value"),
         Plan::new("params", "params", 2)
             .text("run_uuid", "run_uuid")
-            .text("key", "key")
-            .text("value", "COALESCE(value, '')"),
+            .key_value("key", "value"),
         Plan::new("metrics", "metrics", 4)
             .text("run_uuid", "run_uuid")
-            .text("key", "key")
-            .int("step", "COALESCE(step, 0)")
-            .int("timestamp", "COALESCE(timestamp, 0)")
-            .real("value", "COALESCE(value, 0)")
-            .flag("is_nan", "is_nan"),
+            .point(),
         Plan::new("latest_metrics", "latest_metrics", 2)
             .text("run_uuid", "run_uuid")
-            .text("key", "key")
-            .int("step", "COALESCE(step, 0)")
-            .int("timestamp", "COALESCE(timestamp, 0)")
-            .real("value", "COALESCE(value, 0)")
-            .flag("is_nan", "is_nan"),
+            .point(),
     ];
     let input_tags_json = match source.engine {
         Engine::Sqlite => {
@@ -221,14 +225,12 @@ pub fn plans(source: &Source) -> Vec<Plan> {
         out.push(
             Plan::new("logged_model_tags", "logged_model_tags", 2)
                 .text("model_id", "model_id")
-                .text("key", "tag_key")
-                .text("value", "COALESCE(tag_value, '')"),
+                .key_value("tag_key", "tag_value"),
         );
         out.push(
             Plan::new("logged_model_params", "logged_model_params", 2)
                 .text("model_id", "model_id")
-                .text("key", "param_key")
-                .text("value", "COALESCE(param_value, '')"),
+                .key_value("param_key", "param_value"),
         );
         out.push(
             // SQLite keeps a NaN value as NULL.
@@ -258,8 +260,7 @@ pub fn plans(source: &Source) -> Vec<Plan> {
     out.push(
         Plan::new("registered_model_tags", "registered_model_tags", 2)
             .text("name", "name")
-            .text("key", "key")
-            .text("value", "COALESCE(value, '')"),
+            .key_value("key", "value"),
     );
     let storage_location = if source.has_column("model_versions", "storage_location") {
         "COALESCE(storage_location, source, '')"
@@ -294,8 +295,7 @@ pub fn plans(source: &Source) -> Vec<Plan> {
         Plan::new("model_version_tags", "model_version_tags", 3)
             .text("name", "name")
             .int("version", "version")
-            .text("key", "key")
-            .text("value", "COALESCE(value, '')"),
+            .key_value("key", "value"),
     );
     out.push(
         Plan::new("registered_model_aliases", "registered_model_aliases", 2)
