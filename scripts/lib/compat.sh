@@ -5,11 +5,12 @@
 #       CLIENT_VERSION: MLflow client to install/reuse (e.g. 3.17.2)
 #       SERVER_KIND:    mlkube | upstream (upstream = `mlflow server` of the same version, which proves
 #                       the tests themselves; tests marked mlkube_only are skipped then)
-#       BACKEND:        sqlite | postgres (postgres needs pg_start first)
+#       BACKEND:        sqlite | postgres | mariadb (postgres needs pg_start first, mariadb
+#                       mariadb_start)
 #   Returns pytest's exit status; appends one line to COMPAT_RESULTS and adds to COMPAT_PASSED /
 #   COMPAT_FAILED. A failed run keeps its temp dir (server log, database, pytest log) for inspection.
 #
-# Needs common.sh, venv.sh, server.sh and (for postgres) postgres.sh.
+# Needs common.sh, venv.sh, server.sh and (for postgres) postgres.sh, (for mariadb) mariadb.sh.
 
 COMPAT_RESULTS=()
 COMPAT_PASSED=0
@@ -60,6 +61,11 @@ run_compat_suite() {
             local db
             db="compat_$(printf '%s' "$version" | tr -c '[:alnum:]' '_')_${kind}_$$_${RANDOM}"
             backend_uri="$(pg_createdb "$db")" || die "could not create database ${db}"
+            ;;
+        mariadb)
+            local db
+            db="compat_$(printf '%s' "$version" | tr -c '[:alnum:]' '_')_${kind}_$$_${RANDOM}"
+            backend_uri="$(mariadb_createdb "$db")" || die "could not create database ${db}"
             ;;
         *) die "unknown backend ${backend}" ;;
     esac

@@ -130,6 +130,10 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(message) => Self::new(ErrorCode::ResourceAlreadyExists, message),
             StoreError::Invalid(message) => Self::new(ErrorCode::InvalidParameterValue, message),
             StoreError::Database(err) if crate::db::is_unavailable(&err) => Self::store_unavailable(&err),
+            StoreError::Database(err) if crate::db::is_value_too_long(&err) => Self::new(
+                ErrorCode::InvalidParameterValue,
+                "A value is longer than the backend store allows for its field.".to_owned(),
+            ),
             other => Self::internal(other),
         }
     }

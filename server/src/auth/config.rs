@@ -202,10 +202,11 @@ impl AuthConfig {
             )));
         }
         if !(crate::db::sqlite_path(&self.database_uri).is_some()
-            || crate::db::is_postgres_uri(&self.database_uri))
+            || crate::db::is_postgres_uri(&self.database_uri)
+            || crate::db::is_mysql_uri(&self.database_uri))
         {
             return Err(ConfigError(format!(
-                "database_uri must be sqlite:///PATH or postgresql://..., got {:?}",
+                "database_uri must be sqlite:///PATH, postgresql://... or mysql://..., got {:?}",
                 crate::store::redact_uri(&self.database_uri)
             )));
         }

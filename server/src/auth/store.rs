@@ -24,6 +24,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[(
     "users and permissions",
     include_str!("../../migrations/auth_postgres/0001_auth.sql"),
 )];
+const MYSQL_MIGRATIONS: &[Migration] = &[(
+    1,
+    "users and permissions",
+    include_str!("../../migrations/auth_mysql/0001_auth.sql"),
+)];
 /// Serialises concurrent migrations of replicas sharing one PostgreSQL database.
 const POSTGRES_MIGRATION_LOCK: i64 = 0x6d6c_6b75_6265_4155;
 
@@ -40,7 +45,7 @@ pub enum AuthStoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("unsupported auth database URI {0:?} (use sqlite:///PATH or postgresql://...)")]
+    #[error("unsupported auth database URI {0:?} (use sqlite:///PATH, postgresql://... or mysql://...)")]
     UnsupportedUri(String),
 }
 
@@ -147,9 +152,19 @@ impl AuthStore {
     }
 
     pub fn engine(&self) -> &'static str {
-        match self.engine {
-            Engine::Sqlite => "sqlite",
-            Engine::Postgres => "postgresql",
+        self.engine.name()
+    }
+
+    /// A statement written for PostgreSQL (`$N` placeholders, `ON CONFLICT … DO UPDATE SET
+    /// permission = excluded.permission`) in this database's dialect.
+    fn sql<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let text = crate::db::placeholders(self.engine, text);
+        match (self.engine, text.find(" ON CONFLICT")) {
+            (Engine::MySql, Some(at)) => std::borrow::Cow::Owned(format!(
+                "{} ON DUPLICATE KEY UPDATE permission = VALUES(permission)",
+                &text[..at]
+            )),
+            _ => text,
         }
     }
 
@@ -159,23 +174,28 @@ impl AuthStore {
         let (migrations, bigint) = match self.engine {
             Engine::Sqlite => (SQLITE_MIGRATIONS, "INTEGER"),
             Engine::Postgres => (POSTGRES_MIGRATIONS, "BIGINT"),
+            Engine::MySql => (MYSQL_MIGRATIONS, "BIGINT"),
         };
         let mut conn = self.pool.acquire().await?;
         if self.engine == Engine::Postgres {
-            sqlx::query("SELECT pg_advisory_lock($1)")
+            sqlx::query(&self.sql("SELECT pg_advisory_lock($1)"))
                 .bind(POSTGRES_MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await?;
+        } else if self.engine == Engine::MySql {
+            sqlx::query("SELECT GET_LOCK('mlkube_auth_migrations', 60)")
                 .execute(&mut *conn)
                 .await?;
         }
         let result = async {
             let bookkeeping = format!(
                 "CREATE TABLE IF NOT EXISTS mlkube_auth_migrations (version {bigint} PRIMARY KEY, \
-                 description TEXT NOT NULL, applied_at {bigint} NOT NULL)"
+                 description VARCHAR(200) NOT NULL, applied_at {bigint} NOT NULL)"
             );
             sqlx::raw_sql(&bookkeeping).execute(&mut *conn).await?;
             for &(version, description, sql) in migrations {
                 let applied: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM mlkube_auth_migrations WHERE version = $1")
+                    sqlx::query_scalar(&self.sql("SELECT version FROM mlkube_auth_migrations WHERE version = $1"))
                         .bind(version)
                         .fetch_optional(&mut *conn)
                         .await?;
@@ -185,8 +205,8 @@ impl AuthStore {
                 let step = async {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                     sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                    sqlx::query(
-                        "INSERT INTO mlkube_auth_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+                    sqlx::query(&self.sql(
+                        "INSERT INTO mlkube_auth_migrations (version, description, applied_at) VALUES ($1, $2, $3)"),
                     )
                     .bind(version)
                     .bind(description)
@@ -206,8 +226,12 @@ impl AuthStore {
         }
         .await;
         if self.engine == Engine::Postgres {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            let _ = sqlx::query(&self.sql("SELECT pg_advisory_unlock($1)"))
                 .bind(POSTGRES_MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await;
+        } else if self.engine == Engine::MySql {
+            let _ = sqlx::query("SELECT RELEASE_LOCK('mlkube_auth_migrations')")
                 .execute(&mut *conn)
                 .await;
         }
@@ -223,16 +247,35 @@ impl AuthStore {
         password_hash: &str,
         is_admin: bool,
     ) -> AuthStoreResult<UserRecord> {
-        let row = sqlx::query(
+        // MySQL has no INSERT … RETURNING: the row is read back by its unique username.
+        let insert = if self.engine == Engine::MySql {
+            "INSERT INTO users (username, password_hash, is_admin) VALUES ($1, $2, $3)"
+        } else {
             "INSERT INTO users (username, password_hash, is_admin) VALUES ($1, $2, $3) \
-             RETURNING id, username, password_hash, is_admin",
-        )
-        .bind(username)
-        .bind(password_hash)
-        .bind(i64::from(is_admin))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|err| {
+             RETURNING id, username, password_hash, is_admin"
+        };
+        let insert = self.sql(insert);
+        let query = sqlx::query(&insert)
+            .bind(username)
+            .bind(password_hash)
+            .bind(i64::from(is_admin));
+        let inserted =
+            if self.engine == Engine::MySql {
+                match query.execute(&self.pool).await {
+                    Ok(_) => {
+                        sqlx::query(&self.sql(
+                            "SELECT id, username, password_hash, is_admin FROM users WHERE username = $1",
+                        ))
+                        .bind(username)
+                        .fetch_one(&self.pool)
+                        .await
+                    }
+                    Err(err) => Err(err),
+                }
+            } else {
+                query.fetch_one(&self.pool).await
+            };
+        let row = inserted.map_err(|err| {
             if is_unique_violation(&err) {
                 AuthStoreError::AlreadyExists(format!("User (username={username}) already exists."))
             } else {
@@ -243,29 +286,32 @@ impl AuthStore {
     }
 
     pub async fn get_user(&self, username: &str) -> AuthStoreResult<Option<UserRecord>> {
-        let row = sqlx::query("SELECT id, username, password_hash, is_admin FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            &self.sql("SELECT id, username, password_hash, is_admin FROM users WHERE username = $1"),
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     pub async fn list_users(&self) -> AuthStoreResult<Vec<UserRecord>> {
-        let rows = sqlx::query("SELECT id, username, password_hash, is_admin FROM users ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&self.sql("SELECT id, username, password_hash, is_admin FROM users ORDER BY id"))
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(user_from_row).collect()
     }
 
     pub async fn user_count(&self) -> AuthStoreResult<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        Ok(sqlx::query_scalar(&self.sql("SELECT COUNT(*) FROM users"))
             .fetch_one(&self.pool)
             .await?)
     }
 
     /// `false` when there is no such user.
     pub async fn set_password_hash(&self, username: &str, password_hash: &str) -> AuthStoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+        let done = sqlx::query(&self.sql("UPDATE users SET password_hash = $1 WHERE username = $2"))
             .bind(password_hash)
             .bind(username)
             .execute(&self.pool)
@@ -275,7 +321,7 @@ impl AuthStore {
 
     /// `false` when there is no such user.
     pub async fn set_admin(&self, username: &str, is_admin: bool) -> AuthStoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET is_admin = $1 WHERE username = $2")
+        let done = sqlx::query(&self.sql("UPDATE users SET is_admin = $1 WHERE username = $2"))
             .bind(i64::from(is_admin))
             .bind(username)
             .execute(&self.pool)
@@ -291,15 +337,15 @@ impl AuthStore {
     pub async fn delete_user(&self, username: &str) -> AuthStoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         for resource in [Resource::Experiment, Resource::RegisteredModel] {
-            sqlx::query(&format!(
+            sqlx::query(&self.sql(&format!(
                 "DELETE FROM {} WHERE user_id IN (SELECT id FROM users WHERE username = $1)",
                 resource.table()
-            ))
+            )))
             .bind(username)
             .execute(&mut *tx)
             .await?;
         }
-        let deleted = sqlx::query("DELETE FROM users WHERE username = $1")
+        let deleted = sqlx::query(&self.sql("DELETE FROM users WHERE username = $1"))
             .bind(username)
             .execute(&mut *tx)
             .await?
@@ -318,11 +364,11 @@ impl AuthStore {
         user: &UserRecord,
         permission: Permission,
     ) -> AuthStoreResult<PermissionRow> {
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO {} ({}, user_id, permission) VALUES ($1, $2, $3)",
             resource.table(),
             resource.column()
-        ))
+        )))
         .bind(key)
         .bind(user.id)
         .bind(permission.as_str())
@@ -355,11 +401,11 @@ impl AuthStore {
         permission: Permission,
     ) -> AuthStoreResult<()> {
         let column = resource.column();
-        sqlx::query(&format!(
+        sqlx::query(&self.sql(&format!(
             "INSERT INTO {} ({column}, user_id, permission) VALUES ($1, $2, $3) \
              ON CONFLICT ({column}, user_id) DO UPDATE SET permission = excluded.permission",
             resource.table(),
-        ))
+        )))
         .bind(key)
         .bind(user_id)
         .bind(permission.as_str())
@@ -374,11 +420,11 @@ impl AuthStore {
         key: &str,
         user_id: i64,
     ) -> AuthStoreResult<Option<Permission>> {
-        let value: Option<String> = sqlx::query_scalar(&format!(
+        let value: Option<String> = sqlx::query_scalar(&self.sql(&format!(
             "SELECT permission FROM {} WHERE {} = $1 AND user_id = $2",
             resource.table(),
             resource.column()
-        ))
+        )))
         .bind(key)
         .bind(user_id)
         .fetch_optional(&self.pool)
@@ -393,10 +439,10 @@ impl AuthStore {
         user_id: i64,
     ) -> AuthStoreResult<Vec<PermissionRow>> {
         let column = resource.column();
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(&self.sql(&format!(
             "SELECT {column}, user_id, permission FROM {} WHERE user_id = $1 ORDER BY {column}",
             resource.table()
-        ))
+        )))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
@@ -411,11 +457,11 @@ impl AuthStore {
         user_id: i64,
         permission: Permission,
     ) -> AuthStoreResult<bool> {
-        let done = sqlx::query(&format!(
+        let done = sqlx::query(&self.sql(&format!(
             "UPDATE {} SET permission = $1 WHERE {} = $2 AND user_id = $3",
             resource.table(),
             resource.column()
-        ))
+        )))
         .bind(permission.as_str())
         .bind(key)
         .bind(user_id)
@@ -431,11 +477,11 @@ impl AuthStore {
         key: &str,
         user_id: i64,
     ) -> AuthStoreResult<bool> {
-        let done = sqlx::query(&format!(
+        let done = sqlx::query(&self.sql(&format!(
             "DELETE FROM {} WHERE {} = $1 AND user_id = $2",
             resource.table(),
             resource.column()
-        ))
+        )))
         .bind(key)
         .bind(user_id)
         .execute(&self.pool)
@@ -445,7 +491,7 @@ impl AuthStore {
 
     /// Drop every row on a registered model (it was deleted; a new model may take its name).
     pub async fn delete_registered_model_permissions(&self, name: &str) -> AuthStoreResult<u64> {
-        let done = sqlx::query("DELETE FROM registered_model_permissions WHERE name = $1")
+        let done = sqlx::query(&self.sql("DELETE FROM registered_model_permissions WHERE name = $1"))
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -456,11 +502,11 @@ impl AuthStore {
     /// model deleted before are dropped first).
     pub async fn rename_registered_model_permissions(&self, old: &str, new: &str) -> AuthStoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM registered_model_permissions WHERE name = $1")
+        sqlx::query(&self.sql("DELETE FROM registered_model_permissions WHERE name = $1"))
             .bind(new)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE registered_model_permissions SET name = $1 WHERE name = $2")
+        sqlx::query(&self.sql("UPDATE registered_model_permissions SET name = $1 WHERE name = $2"))
             .bind(new)
             .bind(old)
             .execute(&mut *tx)

@@ -21,6 +21,20 @@ use sqlx::any::AnyPoolOptions;
 pub enum Engine {
     Sqlite,
     Postgres,
+    /// MySQL 8 or MariaDB 10.5+ (docs/architecture.md, "Storage": the session settings every
+    /// connection gets, and what differs in the SQL).
+    MySql,
+}
+
+impl Engine {
+    /// The name `Store::engine` and the statistics report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgresql",
+            Self::MySql => "mysql",
+        }
+    }
 }
 
 /// When a SQLite commit is acknowledged (`--sqlite-synchronous`, docs/architecture.md,
@@ -215,6 +229,26 @@ pub fn is_postgres_uri(uri: &str) -> bool {
     uri.starts_with("postgresql://") || uri.starts_with("postgres://") || uri.starts_with("postgresql+")
 }
 
+/// `mysql://`, `mariadb://` and SQLAlchemy's `mysql+pymysql://` (any `+driver`), as MLflow names
+/// a MySQL backend store.
+pub fn is_mysql_uri(uri: &str) -> bool {
+    uri.starts_with("mysql://") || uri.starts_with("mysql+") || uri.starts_with("mariadb://")
+}
+
+/// The URI sqlx's MySQL driver reads: `mysql://`, the driver suffix and `mariadb` dropped.
+pub fn normalise_mysql(uri: &str) -> String {
+    let tail = uri
+        .strip_prefix("mariadb://")
+        .or_else(|| uri.strip_prefix("mysql://"))
+        .or_else(|| {
+            uri.strip_prefix("mysql+")
+                .and_then(|rest| rest.split_once("://"))
+                .map(|(_, tail)| tail)
+        })
+        .unwrap_or(uri);
+    format!("mysql://{tail}")
+}
+
 /// SQLAlchemy-style driver suffixes (`postgresql+psycopg2://`) are accepted and dropped.
 pub fn normalise_postgres(uri: &str) -> String {
     match uri
@@ -227,7 +261,7 @@ pub fn normalise_postgres(uri: &str) -> String {
 }
 
 /// Open a pool on an MLflow-style backend URI for a store with rare writes (SQLite commits are
-/// synced one by one); `None` when the scheme is neither SQLite nor PostgreSQL.
+/// synced one by one); `None` when the scheme is none of SQLite, PostgreSQL and MySQL.
 pub async fn connect(uri: &str) -> Option<Result<(AnyPool, Engine), sqlx::Error>> {
     if let Some(path) = sqlite_path(uri) {
         Some(
@@ -237,6 +271,8 @@ pub async fn connect(uri: &str) -> Option<Result<(AnyPool, Engine), sqlx::Error>
         )
     } else if is_postgres_uri(uri) {
         Some(connect_postgres(uri).await.map(|pool| (pool, Engine::Postgres)))
+    } else if is_mysql_uri(uri) {
+        Some(connect_mysql(uri).await.map(|pool| (pool, Engine::MySql)))
     } else {
         None
     }
@@ -360,6 +396,32 @@ pub async fn connect_postgres(uri: &str) -> Result<AnyPool, sqlx::Error> {
         .await
 }
 
+/// Connections per MySQL pool.
+const MYSQL_CONNECTIONS: u32 = 16;
+/// Settings of every MySQL / MariaDB connection, whatever the server's defaults: double quotes
+/// name identifiers and `||` concatenates (the SQL the engines share is written that way), a value
+/// that does not fit is an error rather than silently cut, times are UTC, and strings compare by
+/// their bytes (`utf8mb4_bin`) so names, keys and LIKE are case-sensitive as on SQLite and
+/// PostgreSQL.
+const MYSQL_SESSION: &str = "SET SESSION sql_mode = 'ANSI_QUOTES,PIPES_AS_CONCAT,STRICT_ALL_TABLES,\
+     NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO', time_zone = '+00:00', \
+     NAMES utf8mb4 COLLATE utf8mb4_bin";
+
+pub async fn connect_mysql(uri: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(MYSQL_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(MYSQL_SESSION).await?;
+                Ok(())
+            })
+        })
+        .connect(&normalise_mysql(uri))
+        .await
+}
+
 /// The database could not be reached or dropped the connection (PostgreSQL down, restarting, or
 /// unreachable), as opposed to refusing a statement: the request may succeed when retried.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
@@ -370,11 +432,68 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: connection exceptions (08xxx), shutting down / cannot connect now (57P0x).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+        // PostgreSQL: connection exceptions (08xxx), shutting down / cannot connect now (57P0x);
+        // MySQL: server shutting down (1053), connection killed (1927, SQLSTATE 70100).
+        sqlx::Error::Database(db) => {
+            db.code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0") || c == "70100")
+                || db.message().contains("Server shutdown in progress")
+        }
         _ => false,
+    }
+}
+
+/// `text`, written with PostgreSQL's numbered placeholders bound in order (`$1`, `$2`, …), as
+/// `engine` reads it: unchanged on PostgreSQL and SQLite (which accepts `$N`), `?` on MySQL.
+pub fn placeholders(engine: Engine, text: &str) -> std::borrow::Cow<'_, str> {
+    if engine != Engine::MySql || !text.contains('$') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_literal = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_literal = !in_literal;
+                out.push(c);
+            }
+            '$' if !in_literal && chars.peek().is_some_and(char::is_ascii_digit) => {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                out.push('?');
+            }
+            _ => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A string column that may be unbounded (MEDIUMTEXT on MySQL, where sqlx's `Any` driver hands
+/// TEXT columns over as bytes): read as text, or as UTF-8 bytes.
+pub fn text(row: &sqlx::any::AnyRow, column: &str) -> Result<String, sqlx::Error> {
+    opt_text(row, column)?.ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: "unexpected NULL".into(),
+    })
+}
+
+/// [`text`] for a nullable column.
+pub fn opt_text(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    use sqlx::Row;
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(value) => Ok(value),
+        Err(sqlx::Error::ColumnDecode { .. }) => match row.try_get::<Option<Vec<u8>>, _>(column)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| sqlx::Error::ColumnDecode {
+                    index: column.to_owned(),
+                    source: Box::new(e),
+                }),
+        },
+        Err(err) => Err(err),
     }
 }
 
@@ -387,7 +506,14 @@ pub async fn ping(pool: &AnyPool, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// A unique or primary-key constraint refused the row (PostgreSQL 23505, SQLite 2067/1555).
+/// The database refused a value longer than its column (SQLSTATE 22001: MySQL's VARCHAR sizes,
+/// PostgreSQL has none on our schema, SQLite none at all): the client sent it, so a 400.
+pub fn is_value_too_long(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "22001"))
+}
+
+/// A unique or primary-key constraint refused the row (PostgreSQL 23505, SQLite 2067/1555, MySQL
+/// 1062 through sqlx's error kind).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Database(db) => {
@@ -418,6 +544,24 @@ mod tests {
         );
         assert_eq!(normalise_postgres("postgresql://u@h/db"), "postgresql://u@h/db");
         assert!(is_postgres_uri("postgres://x") && !is_postgres_uri("sqlite:///x"));
+        assert!(is_mysql_uri("mysql+pymysql://u:p@h/db") && is_mysql_uri("mariadb://h/db"));
+        assert!(!is_mysql_uri("postgresql://h/db"));
+        assert_eq!(
+            normalise_mysql("mysql+pymysql://u:p@h:3306/db"),
+            "mysql://u:p@h:3306/db"
+        );
+        assert_eq!(normalise_mysql("mariadb://h/db"), "mysql://h/db");
+        assert_eq!(normalise_mysql("mysql://h/db"), "mysql://h/db");
+    }
+
+    #[test]
+    fn mysql_placeholders() {
+        let text = "UPDATE t SET a = $1, b = '$2' WHERE c = $10";
+        assert_eq!(placeholders(Engine::Postgres, text), text);
+        assert_eq!(
+            placeholders(Engine::MySql, text),
+            "UPDATE t SET a = ?, b = '$2' WHERE c = ?"
+        );
     }
 
     #[tokio::test]

@@ -202,6 +202,10 @@ async fn read_columns(
             "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns \
              WHERE table_schema = current_schema()"
         }
+        Engine::MySql => {
+            "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.columns \
+             WHERE table_schema = DATABASE()"
+        }
     };
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for row in sqlx::query(sql).fetch_all(pool).await? {

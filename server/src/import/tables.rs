@@ -157,6 +157,10 @@ pub fn plans(source: &Source) -> Vec<Plan> {
             "(SELECT COALESCE(CAST(json_agg(json_build_array(t.name, t.value)) AS TEXT), '[]') \
              FROM input_tags t WHERE t.input_uuid = i.input_uuid)"
         }
+        Engine::MySql => {
+            "(SELECT COALESCE(CAST(JSON_ARRAYAGG(JSON_ARRAY(t.name, t.value)) AS CHAR), '[]') \
+             FROM input_tags t WHERE t.input_uuid = i.input_uuid)"
+        }
     };
     out.push(
         Plan::new(

@@ -185,7 +185,7 @@ impl MonitoringStore {
                 q.bind(Arg::OptF64(r.score)).push(", ");
                 q.bind_i64(now).push(")");
             }
-            q.push(" ON CONFLICT (request_id) DO NOTHING");
+            q.on_conflict_do_nothing("request_id");
             inserted += q.query(self.db.engine()).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
@@ -213,7 +213,7 @@ impl MonitoringStore {
                 q.bind_i64(r.timestamp).push(", ");
                 q.bind_i64(now).push(")");
             }
-            q.push(" ON CONFLICT (request_id) DO NOTHING");
+            q.on_conflict_do_nothing("request_id");
             inserted += q.query(self.db.engine()).execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
@@ -246,11 +246,11 @@ impl MonitoringStore {
                 Ok(WindowRow {
                     score: row.try_get("score")?,
                     outputs: if with_outputs {
-                        row.try_get("outputs")?
+                        crate::db::opt_text(row, "outputs")?
                     } else {
                         None
                     },
-                    actual: row.try_get("actual")?,
+                    actual: crate::db::opt_text(row, "actual")?,
                     actual_number: row.try_get("actual_number")?,
                 })
             })
@@ -332,7 +332,7 @@ impl MonitoringStore {
         let Some(row) = q.query(self.db.engine()).fetch_optional(self.pool()).await? else {
             return Ok(None);
         };
-        let features: String = row.try_get("features")?;
+        let features = crate::db::text(&row, "features")?;
         let features = serde_json::from_str(&features)
             .map_err(|e| StoreError::Invalid(format!("stored drift reference is unreadable: {e}")))?;
         Ok(Some(StoredReference {
@@ -359,14 +359,15 @@ impl MonitoringStore {
         q.bind_str(&r.source).push(", ");
         q.bind_i64(r.rows).push(", ");
         q.bind_str(&features).push(", ");
-        q.bind_i64(r.creation_time)
-            .push(") ON CONFLICT (model_name, model_version) ");
-        q.push(if replace {
-            "DO UPDATE SET source = excluded.source, row_count = excluded.row_count, \
-             features = excluded.features, creation_time = excluded.creation_time"
+        q.bind_i64(r.creation_time).push(")");
+        if replace {
+            q.on_conflict_update(
+                "model_name, model_version",
+                &["source", "row_count", "features", "creation_time"],
+            );
         } else {
-            "DO NOTHING"
-        });
+            q.on_conflict_do_nothing("model_name, model_version");
+        }
         let _guard = self.db.write_guard().await;
         q.query(self.db.engine()).execute(self.writer()).await?;
         Ok(())

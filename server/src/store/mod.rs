@@ -3,6 +3,7 @@
 //! both SQLite (`sqlite`) and PostgreSQL (`postgres`); the engine modules hold what differs:
 //! connection setup and migrations.
 
+pub mod mysql;
 pub mod postgres;
 pub mod query;
 pub mod registry;
@@ -31,7 +32,7 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported backend store URI {0:?} (use sqlite:///PATH or postgresql://...)")]
+    #[error("unsupported backend store URI {0:?} (use sqlite:///PATH, postgresql://... or mysql://...)")]
     UnsupportedUri(String),
 }
 
@@ -592,6 +593,8 @@ pub async fn open_with(
         sqlite::open(&path, default_artifact_root, sqlite_sync).await
     } else if postgres::is_postgres_uri(uri) {
         postgres::open(uri, default_artifact_root).await
+    } else if mysql::is_mysql_uri(uri) {
+        mysql::open(uri, default_artifact_root).await
     } else {
         Err(StoreError::UnsupportedUri(redact_uri(uri)))
     }

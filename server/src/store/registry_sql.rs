@@ -47,7 +47,7 @@ fn version_from_row(row: &AnyRow) -> StoreResult<ModelVersion> {
         last_updated_timestamp: row.try_get("last_updated_time")?,
         user_id: row.try_get("user_id")?,
         current_stage: row.try_get("current_stage")?,
-        description: row.try_get("description")?,
+        description: crate::db::opt_text(row, "description")?,
         source: row.try_get("source")?,
         run_id: row.try_get("run_id")?,
         status: row.try_get("status")?,
@@ -66,7 +66,7 @@ fn model_from_row(row: &AnyRow) -> StoreResult<RegisteredModel> {
         creation_timestamp: row.try_get("creation_time")?,
         last_updated_timestamp: row.try_get("last_updated_time")?,
         user_id: row.try_get("user_id")?,
-        description: row.try_get("description")?,
+        description: crate::db::opt_text(row, "description")?,
         latest_versions: Vec::new(),
         tags: Vec::new(),
         aliases: Vec::new(),
@@ -315,10 +315,8 @@ impl SqlStore {
             sql.bind(arg.clone()).push(", ");
         }
         sql.bind_str(&tag.key).push(", ").bind_str(&tag.value);
-        sql.push(&format!(
-            ") ON CONFLICT ({}, key) DO UPDATE SET value = excluded.value",
-            columns.join(", ")
-        ));
+        sql.push(")")
+            .on_conflict_update(&format!("{}, key", columns.join(", ")), &["value"]);
         sql.query(self.engine).execute(&mut **tx).await?;
         Ok(())
     }
@@ -565,7 +563,7 @@ impl Registry for SqlStore {
                         None => sql.push("NULL"),
                     };
                 }
-                sql.push(", 'READY') ON CONFLICT DO NOTHING");
+                sql.push(", 'READY')").on_conflict_do_nothing("");
                 let inserted = sql.query(self.engine).execute(&mut *tx).await?.rows_affected();
                 if inserted == 1 {
                     number = candidate;
@@ -810,7 +808,7 @@ impl Registry for SqlStore {
             .bind_str(alias)
             .push(", ")
             .bind_i64(number);
-        sql.push(") ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version");
+        sql.push(")").on_conflict_update("name, alias", &["version"]);
         let _guard = self.write_guard().await;
         sql.query(self.engine).execute(self.writer()).await?;
         Ok(())

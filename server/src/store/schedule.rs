@@ -61,7 +61,8 @@ impl Schedule {
                 .bind_str(self.job)
                 .push(", ")
                 .bind_i64(now_ms)
-                .push(") ON CONFLICT (job) DO NOTHING");
+                .push(")")
+                .on_conflict_do_nothing("job");
             let _guard = self.db.write_guard().await;
             insert.query(engine).execute(self.db.writer()).await?;
             self.row_exists.store(true, Ordering::Relaxed);

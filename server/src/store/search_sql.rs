@@ -119,7 +119,7 @@ pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
             Entity::Metric => {
                 sql.push("EXISTS (SELECT 1 FROM latest_metrics f WHERE f.run_uuid = r.run_uuid AND f.key = ")
                     .bind_str(&clause.key)
-                    .push(" AND f.is_nan = 0 AND ");
+                    .push(" AND f.is_nan <> 1 AND ");
                 push_comparison(sql, "f.value", clause.comparator, &clause.value);
                 sql.push(")");
             }
@@ -227,7 +227,7 @@ pub fn push_driving_metric_range(sql: &mut Sql, clauses: &[Clause], key: &str) {
             Comparator::Eq | Comparator::Gt | Comparator::Ge | Comparator::Lt | Comparator::Le
         );
         if clause.entity == Entity::Metric && clause.key == key && numeric && ranged {
-            sql.push(" AND o0.is_nan = 0 AND ");
+            sql.push(" AND o0.is_nan <> 1 AND ");
             push_comparison(sql, "o0.value", clause.comparator, &clause.value);
         }
     }
@@ -285,7 +285,7 @@ pub fn push_logged_model_filter(sql: &mut Sql, clauses: &[Clause], datasets: &[D
                     "EXISTS (SELECT 1 FROM logged_model_metrics f WHERE f.model_id = m.model_id AND f.key = ",
                 )
                 .bind_str(&clause.key)
-                .push(" AND f.is_nan = 0");
+                .push(" AND f.is_nan <> 1");
                 push_dataset_restriction(sql, datasets);
                 sql.push(" AND ");
                 push_comparison(sql, "f.value", clause.comparator, &clause.value);
@@ -321,7 +321,7 @@ pub fn push_logged_model_order(sql: &mut Sql, order_by: &[LoggedModelOrder]) {
                     "(SELECT f.value FROM logged_model_metrics f WHERE f.model_id = m.model_id AND f.key = ",
                 )
                 .bind_str(&o.field.key)
-                .push(" AND f.is_nan = 0");
+                .push(" AND f.is_nan <> 1");
                 push_dataset_restriction(sql, &datasets);
                 sql.push(" ORDER BY f.timestamp DESC, f.step DESC LIMIT 1)")
                     .push(part);

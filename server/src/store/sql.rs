@@ -71,13 +71,41 @@ pub fn join_uri(root: &str, child: &str) -> String {
     format!("{}/{}", root.trim_end_matches('/'), child)
 }
 
-fn stored_value(value: f64) -> (f64, i64) {
-    if value.is_nan() { (0.0, 1) } else { (value, 0) }
+/// `is_nan` codes: 0 a number (`value`), 1 NaN. MySQL cannot store infinities, so there ±inf
+/// are 2 / 3 with `value` ±f64::MAX (which keeps comparisons and ordering by `value` right); the
+/// other engines store infinities as they are.
+const STORED_NAN: i64 = 1;
+const STORED_POS_INF: i64 = 2;
+const STORED_NEG_INF: i64 = 3;
+
+/// The `(value, is_nan)` columns of a metric value on `engine`.
+fn stored_value(engine: Engine, value: f64) -> (f64, i64) {
+    if value.is_nan() {
+        (0.0, STORED_NAN)
+    } else if value.is_infinite() && engine == Engine::MySql {
+        if value > 0.0 {
+            (f64::MAX, STORED_POS_INF)
+        } else {
+            (f64::MIN, STORED_NEG_INF)
+        }
+    } else {
+        (value, 0)
+    }
+}
+
+/// The metric value of stored `(value, is_nan)` columns (see [`stored_value`]).
+pub(super) fn loaded_value(value: f64, is_nan: i64) -> f64 {
+    match is_nan {
+        0 => value,
+        STORED_POS_INF => f64::INFINITY,
+        STORED_NEG_INF => f64::NEG_INFINITY,
+        _ => f64::NAN,
+    }
 }
 
 /// `key, step, timestamp, value, is_nan` of one metric point, bound in that column order.
-fn push_metric_point(sql: &mut Sql, m: &Metric) {
-    let (value, is_nan) = stored_value(m.value);
+fn push_metric_point(sql: &mut Sql, engine: Engine, m: &Metric) {
+    let (value, is_nan) = stored_value(engine, m.value);
     sql.bind_str(&m.key)
         .push(", ")
         .bind_i64(m.step)
@@ -94,7 +122,7 @@ fn metric_from_row(row: &AnyRow) -> StoreResult<Metric> {
     let value: f64 = row.try_get("value")?;
     Ok(Metric::new(
         row.try_get::<String, _>("key")?,
-        if is_nan != 0 { f64::NAN } else { value },
+        loaded_value(value, is_nan),
         row.try_get("timestamp")?,
         row.try_get("step")?,
     ))
@@ -107,7 +135,7 @@ fn metric_point_from_row(row: &AnyRow, key: &str) -> StoreResult<Metric> {
     let value: f64 = row.try_get(0)?;
     Ok(Metric::new(
         key,
-        if is_nan != 0 { f64::NAN } else { value },
+        loaded_value(value, is_nan),
         row.try_get(1)?,
         row.try_get(2)?,
     ))
@@ -249,7 +277,7 @@ impl SqlStore {
             .bind_i64(now)
             .push(", ")
             .bind_i64(now);
-        sql.push(") ON CONFLICT DO NOTHING");
+        sql.push(")").on_conflict_do_nothing("");
         let _guard = self.write_guard().await;
         sql.query(self.engine).execute(self.writer()).await?;
         Ok(())
@@ -344,7 +372,7 @@ impl SqlStore {
             sql.bind_list(chunk.iter().copied())
                 .push(" ORDER BY created_at, name");
             for row in sql.query(self.engine).fetch_all(&self.pool).await? {
-                let tags_json: String = row.try_get("tags_json")?;
+                let tags_json = crate::db::text(&row, "tags_json")?;
                 let input_tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
                 datasets
                     .entry(row.try_get("run_uuid")?)
@@ -355,9 +383,9 @@ impl SqlStore {
                             name: row.try_get("name")?,
                             digest: row.try_get("digest")?,
                             source_type: row.try_get("source_type")?,
-                            source: row.try_get("source")?,
-                            schema: row.try_get("dataset_schema")?,
-                            profile: row.try_get("profile")?,
+                            source: crate::db::text(&row, "source")?,
+                            schema: crate::db::opt_text(&row, "dataset_schema")?,
+                            profile: crate::db::opt_text(&row, "profile")?,
                         },
                     });
             }
@@ -547,7 +575,7 @@ impl SqlStore {
                     sql.push(", ");
                 }
                 sql.push("(").bind_str(&link.model_id).push(", ");
-                push_metric_point(&mut sql, m);
+                push_metric_point(&mut sql, self.engine, m);
                 sql.push(", ")
                     .bind_str(run_id)
                     .push(", ")
@@ -556,7 +584,7 @@ impl SqlStore {
                     .bind_str(link.dataset_digest.as_deref().unwrap_or(""))
                     .push(")");
             }
-            sql.push(" ON CONFLICT DO NOTHING");
+            sql.on_conflict_do_nothing("");
             sql.query(self.engine).execute(&mut **tx).await?;
         }
         Ok(())
@@ -585,12 +613,12 @@ impl SqlStore {
                     .bind_str(&kv.value)
                     .push(")");
             }
-            sql.push(&format!(" ON CONFLICT ({id_column}, key) "));
-            sql.push(if overwrite {
-                "DO UPDATE SET value = excluded.value"
+            let target = format!("{id_column}, key");
+            if overwrite {
+                sql.on_conflict_update(&target, &["value"]);
             } else {
-                "DO NOTHING"
-            });
+                sql.on_conflict_do_nothing(&target);
+            }
             sql.query(self.engine).execute(&mut **tx).await?;
         }
         Ok(())
@@ -609,10 +637,7 @@ pub(super) fn last_per_key(tags: &[Tag]) -> Vec<Tag> {
 #[async_trait]
 impl Store for SqlStore {
     fn engine(&self) -> &'static str {
-        match self.engine {
-            Engine::Sqlite => "sqlite",
-            Engine::Postgres => "postgresql",
-        }
+        self.engine.name()
     }
 
     async fn statistics(&self) -> StoreResult<Statistics> {

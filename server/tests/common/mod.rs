@@ -238,3 +238,25 @@ pub async fn fresh_postgres_uri() -> String {
         None => panic!("MLKUBE_TEST_POSTGRES_URL has no database part: {base}"),
     }
 }
+
+/// The URI of a fresh, empty database on the MariaDB that `scripts/test-all` starts
+/// (MLKUBE_TEST_MYSQL_URL); for tests that are `#[ignore]`d without it.
+pub async fn fresh_mysql_uri() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("MLKUBE_TEST_MYSQL_URL").unwrap_or_else(|_| {
+        panic!("MLKUBE_TEST_MYSQL_URL is not set: run scripts/test-all, which starts a private MariaDB")
+    });
+    sqlx::any::install_default_drivers();
+    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => panic!("MLKUBE_TEST_MYSQL_URL has no database part: {base}"),
+    }
+}

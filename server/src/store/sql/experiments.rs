@@ -25,9 +25,26 @@ impl ExperimentStore for SqlStore {
             .bind_i64(now)
             .push(", ")
             .bind_i64(now)
-            .push(") RETURNING experiment_id");
-        let row = match sql.query(self.engine).fetch_one(&mut *tx).await {
-            Ok(row) => row,
+            .push(")");
+        // MySQL has no INSERT … RETURNING (MariaDB has): the id comes back as the last insert id.
+        if self.engine != Engine::MySql {
+            sql.push(" RETURNING experiment_id");
+        }
+        let inserted = if self.engine == Engine::MySql {
+            sql.query(self.engine)
+                .execute(&mut *tx)
+                .await
+                .map(|done| done.last_insert_id())
+        } else {
+            sql.query(self.engine)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| row.try_get::<i64, _>("experiment_id"))
+                .map(Some)
+        };
+        let id: i64 = match inserted {
+            Ok(Some(id)) => id,
+            Ok(None) => return Err(StoreError::Database(sqlx::Error::RowNotFound)),
             Err(err) if is_unique_violation(&err) => {
                 return Err(StoreError::AlreadyExists(format!(
                     "Experiment(name={name}) already exists."
@@ -35,7 +52,6 @@ impl ExperimentStore for SqlStore {
             }
             Err(err) => return Err(err.into()),
         };
-        let id: i64 = row.try_get("experiment_id")?;
         if artifact_location.is_none() {
             let mut sql = Sql::new("UPDATE experiments SET artifact_location = ");
             sql.bind_str(&join_uri(&self.default_artifact_root, &id.to_string()))

@@ -233,10 +233,12 @@ impl RunStore for SqlStore {
                 Some(s) => sql.bind_str(s),
                 None => sql.push("NULL"),
             };
-            sql.push(", ").bind_str(&tags_json).push(", ").bind_i64(now).push(
-                ") ON CONFLICT (run_uuid, name, digest) DO UPDATE SET tags_json = excluded.tags_json, \
-                 context = excluded.context",
-            );
+            sql.push(", ")
+                .bind_str(&tags_json)
+                .push(", ")
+                .bind_i64(now)
+                .push(")");
+            sql.on_conflict_update("run_uuid, name, digest", &["tags_json", "context"]);
             sql.query(self.engine).execute(&mut *tx).await?;
         }
         for m in models {
@@ -244,7 +246,8 @@ impl RunStore for SqlStore {
             sql.bind_str(run_id)
                 .push(", 'input', ")
                 .bind_str(&m.model_id)
-                .push(", 0) ON CONFLICT DO NOTHING");
+                .push(", 0)")
+                .on_conflict_do_nothing("");
             sql.query(self.engine).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -263,7 +266,8 @@ impl RunStore for SqlStore {
                 .bind_str(&m.model_id)
                 .push(", ")
                 .bind_i64(m.step)
-                .push(") ON CONFLICT (run_uuid, direction, model_id) DO UPDATE SET step = excluded.step");
+                .push(")")
+                .on_conflict_update("run_uuid, direction, model_id", &["step"]);
             sql.query(self.engine).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -345,7 +349,7 @@ impl RunStore for SqlStore {
                 .map(|row| {
                     let (value, timestamp, step, is_nan): (f64, i64, i64, i64) =
                         (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-                    let value = if is_nan != 0 { f64::NAN } else { value };
+                    let value = loaded_value(value, is_nan);
                     Ok(Metric::new(key, value, timestamp, step))
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -593,7 +597,7 @@ impl SqlStore {
             let mut sql = run_search_sql(search, &ids, *part, wanted, search.offset);
             let prefix = match self.engine {
                 Engine::Sqlite => "EXPLAIN QUERY PLAN ",
-                Engine::Postgres => "EXPLAIN ",
+                Engine::Postgres | Engine::MySql => "EXPLAIN ",
             };
             sql.prepend(prefix);
             lines.push(format!("-- {part:?}"));
@@ -601,6 +605,19 @@ impl SqlStore {
                 let line: String = match self.engine {
                     Engine::Sqlite => row.try_get("detail")?,
                     Engine::Postgres => row.try_get(0)?,
+                    // One row per table: how it is read (`type`), through which index (`key`).
+                    Engine::MySql => {
+                        let column = |name: &str| -> StoreResult<String> {
+                            Ok(row.try_get::<Option<String>, _>(name)?.unwrap_or_default())
+                        };
+                        format!(
+                            "{} {} key={} {}",
+                            column("table")?,
+                            column("type")?,
+                            column("key")?,
+                            column("Extra")?
+                        )
+                    }
                 };
                 lines.push(line);
             }
@@ -724,17 +741,17 @@ impl SqlStore {
                         sql.push(", ");
                     }
                     sql.push("(").bind_str(run_id).push(", ");
-                    push_metric_point(&mut sql, m);
+                    push_metric_point(&mut sql, self.engine, m);
                     sql.push(")");
                 }
-                sql.push(" ON CONFLICT DO NOTHING");
+                sql.on_conflict_do_nothing("");
                 sql.query(self.engine).execute(&mut **tx).await?;
             }
             self.insert_logged_model_metrics(tx, run_id, metrics).await?;
             // The latest value per key is the max by (step, timestamp, value).
             let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
             for m in metrics {
-                let (value, is_nan) = stored_value(m.value);
+                let (value, is_nan) = stored_value(self.engine, m.value);
                 let candidate = (m.step, m.timestamp, value, is_nan);
                 latest
                     .entry(&m.key)
@@ -770,11 +787,20 @@ impl SqlStore {
                         .bind_i64(*is_nan)
                         .push(")");
                 }
-                sql.push(
+                // MySQL has no WHERE on an upsert: the first assignment compares the stored row
+                // with the new one (before anything changed) into a session variable, and every
+                // column keeps its value unless that said newer.
+                sql.push_dialect(
                     " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
                      value = excluded.value, is_nan = excluded.is_nan \
                      WHERE (excluded.step, excluded.timestamp, excluded.value) > \
                      (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                    " ON DUPLICATE KEY UPDATE \
+                     is_nan = IF(@mlkube_newer := ((VALUES(step), VALUES(timestamp), VALUES(value)) > \
+                     (step, timestamp, value)), VALUES(is_nan), is_nan), \
+                     value = IF(@mlkube_newer, VALUES(value), value), \
+                     timestamp = IF(@mlkube_newer, VALUES(timestamp), timestamp), \
+                     step = IF(@mlkube_newer, VALUES(step), step)",
                 );
                 sql.query(self.engine).execute(&mut **tx).await?;
             }
