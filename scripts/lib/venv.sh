@@ -11,7 +11,7 @@
 # boto3 lets upstream `mlflow server` use an s3:// artifact destination (compat runs on S3).
 _mlkube_venv_requirements() {
     local version=$1
-    printf '%s\n' "mlflow==${version}" pytest requests scikit-learn pandas boto3 psycopg2-binary
+    printf '%s\n' "mlflow==${version}" pytest requests scikit-learn pandas boto3 psycopg2-binary pymysql
     case "$version" in
         2.*) printf '%s\n' 'sqlalchemy<2.1' ;;
         # MLflow 3's mlflow.server.auth (get_app_client("basic-auth"), test_auth.py) needs its `auth` extra.

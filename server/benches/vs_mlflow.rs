@@ -215,6 +215,31 @@ async fn measure(
 /// of `batches` after `warmup` untimed ones have given each key a history several pages long. The
 /// database is a fresh one migrated by mlkube-server's own store (same schema, same indexes), not
 /// the running server's: a second process writing into a live SQLite file is not what is measured.
+/// The log-batch's two statements (head, tail) as the server writes them on SQLite and PostgreSQL.
+const PORTABLE_STATEMENTS: [(&str, &str); 2] = [
+    (
+        "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+        " ON CONFLICT DO NOTHING",
+    ),
+    (
+        "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, \
+         timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan",
+    ),
+];
+/// The same on MySQL (docs/architecture.md, "Inside mlkube-server").
+const MYSQL_STATEMENTS: [(&str, &str); 2] = [
+    (
+        "INSERT IGNORE INTO metrics (run_uuid, `key`, step, timestamp, value, is_nan) VALUES ",
+        "",
+    ),
+    (
+        "INSERT INTO latest_metrics (run_uuid, `key`, step, timestamp, value, is_nan) VALUES ",
+        " ON DUPLICATE KEY UPDATE step = VALUES(step), timestamp = VALUES(timestamp), \
+         value = VALUES(value), is_nan = VALUES(is_nan)",
+    ),
+];
+
 async fn raw_insert_ms(engine: &Engine, warmup: usize, batches: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let backend_uri = engine.fresh_database(dir.path(), "bench_raw").await;
@@ -237,13 +262,13 @@ async fn raw_insert_ms(engine: &Engine, warmup: usize, batches: usize) -> f64 {
     let url = Engine::sqlx_url(&backend_uri);
     let mut times = Vec::new();
     macro_rules! insert_batches {
-        ($conn:expr, $ph:expr) => {
+        ($conn:expr, $ph:expr, $statements:expr) => {
             for b in 0..warmup + batches {
                 let started = Instant::now();
                 let mut tx = $conn.begin().await.unwrap();
                 let step = 1_000_000_000 + b as i64;
-                let values = |table: &str, tail: &str| {
-                    let mut sql = format!("INSERT INTO {table} (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+                let values = |head: &str, tail: &str| {
+                    let mut sql = head.to_owned();
                     for k in 0..1000 {
                         let p = k * 6;
                         if k > 0 {
@@ -251,21 +276,19 @@ async fn raw_insert_ms(engine: &Engine, warmup: usize, batches: usize) -> f64 {
                         }
                         sql.push_str(&format!(
                             "({}, {}, {}, {}, {}, {})",
-                            $ph(p + 1), $ph(p + 2), $ph(p + 3), $ph(p + 4), $ph(p + 5), $ph(p + 6)
+                            $ph(p + 1),
+                            $ph(p + 2),
+                            $ph(p + 3),
+                            $ph(p + 4),
+                            $ph(p + 5),
+                            $ph(p + 6)
                         ));
                     }
                     sql.push_str(tail);
                     sql
                 };
-                for (table, tail) in [
-                    ("metrics", " ON CONFLICT DO NOTHING"),
-                    (
-                        "latest_metrics",
-                        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, \
-                         timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan",
-                    ),
-                ] {
-                    let sql = values(table, tail);
+                for (head, tail) in $statements {
+                    let sql = values(head, tail);
                     let mut q = sqlx::query(&sql);
                     for k in 0..1000 {
                         q = q
@@ -293,11 +316,15 @@ async fn raw_insert_ms(engine: &Engine, warmup: usize, batches: usize) -> f64 {
                 .await
                 .unwrap();
             // Plain `?`: SQLite binds numbered placeholders through a linear search (O(n²)).
-            insert_batches!(conn, |_: usize| "?".to_owned());
+            insert_batches!(conn, |_: usize| "?".to_owned(), PORTABLE_STATEMENTS);
         }
         Engine::Postgres { .. } => {
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            insert_batches!(conn, |i: usize| format!("${i}"));
+            insert_batches!(conn, |i: usize| format!("${i}"), PORTABLE_STATEMENTS);
+        }
+        Engine::MySql { .. } => {
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            insert_batches!(conn, |_: usize| "?".to_owned(), MYSQL_STATEMENTS);
         }
     }
     spread(&times).0

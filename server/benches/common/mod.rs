@@ -34,13 +34,18 @@ pub enum Engine {
     Postgres {
         admin: String,
     },
+    /// `admin` is a URL of the MariaDB server's `mysql` database; each server gets its own database.
+    MySql {
+        admin: String,
+    },
 }
 
 impl Engine {
     /// The engines to run: SQLite always, PostgreSQL when `MLKUBE_BENCH_POSTGRES_URL` names a
     /// cluster (`scripts/bench-server` starts one); `MLKUBE_BENCH_ENGINES` narrows the list.
     pub fn from_env() -> Vec<Engine> {
-        let wanted = std::env::var("MLKUBE_BENCH_ENGINES").unwrap_or_else(|_| "sqlite postgres".into());
+        let wanted =
+            std::env::var("MLKUBE_BENCH_ENGINES").unwrap_or_else(|_| "sqlite postgres mariadb".into());
         let mut out = Vec::new();
         if wanted.split_whitespace().any(|e| e == "sqlite") {
             out.push(Engine::Sqlite);
@@ -53,6 +58,14 @@ impl Engine {
                 ),
             }
         }
+        if wanted.split_whitespace().any(|e| e == "mariadb") {
+            match std::env::var("MLKUBE_BENCH_MYSQL_URL") {
+                Ok(admin) if !admin.is_empty() => out.push(Engine::MySql { admin }),
+                _ => {
+                    eprintln!("MLKUBE_BENCH_MYSQL_URL unset: MariaDB skipped (scripts/bench-server sets it)")
+                }
+            }
+        }
         out
     }
 
@@ -60,6 +73,7 @@ impl Engine {
         match self {
             Engine::Sqlite => "SQLite",
             Engine::Postgres { .. } => "PostgreSQL",
+            Engine::MySql { .. } => "MariaDB",
         }
     }
 
@@ -77,6 +91,21 @@ impl Engine {
                     .execute(&mut conn)
                     .await
                     .unwrap();
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                format!("{base}/{name}")
+            }
+            Engine::MySql { admin } => {
+                let mut conn = sqlx::MySqlConnection::connect(admin).await.unwrap();
+                sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                sqlx::query(&format!(
+                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                ))
+                .execute(&mut conn)
+                .await
+                .unwrap();
                 let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
                 format!("{base}/{name}")
             }
@@ -212,7 +241,11 @@ pub async fn start_mlflow(mlflow: &str, workers: &str, engine: &Engine, db_name:
             ])
             .arg("--backend-store-uri")
             // SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the venv has psycopg2.
-            .arg(backend_uri.replacen("postgresql://", "postgresql+psycopg2://", 1))
+            .arg(
+                backend_uri
+                    .replacen("postgresql://", "postgresql+psycopg2://", 1)
+                    .replacen("mysql://", "mysql+pymysql://", 1),
+            )
             .arg("--artifacts-destination")
             .arg(dir.path().join("artifacts"))
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),

@@ -472,15 +472,19 @@ pub fn placeholders(engine: Engine, text: &str) -> std::borrow::Cow<'_, str> {
 
 /// A string column that may be unbounded (MEDIUMTEXT on MySQL, where sqlx's `Any` driver hands
 /// TEXT columns over as bytes): read as text, or as UTF-8 bytes.
-pub fn text(row: &sqlx::any::AnyRow, column: &str) -> Result<String, sqlx::Error> {
+pub fn text<I: TextIndex>(row: &sqlx::any::AnyRow, column: I) -> Result<String, sqlx::Error> {
     opt_text(row, column)?.ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
+        index: format!("{column:?}"),
         source: "unexpected NULL".into(),
     })
 }
 
+/// A column name or position for [`text`].
+pub trait TextIndex: sqlx::ColumnIndex<sqlx::any::AnyRow> + std::fmt::Debug + Copy {}
+impl<T: sqlx::ColumnIndex<sqlx::any::AnyRow> + std::fmt::Debug + Copy> TextIndex for T {}
+
 /// [`text`] for a nullable column.
-pub fn opt_text(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+pub fn opt_text<I: TextIndex>(row: &sqlx::any::AnyRow, column: I) -> Result<Option<String>, sqlx::Error> {
     use sqlx::Row;
     match row.try_get::<Option<String>, _>(column) {
         Ok(value) => Ok(value),
@@ -489,7 +493,7 @@ pub fn opt_text(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>,
             Some(bytes) => String::from_utf8(bytes)
                 .map(Some)
                 .map_err(|e| sqlx::Error::ColumnDecode {
-                    index: column.to_owned(),
+                    index: format!("{column:?}"),
                     source: Box::new(e),
                 }),
         },

@@ -77,6 +77,11 @@ pub enum ImportError {
     Store(#[from] StoreError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(
+        "importing into a MySQL backend store is not supported yet: import into SQLite or PostgreSQL \
+         (MySQL works as the source)"
+    )]
+    MySqlTarget,
 }
 
 /// What one table's copy did.
@@ -142,6 +147,9 @@ pub async fn unfinished(pool: &AnyPool) -> Result<Option<String>, sqlx::Error> {
 /// Copy `args.from` into `to` (created and migrated when missing).
 pub async fn run(args: &ImportArgs, to: &str, default_artifact_root: &str) -> Result<Summary, ImportError> {
     let started = std::time::Instant::now();
+    if crate::db::is_mysql_uri(to) {
+        return Err(ImportError::MySqlTarget);
+    }
     let source = Source::open(&args.from).await?;
     let key = source_key(&args.from);
     let store = crate::store::open_with(to, default_artifact_root, SqliteSync::Normal).await?;
@@ -320,12 +328,12 @@ async fn copy_table(
     batch_rows: usize,
     progress: &mut Progress,
 ) -> Result<(u64, u64), ImportError> {
-    let total: i64 = sqlx::query(&plan.count_sql())
+    let total: i64 = sqlx::query(&schema::dialect(source.engine, &plan.count_sql()))
         .fetch_one(&source.pool)
         .await?
         .try_get(0)?;
     progress.start(plan.table, u64::try_from(total).unwrap_or(0));
-    let select = plan.select_sql();
+    let select = schema::dialect(source.engine, &plan.select_sql()).into_owned();
     let mut rows = sqlx::query(&select).fetch(&source.pool);
     let mut batch: Vec<Vec<Arg>> = Vec::with_capacity(batch_rows.min(100_000));
     let (mut read, mut written) = (0u64, 0u64);
@@ -352,7 +360,7 @@ fn decode(row: &AnyRow, plan: &Plan) -> Result<Vec<Arg>, sqlx::Error> {
         .enumerate()
         .map(|(i, (_, kind, _))| {
             Ok(match kind {
-                Kind::Text => Arg::OptStr(row.try_get(i)?),
+                Kind::Text => Arg::OptStr(crate::db::opt_text(row, i)?),
                 Kind::Int => Arg::OptI64(row.try_get(i)?),
                 Kind::Real => Arg::OptF64(row.try_get(i)?),
             })

@@ -108,12 +108,15 @@ impl Source {
                 "{redacted} has no alembic_version table: it is not an MLflow tracking database"
             )));
         }
-        let revision: String = sqlx::query("SELECT CAST(version_num AS TEXT) FROM alembic_version")
-            .fetch_optional(&pool)
-            .await?
-            .map(|row| row.try_get::<String, _>(0))
-            .transpose()?
-            .unwrap_or_default();
+        let revision: String = sqlx::query(&dialect(
+            engine,
+            "SELECT CAST(version_num AS TEXT) FROM alembic_version",
+        ))
+        .fetch_optional(&pool)
+        .await?
+        .map(|row| row.try_get::<String, _>(0))
+        .transpose()?
+        .unwrap_or_default();
         check_revision(&revision)?;
         Ok(Self {
             pool,
@@ -148,17 +151,28 @@ pub async fn connect(
         (format!("sqlite://{path}?mode=ro"), Engine::Sqlite)
     } else if crate::db::is_postgres_uri(uri) {
         (crate::db::normalise_postgres(uri), Engine::Postgres)
-    } else if uri.starts_with("mysql") {
-        return Err(ImportError::Source(format!(
-            "{redacted}: importing from MySQL is not supported by this build (SQLite and PostgreSQL are)"
-        )));
+    } else if crate::db::is_mysql_uri(uri) {
+        (crate::db::normalise_mysql(uri), Engine::MySql)
     } else {
         return Err(ImportError::Source(format!(
-            "{redacted}: not an MLflow backend store URI (sqlite:///… or postgresql://…)"
+            "{redacted}: not an MLflow backend store URI (sqlite:///…, postgresql://… or mysql://…)"
         )));
     };
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(2)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // Double quotes name identifiers in the statements `dialect` writes.
+                if engine == Engine::MySql {
+                    sqlx::Executor::execute(
+                        &mut *conn,
+                        "SET SESSION sql_mode = 'ANSI_QUOTES,PIPES_AS_CONCAT'",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
         .connect(&url)
         .await
         .map_err(|e| ImportError::Source(format!("{redacted}: {e}")))?;
@@ -187,6 +201,19 @@ pub fn check_revision(revision: &str) -> Result<(), ImportError> {
             SUPPORTED_REVISIONS[SUPPORTED_REVISIONS.len() - 1]
         )))
     }
+}
+
+/// A statement over the source written for SQLite and PostgreSQL, as `engine` reads it: on MySQL
+/// the casts are `CHAR`, `SIGNED` and `DOUBLE`, and `key` is quoted.
+pub fn dialect(engine: Engine, sql: &str) -> std::borrow::Cow<'_, str> {
+    if engine != Engine::MySql {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let sql = sql
+        .replace(" AS TEXT)", " AS CHAR)")
+        .replace(" AS BIGINT)", " AS SIGNED)")
+        .replace(" AS DOUBLE PRECISION)", " AS DOUBLE)");
+    std::borrow::Cow::Owned(crate::store::query::quote_reserved(&sql).into_owned())
 }
 
 async fn read_columns(
