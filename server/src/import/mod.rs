@@ -77,11 +77,6 @@ pub enum ImportError {
     Store(#[from] StoreError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
-    #[error(
-        "importing into a MySQL backend store is not supported yet: import into SQLite or PostgreSQL \
-         (MySQL works as the source)"
-    )]
-    MySqlTarget,
 }
 
 /// What one table's copy did.
@@ -147,9 +142,6 @@ pub async fn unfinished(pool: &AnyPool) -> Result<Option<String>, sqlx::Error> {
 /// Copy `args.from` into `to` (created and migrated when missing).
 pub async fn run(args: &ImportArgs, to: &str, default_artifact_root: &str) -> Result<Summary, ImportError> {
     let started = std::time::Instant::now();
-    if crate::db::is_mysql_uri(to) {
-        return Err(ImportError::MySqlTarget);
-    }
     let source = Source::open(&args.from).await?;
     let key = source_key(&args.from);
     let store = crate::store::open_with(to, default_artifact_root, SqliteSync::Normal).await?;
@@ -400,7 +392,7 @@ async fn find_refused(
     for row in rows {
         let mut sql = Sql::new(&plan.insert_head());
         push_row(&mut sql, row);
-        sql.push(plan.on_conflict);
+        plan.push_on_conflict(&mut sql);
         if let Err(sqlx::Error::Database(e)) = sql.query(engine).execute(&mut *tx).await {
             let refused = ImportError::Row {
                 table: plan.table,
@@ -433,7 +425,7 @@ async fn insert_rows(
             }
             push_row(&mut sql, row);
         }
-        sql.push(plan.on_conflict);
+        plan.push_on_conflict(&mut sql);
         written += sql.query(engine).execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;

@@ -25,6 +25,8 @@ pub struct Plan {
     pub key: usize,
     /// What an existing row does: kept (`ON CONFLICT DO NOTHING`) unless the plan says otherwise.
     pub on_conflict: &'static str,
+    /// The same on a MySQL target (`None`: kept, by `INSERT IGNORE`).
+    pub mysql_on_conflict: Option<&'static str>,
 }
 
 impl Plan {
@@ -35,6 +37,19 @@ impl Plan {
             from: from.to_owned(),
             key,
             on_conflict: " ON CONFLICT DO NOTHING",
+            mysql_on_conflict: None,
+        }
+    }
+
+    /// End an INSERT of this plan's rows with what an existing row does, in `sql`'s dialects.
+    pub fn push_on_conflict(&self, sql: &mut crate::store::query::Sql) {
+        match self.mysql_on_conflict {
+            None => {
+                sql.on_conflict_do_nothing("");
+            }
+            Some(mysql) => {
+                sql.push_dialect(self.on_conflict, mysql);
+            }
         }
     }
 
@@ -115,6 +130,15 @@ pub fn plans(source: &Source) -> Vec<Plan> {
                  artifact_location = excluded.artifact_location, lifecycle_stage = excluded.lifecycle_stage, \
                  creation_time = excluded.creation_time, last_update_time = excluded.last_update_time \
                  WHERE experiments.experiment_id = 0",
+            // MySQL's upsert has no WHERE: each column keeps its value unless the row is id 0
+            // (which no assignment changes).
+            mysql_on_conflict: Some(
+                " ON DUPLICATE KEY UPDATE name = IF(experiment_id = 0, VALUES(name), name), \
+                 artifact_location = IF(experiment_id = 0, VALUES(artifact_location), artifact_location), \
+                 lifecycle_stage = IF(experiment_id = 0, VALUES(lifecycle_stage), lifecycle_stage), \
+                 creation_time = IF(experiment_id = 0, VALUES(creation_time), creation_time), \
+                 last_update_time = IF(experiment_id = 0, VALUES(last_update_time), last_update_time)",
+            ),
             ..Plan::new("experiments", "experiments", 1)
                 .int("experiment_id", "experiment_id")
                 .text("name", "name")
