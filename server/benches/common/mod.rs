@@ -83,31 +83,19 @@ impl Engine {
             Engine::Sqlite => format!("sqlite:///{}", dir.join(format!("{name}.db")).display()),
             Engine::Postgres { admin } => {
                 let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\""))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                format!("{base}/{name}")
+                let sql = recreate_sql(&format!("\"{name}\""), "");
+                for statement in &sql {
+                    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+                }
+                beside(admin, name)
             }
             Engine::MySql { admin } => {
                 let mut conn = sqlx::MySqlConnection::connect(admin).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                sqlx::query(&format!(
-                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                ))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                format!("{base}/{name}")
+                let sql = recreate_sql(&format!("`{name}`"), " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin");
+                for statement in &sql {
+                    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+                }
+                beside(admin, name)
             }
         }
     }
@@ -119,6 +107,21 @@ impl Engine {
             None => uri.to_owned(),
         }
     }
+}
+
+/// `DROP DATABASE IF EXISTS <quoted>` and `CREATE DATABASE <quoted><options>`, to run one at a
+/// time (PostgreSQL runs neither inside the implicit transaction of a multi-statement query).
+fn recreate_sql(quoted: &str, options: &str) -> [String; 2] {
+    [
+        format!("DROP DATABASE IF EXISTS {quoted}"),
+        format!("CREATE DATABASE {quoted}{options}"),
+    ]
+}
+
+/// The URL of database `name` on the server `admin` names.
+fn beside(admin: &str, name: &str) -> String {
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    format!("{base}/{name}")
 }
 
 /// A server's process tree, stopped (TERM, then KILL) when dropped.

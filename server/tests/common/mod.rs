@@ -222,41 +222,35 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, w
 /// The URI of a fresh, empty database on the PostgreSQL that `scripts/test-all` starts
 /// (MLKUBE_TEST_POSTGRES_URL); for tests that are `#[ignore]`d without it.
 pub async fn fresh_postgres_uri() -> String {
-    use sqlx::Connection;
-    let base = std::env::var("MLKUBE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("MLKUBE_TEST_POSTGRES_URL is not set: run scripts/test-all, which starts a private PostgreSQL")
-    });
-    sqlx::any::install_default_drivers();
-    let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    match base.rfind('/') {
-        Some(i) => format!("{}/{name}", &base[..i]),
-        None => panic!("MLKUBE_TEST_POSTGRES_URL has no database part: {base}"),
-    }
+    fresh_database("MLKUBE_TEST_POSTGRES_URL", "PostgreSQL", "").await
 }
 
 /// The URI of a fresh, empty database on the MariaDB that `scripts/test-all` starts
 /// (MLKUBE_TEST_MYSQL_URL); for tests that are `#[ignore]`d without it.
 pub async fn fresh_mysql_uri() -> String {
+    fresh_database(
+        "MLKUBE_TEST_MYSQL_URL",
+        "MariaDB",
+        " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+    )
+    .await
+}
+
+/// A new database, `CREATE DATABASE <name><options>`, beside the one the URL in `env` names.
+async fn fresh_database(env: &str, server: &str, options: &str) -> String {
     use sqlx::Connection;
-    let base = std::env::var("MLKUBE_TEST_MYSQL_URL").unwrap_or_else(|_| {
-        panic!("MLKUBE_TEST_MYSQL_URL is not set: run scripts/test-all, which starts a private MariaDB")
+    let base = std::env::var(env).unwrap_or_else(|_| {
+        panic!("{env} is not set: run scripts/test-all, which starts a private {server}")
     });
     sqlx::any::install_default_drivers();
     let name = format!("mlkube_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!(
-        "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-    ))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}{options}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     match base.rfind('/') {
         Some(i) => format!("{}/{name}", &base[..i]),
-        None => panic!("MLKUBE_TEST_MYSQL_URL has no database part: {base}"),
+        None => panic!("{env} has no database part: {base}"),
     }
 }
