@@ -48,7 +48,7 @@ impl std::fmt::Debug for Secret {
 pub struct AuthConfig {
     /// What a user may do on an experiment or registered model without a permission row.
     pub default_permission: Permission,
-    /// Where users and permissions live: `sqlite:///PATH` or `postgresql://…`.
+    /// Where users and permissions live: `sqlite:///PATH`, `postgresql://…` or `mysql://…`.
     pub database_uri: String,
     pub admin_username: String,
     pub admin_password: Secret,
@@ -366,7 +366,7 @@ mod tests {
             "[mlflow]\nnot a setting\n",
             "admin_password = long-enough-password\n",
             "[mlflow]\ndefault_permission = OWNER\nadmin_password = long-enough-password\n",
-            "[mlflow]\ndatabase_uri = mysql://x/y\nadmin_password = long-enough-password\n",
+            "[mlflow]\ndatabase_uri = oracle://x/y\nadmin_password = long-enough-password\n",
             "[mlflow]\nadmin_username = a:b\nadmin_password = long-enough-password\n",
             "[mlflow]\nauth_cache_ttl_seconds = soon\nadmin_password = long-enough-password\n",
         ] {
@@ -377,6 +377,12 @@ mod tests {
                 "accepted {text:?}"
             );
         }
+        // Every engine the server stores in is a valid auth database, MySQL included.
+        let file = ini_file(
+            "[mlflow]\ndatabase_uri = mysql+pymysql://u:p@h/auth\nadmin_password = long-enough-password\n",
+        );
+        let path = file.path().display().to_string();
+        assert!(AuthConfig::resolve(&env_of(&[(CONFIG_PATH_ENV, &path)])).is_ok());
     }
 
     #[test]
