@@ -244,6 +244,7 @@ values_refused() {
     expect_refused "an unknown log format" "logFormat" --set operator.logFormat=xml || rc=1
     expect_refused "a node sampler ServiceAccount without namespace" "namespace" \
         --set-json 'rbac.nodeSampler.serviceAccounts=[{"name":"mlflow-node-sampler"}]' || rc=1
+    expect_refused "a Prometheus egress port of 0" "prometheus" --set networkPolicy.prometheus.port=0 || rc=1
     expect_refused "prometheusOperator=maybe" "prometheusOperator" --set monitoring.prometheusOperator=maybe || rc=1
     expect_refused "a label value that is no string" "labels" --set-json 'monitoring.labels={"release":1}' || rc=1
     expect_refused "a TrackingServer outside the watched namespace" "would never see it" \
@@ -319,10 +320,63 @@ rendered_objects() {
         { log "error: ha-values: no Prometheus Adapter rule ConfigMap in namespace monitoring"; rc=1; }
     grep -q "metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'" "$r/ha-values.yaml" ||
         { log "error: ha-values: the Prometheus Adapter rule lacks its metricsQuery"; rc=1; }
+    # The operator's egress to Prometheus (canary analyses): only with operator.prometheusUrl set.
+    prometheus_egress || rc=1
     # Minimal: only the Deployment and its Service.
     expect_count "$r/minimal-values-monitoring.yaml" ServiceMonitor 0 || rc=1
     expect_count "$r/minimal-values.yaml" ConfigMap 0 || rc=1
     expect_count "$r/minimal-values.yaml" ClusterRole 0 || rc=1
+    return $rc
+}
+
+egress_to() {
+    # egress_to FILE NAMESPACE_LABEL POD_LABEL PORT : how many of the NetworkPolicy's egress rules
+    # are exactly "pods labelled app.kubernetes.io/name=POD_LABEL in the namespace named
+    # NAMESPACE_LABEL, TCP PORT", and how many others name that port (printed as "EXACT OTHERS").
+    PY - "$@" <<'PYEOF'
+import sys, yaml
+path, namespace, pod, port = sys.argv[1:]
+want = {
+    "to": [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": pod}},
+    }],
+    "ports": [{"port": int(port), "protocol": "TCP"}],
+}
+exact = others = 0
+for doc in yaml.safe_load_all(open(path)):
+    if not doc or doc.get("kind") != "NetworkPolicy":
+        continue
+    for rule in doc["spec"].get("egress", []):
+        if rule == want:
+            exact += 1
+        elif any(str(p.get("port")) == port for p in rule.get("ports", [])):
+            others += 1
+print(exact, others)
+PYEOF
+}
+
+prometheus_egress() {
+    local r="$WORK/render" rc=0 got url=http://prometheus-operated.monitoring.svc:9090
+    # Unset (the default install): no rule to port 9090.
+    got=$(egress_to "$r/default-values.yaml" monitoring prometheus 9090) || return 1
+    [[ "$got" == "0 0" ]] || { log "error: default-values: egress to Prometheus without operator.prometheusUrl (${got})"; rc=1; }
+    # Set: exactly kube-prometheus-stack's Prometheus pods, port 9090, nothing wider.
+    "$HELM" template mlkube "$CHART" --namespace mlkube --set operator.prometheusUrl="$url" \
+        --show-only templates/networkpolicy.yaml >"$WORK/np-prometheus.yaml" || return 1
+    got=$(egress_to "$WORK/np-prometheus.yaml" monitoring prometheus 9090) || return 1
+    [[ "$got" == "1 0" ]] || { log "error: operator.prometheusUrl set: want one egress rule to Prometheus pods in monitoring on 9090, got ${got} (exact, others)"; rc=1; }
+    got=$(egress_to "$r/ha-values.yaml" monitoring prometheus 9090) || return 1
+    [[ "$got" == "1 0" ]] || { log "error: ha-values: want one egress rule to Prometheus on 9090, got ${got} (exact, others)"; rc=1; }
+    # Other selectors and port, as values.
+    "$HELM" template mlkube "$CHART" --namespace mlkube --set operator.prometheusUrl=http://prom.observability.svc:8080 \
+        --set networkPolicy.prometheus.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=observability \
+        --set networkPolicy.prometheus.podSelector.matchLabels.app\\.kubernetes\\.io/name=prom \
+        --set networkPolicy.prometheus.port=8080 \
+        --show-only templates/networkpolicy.yaml >"$WORK/np-prometheus-custom.yaml" || return 1
+    got=$(egress_to "$WORK/np-prometheus-custom.yaml" observability prom 8080) || return 1
+    [[ "$got" == "1 0" ]] || { log "error: networkPolicy.prometheus values not used: got ${got} (exact, others)"; rc=1; }
+    ((rc)) || log "egress to Prometheus: present with operator.prometheusUrl, absent without"
     return $rc
 }
 
