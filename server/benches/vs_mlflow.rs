@@ -4,7 +4,9 @@
 //! Run: `scripts/bench-server` (optimised build; it installs the MLflow virtualenv, starts a private
 //! PostgreSQL cluster and passes `MLKUBE_BENCH_MLFLOW` and `MLKUBE_BENCH_POSTGRES_URL`). Knobs:
 //! `MLKUBE_BENCH_SECONDS` (per workload and round, default 3), `MLKUBE_BENCH_ROUNDS` (default 3),
-//! `MLKUBE_BENCH_MLFLOW_WORKERS` (default 2 = this machine's cores), `MLKUBE_BENCH_ENGINES`.
+//! `MLKUBE_BENCH_MLFLOW_WORKERS` (default 2 = this machine's cores), `MLKUBE_BENCH_ENGINES`,
+//! `MLKUBE_BENCH_PERF=<dir>` (records `perf` call graphs of mlkube-server during each of its
+//! measurements into `<dir>/<engine>-<workload>-r<round>.data`, to see where the time goes).
 //!
 //! Per engine both servers run at once on their own databases (the same PostgreSQL cluster for
 //! both), each filled with the same fixture; then the workloads run in alternating rounds (ours,
@@ -49,6 +51,15 @@ const WORKLOADS: [Workload; 4] = [
 ];
 
 impl Workload {
+    fn slug(self) -> &'static str {
+        match self {
+            Workload::LogBatch => "log-batch",
+            Workload::LogMetric => "log-metric",
+            Workload::Search => "search",
+            Workload::History => "history",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Workload::LogBatch => "log-batch 1000 metrics, 4 clients",
@@ -379,7 +390,9 @@ async fn bench_engine(
                 b = Some(measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await);
             }
             let sampler = PeakRss::start(ours.child.id());
+            let profile = PerfRecord::start(ours.child.id(), &format!("{}-{}-r{round}", engine.name(), workload.slug()));
             let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
+            drop(profile);
             peaks[w] = peaks[w].max(sampler.finish());
             if ours_first {
                 b = Some(measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await);

@@ -370,6 +370,48 @@ pub fn tree_rss_mb(root: u32) -> f64 {
 }
 
 /// Samples a process tree's RSS every 20 ms on its own thread and keeps the peak.
+/// `perf record -g` of one process while this value lives, when `MLKUBE_BENCH_PERF` names a
+/// directory (see `perf report -i <file>`); nothing otherwise.
+pub struct PerfRecord(Option<Child>);
+
+impl PerfRecord {
+    pub fn start(pid: u32, name: &str) -> Self {
+        let Ok(dir) = std::env::var("MLKUBE_BENCH_PERF") else {
+            return Self(None);
+        };
+        let _ = std::fs::create_dir_all(&dir);
+        let out = Path::new(&dir).join(format!("{name}.data"));
+        let child = Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-q", "-p", &pid.to_string(), "-o"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                // perf needs a moment to attach before the workload starts.
+                std::thread::sleep(Duration::from_millis(300));
+                Self(Some(child))
+            }
+            Err(e) => {
+                eprintln!("MLKUBE_BENCH_PERF: perf could not start: {e}");
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for PerfRecord {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub struct PeakRss {
     peak_kb: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
