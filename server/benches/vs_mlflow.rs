@@ -5,7 +5,7 @@
 //! PostgreSQL cluster and passes `MLKUBE_BENCH_MLFLOW` and `MLKUBE_BENCH_POSTGRES_URL`). Knobs:
 //! `MLKUBE_BENCH_SECONDS` (per workload and round, default 3), `MLKUBE_BENCH_ROUNDS` (default 3),
 //! `MLKUBE_BENCH_MLFLOW_WORKERS` (default 2 = this machine's cores), `MLKUBE_BENCH_ENGINES`,
-//! `MLKUBE_BENCH_PERF=<dir>` (records `perf` call graphs of mlkube-server during each of its
+//! `MLKUBE_BENCH_WORKLOADS` (e.g. "search history"; default all four), `MLKUBE_BENCH_PERF=<dir>` (records `perf` call graphs of mlkube-server during each of its
 //! measurements into `<dir>/<engine>-<workload>-r<round>.data`, to see where the time goes).
 //!
 //! Per engine both servers run at once on their own databases (the same PostgreSQL cluster for
@@ -51,6 +51,12 @@ const WORKLOADS: [Workload; 4] = [
 ];
 
 impl Workload {
+    /// Whether `MLKUBE_BENCH_WORKLOADS` (slugs, space-separated; default all) names this one.
+    fn selected(self) -> bool {
+        std::env::var("MLKUBE_BENCH_WORKLOADS")
+            .map_or(true, |names| names.split_whitespace().any(|n| n == self.slug()))
+    }
+
     fn slug(self) -> &'static str {
         match self {
             Workload::LogBatch => "log-batch",
@@ -382,6 +388,9 @@ async fn bench_engine(
     let mut peaks = vec![0.0f64; WORKLOADS.len()];
     for round in 0..rounds {
         for (w, workload) in WORKLOADS.iter().enumerate() {
+            if !workload.selected() {
+                continue;
+            }
             eprintln!("[{}] round {} {}", engine.name(), round + 1, workload.label());
             // Alternate who goes first, so neither always gets the quieter moment.
             let ours_first = (round + w) % 2 == 0;
@@ -390,7 +399,10 @@ async fn bench_engine(
                 b = Some(measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await);
             }
             let sampler = PeakRss::start(ours.child.id());
-            let profile = PerfRecord::start(ours.child.id(), &format!("{}-{}-r{round}", engine.name(), workload.slug()));
+            let profile = PerfRecord::start(
+                ours.child.id(),
+                &format!("{}-{}-r{round}", engine.name(), workload.slug()),
+            );
             let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
             drop(profile);
             peaks[w] = peaks[w].max(sampler.finish());
@@ -464,6 +476,9 @@ fn print_report(r: &EngineReport, workers: &str, seconds: f64) {
     );
     for (w, workload) in WORKLOADS.iter().enumerate() {
         let rows = &r.rounds[w];
+        if rows.is_empty() {
+            continue;
+        }
         let med =
             |f: &dyn Fn(&(Measured, Measured)) -> f64| spread(&rows.iter().map(f).collect::<Vec<_>>()).0;
         let (ratio, lo, hi) = spread(&rows.iter().map(|(a, b)| a.rps / b.rps).collect::<Vec<_>>());

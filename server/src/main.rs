@@ -4,6 +4,12 @@ use mlkube_server::{import, run, telemetry};
 
 const EX_USAGE: i32 = 64;
 
+/// mimalloc instead of the C library's allocator: rows are allocated on SQLite's connection
+/// threads and freed on the request threads, which glibc's per-thread arenas answer with lock
+/// traffic and memory they keep (docs/architecture.md, "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let mut args = Args::parse();

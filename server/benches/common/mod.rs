@@ -21,8 +21,10 @@ use sqlx::Connection;
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn http_client() -> HttpClient {
+    // Idle connections are dropped before gunicorn's 2 s keep-alive closes them under us.
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_millis(1500))
         .build_http()
 }
 
@@ -264,15 +266,25 @@ pub async fn start_mlflow(mlflow: &str, workers: &str, engine: &Engine, db_name:
 }
 
 pub async fn call(client: &HttpClient, method: &str, url: &str, body: Option<&Value>) -> (u16, Bytes) {
-    let mut req = Request::builder().method(method).uri(url);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Full::new(Bytes::from(v.to_string()))
+    let body = body.map(|v| Bytes::from(v.to_string()));
+    let request = || {
+        let req = Request::builder().method(method).uri(url);
+        match &body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Full::new(b.clone())),
+            None => req.body(Full::new(Bytes::new())),
         }
-        None => Full::new(Bytes::new()),
+        .unwrap()
     };
-    let resp = client.request(req.body(body).unwrap()).await.unwrap();
+    // A pooled connection the server closed as it was reused is retried once on a new one.
+    let resp = match client.request(request()).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            eprintln!("{method} {url}: {e}; retried once");
+            client.request(request()).await.unwrap()
+        }
+    };
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }

@@ -52,6 +52,20 @@ fn number_arg(n: f64) -> Arg {
 
 /// `column <op> value`, with ILIKE as LOWER() on both sides (portable across engines).
 fn push_comparison(sql: &mut Sql, column: &str, comparator: Comparator, value: &Value) {
+    push_comparison_of(
+        sql,
+        &|sql: &mut Sql| {
+            sql.push(column);
+        },
+        comparator,
+        value,
+    );
+}
+
+/// `<operand> <op> value`, where `operand` writes the left-hand side (a column, or a scalar
+/// subquery with its own bound arguments: it is written where it stands, so arguments stay in
+/// order).
+fn push_comparison_of(sql: &mut Sql, operand: &dyn Fn(&mut Sql), comparator: Comparator, value: &Value) {
     match (comparator, value) {
         (Comparator::In | Comparator::NotIn, Value::List(items)) => {
             if items.is_empty() {
@@ -63,29 +77,25 @@ fn push_comparison(sql: &mut Sql, column: &str, comparator: Comparator, value: &
                 });
                 return;
             }
-            sql.push(column)
-                .push(" ")
-                .push(comparator_sql(comparator))
-                .push(" ");
+            operand(sql);
+            sql.push(" ").push(comparator_sql(comparator)).push(" ");
             sql.bind_list(items.iter().map(String::as_str));
         }
         (Comparator::ILike, Value::String(s)) => {
-            sql.push("LOWER(")
-                .push(column)
-                .push(") LIKE LOWER(")
-                .bind_str(s)
-                .push(")");
+            sql.push("LOWER(");
+            operand(sql);
+            sql.push(") LIKE LOWER(").bind_str(s).push(")");
         }
         (_, Value::String(s)) => {
-            sql.push(column)
-                .push(" ")
+            operand(sql);
+            sql.push(" ")
                 .push(comparator_sql(comparator))
                 .push(" ")
                 .bind_str(s);
         }
         (_, Value::Number(n)) => {
-            sql.push(column)
-                .push(" ")
+            operand(sql);
+            sql.push(" ")
                 .push(comparator_sql(comparator))
                 .push(" ")
                 .bind(number_arg(*n));
@@ -95,6 +105,35 @@ fn push_comparison(sql: &mut Sql, column: &str, comparator: Comparator, value: &
             sql.push("1 = 0");
         }
     }
+}
+
+/// A run's value of one metric (its latest, NaN excluded), param or tag compared:
+/// `(SELECT f.value FROM <table> f WHERE f.run_uuid = r.run_uuid AND f.key = ?) <op> value`.
+/// `(run_uuid, key)` is each table's primary key, so the subquery is one primary-key probe per
+/// candidate run on every engine, and a run without the key compares as NULL (no match, as MLflow
+/// has it). Written as EXISTS instead, PostgreSQL turns the test into a semi-join and, while the
+/// planner's statistics lag a table that just grew, joins it through the `(key, value)` index
+/// with a filter: quadratic in the runs (docs/architecture.md, "Performance").
+fn push_run_value_test(sql: &mut Sql, table: &str, clause: &Clause) {
+    let nan = if table == "latest_metrics" {
+        " AND f.is_nan <> 1"
+    } else {
+        ""
+    };
+    let key = clause.key.as_str();
+    push_comparison_of(
+        sql,
+        &|sql: &mut Sql| {
+            sql.push("(SELECT f.value FROM ")
+                .push(table)
+                .push(" f WHERE f.run_uuid = r.run_uuid AND f.key = ")
+                .bind_str(key)
+                .push(nan)
+                .push(")");
+        },
+        clause.comparator,
+        &clause.value,
+    );
 }
 
 fn run_attribute_column(key: &str) -> &'static str {
@@ -117,10 +156,8 @@ pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
         sql.push(" AND ");
         match clause.entity {
             Entity::Metric => {
-                sql.push("EXISTS (SELECT 1 FROM latest_metrics f WHERE f.run_uuid = r.run_uuid AND f.key = ")
-                    .bind_str(&clause.key)
-                    .push(" AND f.is_nan <> 1 AND ");
-                push_comparison(sql, "f.value", clause.comparator, &clause.value);
+                sql.push("(");
+                push_run_value_test(sql, "latest_metrics", clause);
                 sql.push(")");
             }
             Entity::Param | Entity::Tag => {
@@ -129,7 +166,13 @@ pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
                 } else {
                     "run_tags"
                 };
-                push_key_value(sql, table, "f.run_uuid = r.run_uuid", clause);
+                if matches!(clause.comparator, Comparator::IsNull | Comparator::IsNotNull) {
+                    push_key_value(sql, table, "f.run_uuid = r.run_uuid", clause);
+                } else {
+                    sql.push("(");
+                    push_run_value_test(sql, table, clause);
+                    sql.push(")");
+                }
             }
             Entity::Attribute => {
                 sql.push("(");
@@ -391,7 +434,13 @@ mod tests {
         push_run_filter(&mut sql, &clauses);
         assert!(!sql.text.contains("0.5") && !sql.text.contains("team x") && !sql.text.contains("%A%"));
         assert_eq!(sql.args.len(), 6);
-        assert!(sql.text.contains("LOWER(f.value) LIKE LOWER($6)"));
+        assert!(sql.text.contains(
+            "LOWER((SELECT f.value FROM run_tags f WHERE f.run_uuid = r.run_uuid AND f.key = $5)) LIKE LOWER($6)"
+        ));
+        assert!(sql.text.contains(
+            "((SELECT f.value FROM latest_metrics f WHERE f.run_uuid = r.run_uuid AND f.key = $1 \
+             AND f.is_nan <> 1) < $2)"
+        ));
     }
 
     #[test]
