@@ -17,7 +17,8 @@
 #       1.28 and the newest), TrackingServer/ModelDeployment against our CRDs' schemas, ServiceMonitor
 #       ports, PrometheusRule groups with promtool; every pod meets the restricted Pod Security Standard;
 #    5. the operator's output for deploy/examples (deploy/rendered/) validates and meets restricted,
-#       except the node sampler (documented to need a privileged namespace); deploy/examples validate
+#       except the node sampler (documented to need a privileged namespace), and renders every
+#       optional child kind (PDB, HPA, ScaledObject, Ingress, HTTPRoute); deploy/examples validate
 #       against the CRDs;
 #    6. kubectl kustomize deploy/ builds, and it and deploy/monitoring.yaml validate (as in 4);
 #    7. generated files are current: deploy/mlkube.yaml and deploy/monitoring.yaml (rendered from the
@@ -364,7 +365,12 @@ validate_plain() {
 }
 
 validate_operator_output() {
-    local rc=0
+    local rc=0 kind
+    # Every optional child kind is rendered by some example, so the schemas below see one of each.
+    for kind in PodDisruptionBudget HorizontalPodAutoscaler ScaledObject Ingress HTTPRoute; do
+        grep -q "^kind: ${kind}\$" deploy/rendered/*.yaml ||
+            { log "error: no example in deploy/examples renders a ${kind}"; rc=1; }
+    done
     PY scripts/check-manifests.py deploy/examples/*.yaml || rc=1
     PY scripts/check-manifests.py --rendered-by-operator deploy/rendered/*.yaml || rc=1
     return $rc
