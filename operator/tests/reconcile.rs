@@ -2826,6 +2826,76 @@ async fn an_ingress_needs_no_optional_api() {
     assert_eq!(condition(statuses(&seen)[0], "Exposed")["status"], "True");
 }
 
+#[tokio::test]
+async fn removing_a_tracking_servers_sections_prunes_their_children() {
+    // Earlier specs created a PodDisruptionBudget and an Ingress, and an HTTPRoute; the spec now
+    // has neither `disruptionBudget` nor `exposure` and one replica (no default budget): each
+    // child is deleted right after its kind's list, and nothing else is written but the status.
+    let budgeted = ts_children(
+        &tracking_server(json!({"disruptionBudget": {"maxUnavailable": 1},
+                                "exposure": {"ingress": {"host": "mlflow.example.com"}}})),
+        true,
+    );
+    let routed = ts_children(
+        &tracking_server(json!({"exposure": {"httpRoute": {"parentRefs": [{"name": "public"}]}}})),
+        true,
+    );
+    assert_eq!(
+        (
+            budgeted.pod_disruption_budgets.len(),
+            budgeted.ingresses.len(),
+            routed.http_routes.len()
+        ),
+        (1, 1, 1)
+    );
+    let ts = tracking_server(json!({}));
+    let mut steps = ts_pass(&ts, true, &[]);
+    let mut want_deleted = Vec::new();
+    for (prefix, plural, live) in [
+        (
+            POLICY,
+            "poddisruptionbudgets",
+            applied_values(&budgeted.pod_disruption_budgets),
+        ),
+        (NETWORKING, "ingresses", applied_values(&budgeted.ingresses)),
+        (GATEWAY, "httproutes", applied_values(&routed.http_routes)),
+    ] {
+        let uri = list_uri(prefix, plural, SELECTOR_TS);
+        let at = steps.iter().position(|s| s.uri == uri).unwrap();
+        steps[at] = get(uri, list(live));
+        let gone = format!("{prefix}/namespaces/{NAMESPACE}/{plural}/mlflow?");
+        steps.insert(at + 1, delete(gone.clone()));
+        want_deleted.push(gone);
+    }
+    steps.push(ts_status());
+    let (ctx, handle) = context(FakeRegistry::resolving("3"));
+    let server = serve(handle, steps);
+    guarded(tracking_server::reconcile(Arc::new(ts), ctx))
+        .await
+        .unwrap();
+    let seen = server.await.unwrap();
+    let deletes: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == http::Method::DELETE)
+        .map(|s| s.uri.as_str())
+        .collect();
+    assert_eq!(deletes, want_deleted);
+    assert!(
+        deleted(&seen)
+            .iter()
+            .all(|d| d["propagationPolicy"] == "Background")
+    );
+    let status = statuses(&seen)[0];
+    assert!(
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] != "Exposed"),
+        "{status}"
+    );
+}
+
 // === canary rollouts ===
 
 const CANARY_STARTED: &str = "2026-03-01T11:00:00Z";

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     InternalError,
     NotImplemented,
     TemporarilyUnavailable,
+    /// A service behind the server (the artifact store) did not answer in time: 504.
+    DeadlineExceeded,
     /// Too many requests (failed logins): 429.
     ResourceExhausted,
     /// A method the route does not serve: 405 (MLflow has no code of its own for it; the endpoint
@@ -40,6 +42,7 @@ impl ErrorCode {
             Self::InternalError => "INTERNAL_ERROR",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Self::MethodNotAllowed => "ENDPOINT_NOT_FOUND",
             Self::RequestTooLarge => "BAD_REQUEST",
@@ -58,6 +61,7 @@ impl ErrorCode {
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

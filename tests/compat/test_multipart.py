@@ -97,21 +97,83 @@ def test_multipart_requests_are_answered_in_mlflow_shape(run_id):
     assert "x.bin" not in listed.text
 
 
-def pending_multipart_uploads() -> int:
-    """Multipart uploads started and neither completed nor aborted, in every bucket of the test
-    S3 server (MLKUBE_TEST_S3_ENDPOINT)."""
+def s3_api():
+    """A boto3 client for the test S3 server itself (MLKUBE_TEST_S3_ENDPOINT), not the proxy."""
     import boto3
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=os.environ["MLKUBE_TEST_S3_ENDPOINT"],
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="us-east-1",
     )
+
+
+def pending_multipart_uploads(key_containing: str = "") -> int:
+    """Multipart uploads started and neither completed nor aborted, in every bucket of the test
+    S3 server, whose key contains `key_containing`."""
+    s3 = s3_api()
     return sum(
-        len(s3.list_multipart_uploads(Bucket=b["Name"]).get("Uploads", [])) for b in s3.list_buckets()["Buckets"]
+        1
+        for b in s3.list_buckets()["Buckets"]
+        for u in s3.list_multipart_uploads(Bucket=b["Name"]).get("Uploads", [])
+        if key_containing in u["Key"]
     )
+
+
+def stored_objects(key_containing: str) -> dict[str, dict]:
+    """The objects in every bucket of the test S3 server whose key contains `key_containing`:
+    key -> {Size, ETag}."""
+    s3 = s3_api()
+    found = {}
+    for b in s3.list_buckets()["Buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
+            for obj in page.get("Contents", []):
+                if key_containing in obj["Key"]:
+                    found[obj["Key"]] = {"Size": obj["Size"], "ETag": obj["ETag"].strip('"')}
+    return found
+
+
+@pytest.mark.skipif(not ON_S3, reason="checks the S3 server itself")
+def test_a_client_upload_aborted_after_a_part_leaves_no_parts(run_id):
+    """MLflow's client-driven multipart upload: one part goes straight to the store through its
+    presigned URL, then the client aborts through the server. The store keeps no pending upload
+    and no object."""
+    created = requests.post(
+        api_url(f"/mlflow-artifacts/mpu/create/0/{run_id}/artifacts"),
+        json={"path": "/tmp/local/aborted.bin", "num_parts": 2},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    body = created.json()
+    part = requests.put(body["credentials"][0]["url"], data=os.urandom(5 * MIB), timeout=60)
+    assert part.status_code == 200, part.text
+    assert part.headers.get("ETag")
+    # The part is on the store, waiting for its upload to complete.
+    assert pending_multipart_uploads(run_id) == 1
+    aborted = requests.post(
+        api_url(f"/mlflow-artifacts/mpu/abort/0/{run_id}/artifacts"),
+        json={"path": "aborted.bin", "upload_id": body["upload_id"]},
+        timeout=30,
+    )
+    assert aborted.status_code == 200, aborted.text
+    assert pending_multipart_uploads(run_id) == 0
+    assert stored_objects(run_id) == {}
+
+
+@pytest.mark.skipif(not ON_S3, reason="the server's own multipart upload to S3")
+def test_a_20_mb_proxied_put_goes_to_s3_in_parts_and_round_trips(client, run_id, tmp_path, monkeypatch):
+    """Without MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD the client streams one PUT through the proxy;
+    past 8 MiB the server uploads it to the store as a multipart upload of its own (three parts
+    here, so the store's ETag ends in -3), and the download is the same bytes."""
+    monkeypatch.delenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", raising=False)
+    size = 20 * MIB + 777
+    upload_and_check(client, run_id, tmp_path, size)
+    stored = stored_objects(f"{run_id}/artifacts/model/weights.bin")
+    assert [o["Size"] for o in stored.values()] == [size], stored
+    assert [o["ETag"].rsplit("-", 1)[-1] for o in stored.values()] == ["3"], stored
+    assert pending_multipart_uploads(run_id) == 0
 
 
 @pytest.mark.skipif(not ON_S3, reason="checks the S3 server itself")

@@ -5,7 +5,7 @@ pub mod model_deployment;
 pub mod pipeline;
 pub mod tracking_server;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -127,6 +127,61 @@ impl Context {
 }
 
 /// The `Exposed` condition of a resource with `exposure`; `None` without the section.
+/// What the operator does on the Kubernetes API, as RBAC rules grant it: for each API group and
+/// resource, the verbs. The chart's roles must grant exactly this (`operator/tests/rbac.rs`).
+/// Children come from the kinds the two controllers own ([`apply::ChildKind`]); the rest are the
+/// requests outside the apply of children.
+pub fn required_access() -> BTreeMap<apply::GroupResource, BTreeSet<&'static str>> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+
+    use crate::crd::{ModelDeployment, TrackingServer};
+    use pipeline::Pipeline;
+
+    let mut access: BTreeMap<apply::GroupResource, BTreeSet<&'static str>> = BTreeMap::new();
+    let mut grant = |resource: apply::GroupResource, verbs: &[&'static str]| {
+        access.entry(resource).or_default().extend(verbs);
+    };
+    for child in apply::ChildKind::ALL {
+        if child.owned_by(<TrackingServer as Pipeline>::KINDS)
+            || child.owned_by(<ModelDeployment as Pipeline>::KINDS)
+        {
+            grant(child.resource(), child.verbs());
+        }
+    }
+    let sub = |resource: apply::GroupResource, sub: &str| apply::GroupResource {
+        resource: format!("{}/{sub}", resource.resource),
+        ..resource
+    };
+    for own in [
+        apply::GroupResource::of::<TrackingServer>(),
+        apply::GroupResource::of::<ModelDeployment>(),
+    ] {
+        // The controllers list and watch them; a ModelDeployment gets its TrackingServer.
+        grant(own.clone(), &["get", "list", "watch"]);
+        // Status by server-side apply on the subresource.
+        grant(sub(own.clone(), "status"), &["patch"]);
+        // Children's ownerReferences set blockOwnerDeletion, which needs update on the owner's
+        // finalizers where OwnerReferencesPermissionEnforcement is on.
+        grant(sub(own, "finalizers"), &["update"]);
+    }
+    // The admin Secret of a TrackingServer with auth, trackingCredentialsSecretRef, a Secret
+    // trackingCaBundle: read one by name (the chart's rbac.readSecrets).
+    grant(apply::GroupResource::of::<Secret>(), &["get"]);
+    // Events through kube's Recorder (events.k8s.io/v1): created, then patched when repeated.
+    grant(
+        apply::GroupResource::of::<k8s_openapi::api::events::v1::Event>(),
+        &["create", "patch"],
+    );
+    // Leader election (--leader-election): kube-lease-manager reads, creates, applies and
+    // releases the Lease.
+    grant(
+        apply::GroupResource::of::<Lease>(),
+        &["create", "get", "patch", "update"],
+    );
+    access
+}
+
 pub(crate) fn exposure_condition(
     exposure: Option<&crate::crd::workload::ExposureSpec>,
     gateway_api: bool,

@@ -185,3 +185,195 @@ impl MeasurementSource for HttpMeasurements {
         snapshot
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The real HTTP client against sources that fail: whatever it reads must become an error in
+    //! the snapshot that the analysis holds on (inconclusive), quickly and without a panic.
+
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::crd::model_deployment::QualityMetric;
+    use crate::crd::rollout::{CanaryFailureAction, RolloutPhase, RolloutStatus, VerdictResult};
+    use crate::rollout::analysis::{self, Step, analyze};
+    use crate::rollout::{CanaryParams, QualityGateParams, StepParams, snapshot_query};
+
+    /// The registry client's timeout in these tests: a source that never answers costs this much
+    /// per read.
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    fn t(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    /// A canary with every gate on, the quality gate included, so that both sources are read.
+    fn params() -> CanaryParams {
+        let step = |weight| StepParams {
+            weight,
+            hold_ms: 300_000,
+        };
+        CanaryParams {
+            steps: vec![step(10), step(50)],
+            interval: "1m".into(),
+            interval_ms: 60_000,
+            failure_limit: 2,
+            min_requests: 100.0,
+            max_error_rate: Some(0.01),
+            max_latency_p99_ratio: Some(1.2),
+            quality: Some(QualityGateParams {
+                metric: QualityMetric::Accuracy,
+                window: "1h".into(),
+                window_ms: 3_600_000,
+                label_delay: "30m".into(),
+                label_delay_ms: 1_800_000,
+                min_labelled: 10,
+                max_drop: 0.02,
+                higher_is_better: true,
+                task: "classification",
+                score_field: None,
+                positive_label: None,
+            }),
+            on_failure: CanaryFailureAction::Rollback,
+            set_alias: None,
+        }
+    }
+
+    /// Canary 4 at its first step for an hour (labels are due), no failed analysis yet.
+    fn state() -> RolloutStatus {
+        RolloutStatus {
+            phase: RolloutPhase::Canary,
+            stable_version: Some("3".into()),
+            canary_version: Some("4".into()),
+            current_weight: 10,
+            current_step: Some(0),
+            canary_started_at: Some(t("2026-03-01T12:00:00Z")),
+            step_started_at: Some(t("2026-03-01T12:00:00Z")),
+            ..Default::default()
+        }
+    }
+
+    /// Reads a snapshot from `url` (as both Prometheus and the tracking server) and analyses it:
+    /// the snapshot, the decision, and how long the reading took.
+    async fn read_and_analyze(url: &str) -> (Snapshot, analysis::Next, Duration) {
+        let params = params();
+        let now = t("2026-03-01T13:00:00Z");
+        let query = snapshot_query(&params, "ml", "churn", "3", "4", &now);
+        let source = HttpMeasurements::new(Arc::new(HttpRegistry::new(TIMEOUT).unwrap()), url);
+        let started = Instant::now();
+        // Bounded: a hang fails the test instead of blocking it.
+        let snapshot = tokio::time::timeout(
+            Duration::from_secs(10),
+            source.snapshot(&Endpoint::new(url), &query),
+        )
+        .await
+        .expect("reading a snapshot from a failing source must end");
+        let elapsed = started.elapsed();
+        let next = analyze(&params, &state(), &snapshot, &now);
+        (snapshot, next, elapsed)
+    }
+
+    fn assert_holds(snapshot: &Snapshot, next: &analysis::Next) {
+        assert_eq!(next.step, Step::Hold, "{next:?}");
+        assert_eq!(next.verdict.result, VerdictResult::Inconclusive, "{next:?}");
+        assert!(
+            next.verdict
+                .message
+                .contains("inconclusive: serving metrics unavailable: Prometheus at"),
+            "{}",
+            next.verdict.message
+        );
+        // No number was made up from the failure.
+        assert_eq!(snapshot.canary_requests, None);
+        assert_eq!(snapshot.canary_quality, None);
+        assert_eq!(snapshot.stable_quality, None);
+    }
+
+    /// A listener on 127.0.0.1 that runs `answer` for every connection; its base URL.
+    async fn listen<F, Fut>(answer: F) -> String
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream));
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_inconclusive() {
+        // Bind and drop to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let (snapshot, next, elapsed) = read_and_analyze(&url).await;
+        assert_holds(&snapshot, &next);
+        let err = snapshot.prometheus_error.as_deref().unwrap();
+        assert!(
+            err.starts_with(&format!("Prometheus at {url} is unreachable (")),
+            "{err}"
+        );
+        let err = snapshot.quality_error.as_deref().unwrap();
+        assert!(err.starts_with("quality of version 4: "), "{err}");
+        assert!(err.contains("unreachable"), "{err}");
+        assert!(elapsed < TIMEOUT, "a refused connection took {elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_500_is_inconclusive() {
+        let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = answers.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (snapshot, next, elapsed) = read_and_analyze(&url).await;
+        assert_holds(&snapshot, &next);
+        let err = snapshot.prometheus_error.as_deref().unwrap();
+        assert!(
+            err.starts_with(&format!("Prometheus at {url} answered 500")),
+            "{err}"
+        );
+        let err = snapshot.quality_error.as_deref().unwrap();
+        assert!(err.starts_with("quality of version 4: "), "{err}");
+        assert!(err.contains("500"), "{err}");
+        // The first failing read of each source ends that source's reading: one Prometheus query,
+        // one quality/get.
+        assert_eq!(answers.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(elapsed < TIMEOUT, "two 500s took {elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_never_answers_is_inconclusive_after_the_timeout() {
+        // Accepts the connection, reads nothing, answers nothing, keeps it open.
+        let url = listen(|stream| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(stream);
+        })
+        .await;
+        let (snapshot, next, elapsed) = read_and_analyze(&url).await;
+        assert_holds(&snapshot, &next);
+        let err = snapshot.prometheus_error.as_deref().unwrap();
+        assert!(
+            err.starts_with(&format!("Prometheus at {url} is unreachable (")),
+            "{err}"
+        );
+        assert!(snapshot.quality_error.is_some());
+        // One timeout per source.
+        assert!(elapsed >= 2 * TIMEOUT, "{elapsed:?}");
+        assert!(elapsed < 4 * TIMEOUT, "a stalled source took {elapsed:?}");
+    }
+}

@@ -2,10 +2,13 @@
 //! the server already links, instead of object_store's reqwest + aws-lc-rs default, which would add
 //! a second TLS stack and a C build to every compile (docs/architecture.md, "Artifacts").
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as PlainConnector;
 use hyper_util::rt::TokioExecutor;
@@ -14,19 +17,54 @@ use object_store::client::{
     HttpResponse, HttpResponseBody, HttpService,
 };
 
-/// How long connecting to the store may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the store may take to start answering a request (the body then streams at its own
-/// pace); object_store retries idempotent requests that time out.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server waits on an object store (docs/architecture.md, "Artifacts"). A store that
+/// accepts connections and then stalls costs one request `response` (no headers) or `body_idle`
+/// (the body stopped) before the client's 503: object_store retries a timed-out request only
+/// while less than `retry` has passed, and `retry` is shorter than both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening the TCP (and TLS) connection.
+    pub connect: Duration,
+    /// From sending a request to the response's headers.
+    pub response: Duration,
+    /// The longest gap between two pieces of a response body while the server waits for it (a
+    /// slow reader downstream is not the store's fault and does not count).
+    pub body_idle: Duration,
+    /// After this long since a request's first try, a failed try is not retried.
+    pub retry: Duration,
+}
+
+impl Timeouts {
+    /// What the server runs with.
+    pub const SERVER: Self = Self {
+        connect: Duration::from_secs(5),
+        response: Duration::from_secs(30),
+        body_idle: Duration::from_secs(30),
+        retry: Duration::from_secs(15),
+    };
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::SERVER
+    }
+}
 
 /// Builds [`HyperService`]s for object_store's builders (`with_http_connector`).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct HyperConnector;
+pub struct HyperConnector {
+    timeouts: Timeouts,
+}
+
+impl HyperConnector {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Self { timeouts }
+    }
+}
 
 impl HttpConnector for HyperConnector {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(HyperService::new()))
+        Ok(HttpClient::new(HyperService::new(self.timeouts)))
     }
 }
 
@@ -41,13 +79,14 @@ enum Transport {
 #[derive(Debug)]
 pub struct HyperService {
     transport: Transport,
+    timeouts: Timeouts,
 }
 
 impl HyperService {
-    pub fn new() -> Self {
+    pub fn new(timeouts: Timeouts) -> Self {
         let mut plain = PlainConnector::new();
         plain.enforce_http(false);
-        plain.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        plain.set_connect_timeout(Some(timeouts.connect));
         plain.set_nodelay(true);
         let builder = Client::builder(TokioExecutor::new());
         let transport = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
@@ -59,22 +98,17 @@ impl HyperService {
                 Transport::Plain(builder.build(plain))
             }
         };
-        Self { transport }
-    }
-}
-
-impl Default for HyperService {
-    fn default() -> Self {
-        Self::new()
+        Self { transport, timeouts }
     }
 }
 
 #[async_trait]
 impl HttpService for HyperService {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let limit = self.timeouts.response;
         let sent = match &self.transport {
-            Transport::Tls(client) => tokio::time::timeout(RESPONSE_TIMEOUT, client.request(req)).await,
-            Transport::Plain(client) => tokio::time::timeout(RESPONSE_TIMEOUT, client.request(req)).await,
+            Transport::Tls(client) => tokio::time::timeout(limit, client.request(req)).await,
+            Transport::Plain(client) => tokio::time::timeout(limit, client.request(req)).await,
         };
         let response = match sent {
             Err(elapsed) => return Err(HttpError::new(HttpErrorKind::Timeout, elapsed)),
@@ -89,7 +123,71 @@ impl HttpService for HyperService {
             Ok(Ok(response)) => response,
         };
         let (parts, body) = response.into_parts();
-        let body = body.map_err(|err| HttpError::new(HttpErrorKind::Interrupted, err));
+        let body = IdleTimeout::new(body, self.timeouts.body_idle);
         Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
+    }
+}
+
+// === impl IdleTimeout ===
+
+/// A response body that fails with [`HttpErrorKind::Timeout`] when the store sends nothing for
+/// `idle` while it is being waited on, so a stalled body ends in an error instead of a hang.
+struct IdleTimeout {
+    inner: Incoming,
+    idle: Duration,
+    /// Set when a poll found nothing ready; cleared by the next frame.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: None,
+        }
+    }
+}
+
+impl Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.deadline = None;
+                Poll::Ready(frame.map(|f| f.map_err(|err| HttpError::new(HttpErrorKind::Interrupted, err))))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        this.deadline = None;
+                        let stalled = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("the store sent no data for {idle:?}"),
+                        );
+                        Poll::Ready(Some(Err(HttpError::new(HttpErrorKind::Timeout, stalled))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -13,7 +13,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 
-use super::http_client::HyperConnector;
+use super::http_client::{HyperConnector, Timeouts};
 use super::{ArtifactFile, Destination, FileInfo, UploadStream, joined};
 use crate::error::{ApiError, ErrorCode};
 
@@ -24,12 +24,13 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// (the part being filled and two uploading), which keeps the server under 64 MB during a transfer.
 pub const PARTS_IN_FLIGHT: usize = 2;
 
-/// Retries of a failed request to the store, and the time after which the store counts as down:
-/// a client waits at most this long before its 503.
-fn retry_config() -> RetryConfig {
+/// Retries of a failed request to the store: at most three, and none once `timeouts.retry` has
+/// passed since the first try, so a store that refuses connections answers within a second and
+/// one that stalls within one `response` or `body_idle` timeout ([`Timeouts`]).
+fn retry_config(timeouts: Timeouts) -> RetryConfig {
     RetryConfig {
         max_retries: 3,
-        retry_timeout: Duration::from_secs(15),
+        retry_timeout: timeouts.retry,
         ..RetryConfig::default()
     }
 }
@@ -62,10 +63,11 @@ impl ObjectRoot {
     /// Connect to `destination` with credentials from the environment (nothing is contacted
     /// yet: a wrong key shows on the first request).
     pub fn connect(destination: &Destination) -> Result<Self, String> {
+        let timeouts = Timeouts::SERVER;
         let mut s3: Option<Arc<object_store::aws::AmazonS3>> = None;
         let store: Arc<dyn ObjectStore> = match destination {
             Destination::S3 { bucket, .. } => {
-                let mut b = s3_builder(object_store::aws::AmazonS3Builder::from_env(), bucket);
+                let mut b = s3_builder(object_store::aws::AmazonS3Builder::from_env(), bucket, timeouts);
                 // MLflow's name for a custom endpoint (MinIO, Ceph, a test server).
                 let endpoint = std::env::var("MLFLOW_S3_ENDPOINT_URL")
                     .ok()
@@ -88,8 +90,8 @@ impl ObjectRoot {
             Destination::Gcs { bucket, .. } => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
-                    .with_http_connector(HyperConnector)
-                    .with_retry(retry_config())
+                    .with_http_connector(HyperConnector::new(timeouts))
+                    .with_retry(retry_config(timeouts))
                     .build()
                     .map_err(|e| format!("GCS destination {destination}: {e}"))?,
             ),
@@ -99,8 +101,8 @@ impl ObjectRoot {
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_account(account)
                     .with_container_name(container)
-                    .with_http_connector(HyperConnector)
-                    .with_retry(retry_config())
+                    .with_http_connector(HyperConnector::new(timeouts))
+                    .with_retry(retry_config(timeouts))
                     .build()
                     .map_err(|e| format!("Azure destination {destination}: {e}"))?,
             ),
@@ -137,10 +139,22 @@ impl ObjectRoot {
     pub(super) async fn read(&self, clean: &str, shown: &str) -> Result<ArtifactFile, ApiError> {
         let key = self.key(clean);
         match self.store.get(&key).await {
-            Ok(got) => Ok(ArtifactFile {
-                size: got.meta.size,
-                body: Box::pin(got.into_stream().map_err(std::io::Error::other)),
-            }),
+            Ok(got) => {
+                let size = got.meta.size;
+                let mut body = got.into_stream();
+                // Wait for the first bytes before answering: a store that sent its headers and
+                // then stalls is still a 503 here, where later it could only cut the response.
+                let first = match body.next().await {
+                    None => None,
+                    Some(Ok(chunk)) => Some(chunk),
+                    Some(Err(err)) => return Err(store_error(&self.uri, err)),
+                };
+                let body = futures_util::stream::iter(first.map(Ok)).chain(body);
+                Ok(ArtifactFile {
+                    size,
+                    body: Box::pin(body.map_err(std::io::Error::other)),
+                })
+            }
             Err(object_store::Error::NotFound { .. }) => {
                 if self.has_children(&key).await? {
                     Err(ApiError::invalid(format!(
@@ -356,16 +370,19 @@ impl ObjectRoot {
 fn s3_builder(
     builder: object_store::aws::AmazonS3Builder,
     bucket: &str,
+    timeouts: Timeouts,
 ) -> object_store::aws::AmazonS3Builder {
     builder
         .with_bucket_name(bucket)
-        .with_http_connector(HyperConnector)
-        .with_retry(retry_config())
+        .with_http_connector(HyperConnector::new(timeouts))
+        .with_retry(retry_config(timeouts))
 }
 
-/// A store failure in MLflow's error shape: the store could not be reached, timed out or refused
-/// the server's credentials → 503 (retry later; the message names the store, never a client
-/// problem); anything else the store said → 500 with its message, no stack trace.
+/// A store failure in MLflow's error shape, never a 500 or a stack trace: a missing object → 404
+/// `RESOURCE_DOES_NOT_EXIST`; the store stalled past a [`Timeouts`] bound → 504
+/// `DEADLINE_EXCEEDED`; anything else (the store could not be reached, refused the server's
+/// credentials or answered an error) → 503 `TEMPORARILY_UNAVAILABLE` naming the store and what it
+/// said. MLflow's client retries 503 and 504 alike.
 fn store_error(uri: &str, err: object_store::Error) -> ApiError {
     tracing::warn!(store = uri, error = %err, "artifact store request failed");
     match err {
@@ -378,11 +395,31 @@ fn store_error(uri: &str, err: object_store::Error) -> ApiError {
                 format!("The artifact store {uri} refused this server's credentials."),
             )
         }
+        other if timed_out(&other) => ApiError::new(
+            ErrorCode::DeadlineExceeded,
+            format!("The artifact store {uri} did not answer in time; retry shortly ({other})."),
+        ),
         other => ApiError::new(
             ErrorCode::TemporarilyUnavailable,
             format!("The artifact store {uri} is unavailable; retry shortly ({other})."),
         ),
     }
+}
+
+/// Whether `err` comes from one of our [`Timeouts`] (the HTTP client's timeout error is somewhere in
+/// its chain of sources).
+fn timed_out(err: &object_store::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = next {
+        if cause
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some_and(|http| http.kind() == object_store::client::HttpErrorKind::Timeout)
+        {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -497,38 +534,144 @@ mod tests {
         assert_eq!(gone.code(), ErrorCode::ResourceDoesNotExist);
     }
 
-    #[tokio::test]
-    async fn a_store_that_is_down_is_a_quick_503() {
-        // Nothing listens on the port: every request fails to connect, retries give up.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = s3_builder(object_store::aws::AmazonS3Builder::new(), "down")
-            .with_endpoint(format!("http://127.0.0.1:{port}"))
+    /// An S3 store at `endpoint` with `timeouts`.
+    fn s3_root(endpoint: &str, timeouts: Timeouts) -> ObjectRoot {
+        let store = s3_builder(object_store::aws::AmazonS3Builder::new(), "b", timeouts)
+            .with_endpoint(endpoint)
             .with_allow_http(true)
             .with_region("us-east-1")
             .with_access_key_id("k")
             .with_secret_access_key("s")
             .build()
             .unwrap();
-        let root = ObjectRoot::with_store(Arc::new(store), "p", "s3://down/p".into());
+        ObjectRoot::with_store(Arc::new(store), "p", "s3://b/p".into())
+    }
+
+    /// Short timeouts, so that the stalled-store tests take a second, not the server's 30 s; the
+    /// retry budget is shorter than one timeout, as in [`Timeouts::SERVER`].
+    const QUICK: Timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+        body_idle: Duration::from_secs(1),
+        retry: Duration::from_millis(250),
+    };
+
+    /// Slack on a timeout for scheduling on a busy machine: less than one more try would take.
+    const SLACK: Duration = Duration::from_millis(800);
+
+    /// A fake store on 127.0.0.1 that accepts every connection, reads the request head, sends
+    /// `reply` (nothing when empty) and then holds the connection open without another byte.
+    async fn stalled_store(reply: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    if !reply.is_empty() {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        socket.write_all(reply).await.unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(socket);
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Run `op`, returning its result and how long it took.
+    async fn timed<T>(op: impl std::future::Future<Output = T>) -> (T, Duration) {
         let started = std::time::Instant::now();
-        let read = root.read("a/b", "a/b").await.err().unwrap();
-        let write = root
-            .write("a/b", body(vec![Ok(Bytes::from("x"))]))
-            .await
-            .err()
-            .unwrap();
-        let list = root.list("a", "").await.err().unwrap();
-        for err in [read, write, list] {
-            assert_eq!(err.code(), ErrorCode::TemporarilyUnavailable, "{err:?}");
-        }
+        let out = op.await;
+        (out, started.elapsed())
+    }
+
+    /// `err` is MLflow's 504 `DEADLINE_EXCEEDED`, and came after `limit` but before one more try.
+    fn assert_deadline(what: &str, err: &ApiError, took: Duration, limit: Duration) {
+        assert_eq!(err.code(), ErrorCode::DeadlineExceeded, "{what}: {err:?}");
+        assert_eq!(err.code().status(), axum::http::StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(err.code().as_str(), "DEADLINE_EXCEEDED");
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{:?}",
-            started.elapsed()
+            took >= limit && took < limit + SLACK,
+            "{what}: answered after {took:?}, the bound is {limit:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_is_down_is_a_quick_503() {
+        // Nothing listens on the port: every request fails to connect, and the server's own
+        // retries (three, 0.1 + 0.2 + 0.4 s of backoff at most) give up within a second.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let root = s3_root(&format!("http://127.0.0.1:{port}"), Timeouts::SERVER);
+        let (read, read_took) = timed(root.read("a/b", "a/b")).await;
+        let (write, write_took) = timed(root.write("a/b", body(vec![Ok(Bytes::from("x"))]))).await;
+        let (list, list_took) = timed(root.list("a", "")).await;
+        for (what, err, took) in [
+            ("read", read.err().unwrap(), read_took),
+            ("write", write.err().unwrap(), write_took),
+            ("list", list.err().unwrap(), list_took),
+        ] {
+            assert_eq!(err.code(), ErrorCode::TemporarilyUnavailable, "{what}: {err:?}");
+            assert_eq!(err.code().status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(took < Duration::from_millis(1500), "{what}: {took:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_accepts_and_never_answers_is_a_504_after_the_response_timeout() {
+        let root = s3_root(&stalled_store(b"").await, QUICK);
+        // All at once: each waits out its own response timeout, tried once.
+        let (read, write, list, delete) = tokio::join!(
+            timed(root.read("a/b", "a/b")),
+            timed(root.write("a/b", body(vec![Ok(Bytes::from("x"))]))),
+            timed(root.list("a", "")),
+            timed(root.delete("a/b")),
+        );
+        assert_deadline("read", &read.0.err().unwrap(), read.1, QUICK.response);
+        assert_deadline("write", &write.0.err().unwrap(), write.1, QUICK.response);
+        assert_deadline("list", &list.0.err().unwrap(), list.1, QUICK.response);
+        assert_deadline("delete", &delete.0.err().unwrap(), delete.1, QUICK.response);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_stalls_its_body_is_a_504_or_a_cut_download_after_the_idle_timeout() {
+        const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Length: 64\r\nETag: \"e\"\r\n\
+                            Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n";
+        // Headers, then nothing: still before the download's own headers, so a 504.
+        let silent = s3_root(&stalled_store(HEAD.as_bytes()).await, QUICK);
+        let (read, list) = tokio::join!(timed(silent.read("a/b", "a/b")), timed(silent.list("a", "")));
+        assert_deadline("read", &read.0.err().unwrap(), read.1, QUICK.body_idle);
+        assert_deadline("list", &list.0.err().unwrap(), list.1, QUICK.body_idle);
+        // Headers and the first bytes, then nothing: the download has started, so it is cut
+        // (the client sees a short body) once the store has been idle that long, not left hanging.
+        let reply: &'static [u8] = format!("{HEAD}0123456789").leak().as_bytes();
+        let partial = s3_root(&stalled_store(reply).await, QUICK);
+        let (file, took) = timed(partial.read("a/b", "a/b")).await;
+        assert!(took < SLACK, "{took:?}");
+        let mut file = file.unwrap();
+        assert_eq!(file.size, 64);
+        assert_eq!(
+            file.body.next().await.unwrap().unwrap(),
+            Bytes::from("0123456789")
+        );
+        let (rest, took) = timed(file.body.next()).await;
+        let err = rest.unwrap().err().unwrap();
+        assert!(
+            took >= QUICK.body_idle && took < QUICK.body_idle + SLACK,
+            "cut after {took:?}: {err}"
         );
     }
 
