@@ -5,8 +5,10 @@
 //! PostgreSQL cluster and passes `MLKUBE_BENCH_MLFLOW` and `MLKUBE_BENCH_POSTGRES_URL`). Knobs:
 //! `MLKUBE_BENCH_SECONDS` (per workload and round, default 3), `MLKUBE_BENCH_ROUNDS` (default 3),
 //! `MLKUBE_BENCH_MLFLOW_WORKERS` (default 2 = this machine's cores), `MLKUBE_BENCH_ENGINES`,
-//! `MLKUBE_BENCH_WORKLOADS` (e.g. "search history"; default all four), `MLKUBE_BENCH_PERF=<dir>` (records `perf` call graphs of mlkube-server during each of its
-//! measurements into `<dir>/<engine>-<workload>-r<round>.data`, to see where the time goes).
+//! `MLKUBE_BENCH_WORKLOADS` (e.g. "search history"; default all four), `MLKUBE_BENCH_PERF=<dir>`
+//! (records `perf` call graphs of the whole machine during each of mlkube-server's measurements
+//! into `<dir>/<engine>-<workload>-r<round>.data`, to see where the time goes: the server, the
+//! database engine, the benchmark's own client, idle).
 //!
 //! Per engine both servers run at once on their own databases (the same PostgreSQL cluster for
 //! both), each filled with the same fixture; then the workloads run in alternating rounds (ours,
@@ -399,10 +401,7 @@ async fn bench_engine(
                 b = Some(measure(*workload, &client, &theirs.base, &fx_theirs, seconds, round).await);
             }
             let sampler = PeakRss::start(ours.child.id());
-            let profile = PerfRecord::start(
-                ours.child.id(),
-                &format!("{}-{}-r{round}", engine.name(), workload.slug()),
-            );
+            let profile = PerfRecord::start(&format!("{}-{}-r{round}", engine.name(), workload.slug()));
             let a = measure(*workload, &client, &ours.base, &fx_ours, seconds, round).await;
             drop(profile);
             peaks[w] = peaks[w].max(sampler.finish());
@@ -459,7 +458,7 @@ fn print_report(r: &EngineReport, workers: &str, seconds: f64) {
     println!(
         "## {}: mlkube-server vs mlflow server 3.x (--workers {workers}), {} rounds × {seconds} s per workload",
         r.engine,
-        r.rounds.first().map_or(0, Vec::len)
+        r.rounds.iter().map(Vec::len).max().unwrap_or(0)
     );
     println!(
         "{:<55} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>16} {:>9}",

@@ -382,19 +382,21 @@ pub fn tree_rss_mb(root: u32) -> f64 {
 }
 
 /// Samples a process tree's RSS every 20 ms on its own thread and keeps the peak.
-/// `perf record -g` of one process while this value lives, when `MLKUBE_BENCH_PERF` names a
-/// directory (see `perf report -i <file>`); nothing otherwise.
+/// `perf record -a -g` of the whole machine while this value lives, when `MLKUBE_BENCH_PERF` names
+/// a directory; nothing otherwise. `perf report -i <file> --sort comm` splits the time between the
+/// server, the database engine's processes, the benchmark's own client and idle;
+/// `--comm mlkube-server --sort sym` shows where the server's share goes.
 pub struct PerfRecord(Option<Child>);
 
 impl PerfRecord {
-    pub fn start(pid: u32, name: &str) -> Self {
+    pub fn start(name: &str) -> Self {
         let Ok(dir) = std::env::var("MLKUBE_BENCH_PERF") else {
             return Self(None);
         };
         let _ = std::fs::create_dir_all(&dir);
         let out = Path::new(&dir).join(format!("{name}.data"));
         let child = Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-q", "-p", &pid.to_string(), "-o"])
+            .args(["record", "-F", "999", "-g", "-q", "-a", "-o"])
             .arg(&out)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
