@@ -336,6 +336,19 @@ impl SqlStore {
 
     /// Assemble full runs (tags, params, latest metrics, inputs, outputs) for rows, in order.
     async fn assemble_runs(&self, infos: Vec<RunInfo>) -> StoreResult<Vec<Run>> {
+        let mut conn = self.pool.acquire().await?;
+        self.assemble_runs_in(&mut conn, infos).await
+    }
+
+    /// The runs of `infos` with their tags, params, latest metrics, dataset inputs and model
+    /// inputs and outputs, read in `conn`: a search's own read transaction, so the page and what it
+    /// holds come from one snapshot, and PostgreSQL reads each child table by its `run_uuid` index
+    /// rather than scanning it (docs/architecture.md, "Performance").
+    pub(super) async fn assemble_runs_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        infos: Vec<RunInfo>,
+    ) -> StoreResult<Vec<Run>> {
         let ids: Vec<&str> = infos.iter().map(|i| i.run_id.as_str()).collect();
         let mut tags: HashMap<String, Vec<Tag>> = HashMap::new();
         let mut params: HashMap<String, Vec<Param>> = HashMap::new();
@@ -348,7 +361,7 @@ impl SqlStore {
                     "SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN "
                 ));
                 sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-                for row in sql.query(self.engine).fetch_all(&self.pool).await? {
+                for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
                     target.entry(row.try_get("run_uuid")?).or_default().push(Tag {
                         key: row.try_get("key")?,
                         value: row.try_get("value")?,
@@ -359,7 +372,7 @@ impl SqlStore {
                 "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics WHERE run_uuid IN ",
             );
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
                 metrics
                     .entry(row.try_get("run_uuid")?)
                     .or_default()
@@ -371,7 +384,7 @@ impl SqlStore {
             );
             sql.bind_list(chunk.iter().copied())
                 .push(" ORDER BY created_at, name");
-            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
                 let tags_json = crate::db::text(&row, "tags_json")?;
                 let input_tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
                 datasets
@@ -392,7 +405,7 @@ impl SqlStore {
             let mut sql =
                 Sql::new("SELECT run_uuid, direction, model_id, step FROM run_model_io WHERE run_uuid IN ");
             sql.bind_list(chunk.iter().copied()).push(" ORDER BY model_id");
-            for row in sql.query(self.engine).fetch_all(&self.pool).await? {
+            for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
                 let entry = model_io.entry(row.try_get("run_uuid")?).or_default();
                 let direction: String = row.try_get("direction")?;
                 let model_id: String = row.try_get("model_id")?;

@@ -126,6 +126,15 @@ impl RunStore for SqlStore {
             }
         }
         let Some(pending) = &self.pending_batches else {
+            if self.engine == Engine::Postgres
+                && params.is_empty()
+                && tags.is_empty()
+                && !metrics.is_empty()
+                && metrics.len() <= INSERT_CHUNK
+                && metrics.iter().all(|m| m.model.is_none())
+            {
+                return self.log_metrics_in_one_statement(run_id, metrics).await;
+            }
             let _guard = self.write_guard().await;
             let mut tx = self.writer().begin().await?;
             self.write_log_batch(&mut tx, run_id, metrics, &batch_params, tags)
@@ -312,14 +321,15 @@ impl RunStore for SqlStore {
                 rows
             }
         };
-        tx.commit().await?;
         let infos = rows
             .iter()
             .map(run_info_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         let page = page_of(infos, search.max_results, search.offset);
+        let items = self.assemble_runs_in(&mut tx, page.items).await?;
+        tx.commit().await?;
         Ok(Page {
-            items: self.assemble_runs(page.items).await?,
+            items,
             next_offset: page.next_offset,
         })
     }
@@ -337,22 +347,20 @@ impl RunStore for SqlStore {
                 "SELECT {POINT_COLUMNS} FROM metrics WHERE run_uuid = ? AND key = ? \
                  ORDER BY step, timestamp, value LIMIT ? OFFSET ?"
             );
-            let rows = sqlx::query(&sql)
+            // Each row becomes a point as it arrives: a page never holds all its rows at once.
+            let mut rows = sqlx::query(&sql)
                 .bind(run_id)
                 .bind(key)
                 .bind(i64::try_from(max_results.saturating_add(1)).unwrap_or(i64::MAX))
                 .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-                .fetch_all(reader)
-                .await?;
-            let metrics = rows
-                .iter()
-                .map(|row| {
-                    let (value, timestamp, step, is_nan): (f64, i64, i64, i64) =
-                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-                    let value = loaded_value(value, is_nan);
-                    Ok(Metric::new(key, value, timestamp, step))
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
+                .fetch(reader);
+            let mut metrics = Vec::new();
+            while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+                let (value, timestamp, step, is_nan): (f64, i64, i64, i64) =
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                metrics.push(Metric::new(key, loaded_value(value, is_nan), timestamp, step));
+            }
+            drop(rows);
             return Ok(page_of(metrics, max_results, offset));
         }
         let mut sql = Sql::new(&format!("SELECT {POINT_COLUMNS} FROM metrics WHERE run_uuid = "));
@@ -633,6 +641,47 @@ fn lock_queue(queue: &std::sync::Mutex<Vec<PendingBatch>>) -> std::sync::MutexGu
 }
 
 impl SqlStore {
+    /// PostgreSQL, a batch of metrics only (every log-metric, a client's small batches): one
+    /// statement, committed on its own, instead of five round trips (BEGIN, the run's state, the
+    /// points, the latest values, COMMIT). The run's state is read in the statement and guards
+    /// both inserts, so a missing or deleted run writes nothing and is answered as before.
+    async fn log_metrics_in_one_statement(&self, run_id: &str, metrics: &[Metric]) -> StoreResult<()> {
+        let mut sql = Sql::new("WITH run AS (SELECT lifecycle_stage FROM runs WHERE run_uuid = ");
+        sql.bind_str(run_id).push(
+            "), points AS (INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) \
+             SELECT * FROM (VALUES ",
+        );
+        for (i, m) in metrics.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(").bind_str(run_id).push(", ");
+            push_metric_point(&mut sql, self.engine, m);
+            sql.push(")");
+        }
+        sql.push(
+            ") AS v WHERE (SELECT lifecycle_stage FROM run) = 'active' ON CONFLICT DO NOTHING), \
+             latest AS (INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
+             SELECT * FROM (VALUES ",
+        );
+        push_latest_rows(&mut sql, run_id, &latest_per_key(self.engine, metrics));
+        sql.push(") AS v WHERE (SELECT lifecycle_stage FROM run) = 'active'");
+        push_latest_upsert(&mut sql);
+        sql.push(") SELECT lifecycle_stage FROM run");
+        let row = sql
+            .query(self.engine)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found_run(run_id))?;
+        let stage: String = row.try_get(0)?;
+        if stage != LifecycleStage::Active.as_str() {
+            return Err(StoreError::Invalid(format!(
+                "The run {run_id} must be in the 'active' state. Current state is {stage}."
+            )));
+        }
+        Ok(())
+    }
+
     /// Write queued log-batches in one transaction, each under its own savepoint: a batch that
     /// fails (an unknown run, a changed param) is rolled back alone and answered with its error;
     /// the others are answered once the transaction has committed. Called with the write lock.
@@ -748,60 +797,13 @@ impl SqlStore {
                 sql.query(self.engine).execute(&mut **tx).await?;
             }
             self.insert_logged_model_metrics(tx, run_id, metrics).await?;
-            // The latest value per key is the max by (step, timestamp, value).
-            let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
-            for m in metrics {
-                let (value, is_nan) = stored_value(self.engine, m.value);
-                let candidate = (m.step, m.timestamp, value, is_nan);
-                latest
-                    .entry(&m.key)
-                    .and_modify(|cur| {
-                        if (candidate.0, candidate.1) > (cur.0, cur.1)
-                            || ((candidate.0, candidate.1) == (cur.0, cur.1) && candidate.2 > cur.2)
-                        {
-                            *cur = candidate;
-                        }
-                    })
-                    .or_insert(candidate);
-            }
-            let latest: Vec<_> = latest.into_iter().collect();
+            let latest = latest_per_key(self.engine, metrics);
             for chunk in latest.chunks(INSERT_CHUNK) {
                 let mut sql = Sql::new(
                     "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
                 );
-                for (i, (key, (step, timestamp, value, is_nan))) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.push("(")
-                        .bind_str(run_id)
-                        .push(", ")
-                        .bind_str(key)
-                        .push(", ")
-                        .bind_i64(*step)
-                        .push(", ")
-                        .bind_i64(*timestamp)
-                        .push(", ")
-                        .bind(Arg::F64(*value))
-                        .push(", ")
-                        .bind_i64(*is_nan)
-                        .push(")");
-                }
-                // MySQL has no WHERE on an upsert: the first assignment compares the stored row
-                // with the new one (before anything changed) into a session variable, and every
-                // column keeps its value unless that said newer.
-                sql.push_dialect(
-                    " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-                     value = excluded.value, is_nan = excluded.is_nan \
-                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                     (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-                    " ON DUPLICATE KEY UPDATE \
-                     is_nan = IF(@mlkube_newer := ((VALUES(step), VALUES(timestamp), VALUES(value)) > \
-                     (step, timestamp, value)), VALUES(is_nan), is_nan), \
-                     value = IF(@mlkube_newer, VALUES(value), value), \
-                     timestamp = IF(@mlkube_newer, VALUES(timestamp), timestamp), \
-                     step = IF(@mlkube_newer, VALUES(step), step)",
-                );
+                push_latest_rows(&mut sql, run_id, chunk);
+                push_latest_upsert(&mut sql);
                 sql.query(self.engine).execute(&mut **tx).await?;
             }
         }
@@ -827,6 +829,67 @@ impl SqlStore {
         }
         Ok(())
     }
+}
+
+/// The newest point per key of a batch, as stored: the max by (step, timestamp, value).
+fn latest_per_key(engine: Engine, metrics: &[Metric]) -> Vec<(&str, (i64, i64, f64, i64))> {
+    let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
+    for m in metrics {
+        let (value, is_nan) = stored_value(engine, m.value);
+        let candidate = (m.step, m.timestamp, value, is_nan);
+        latest
+            .entry(&m.key)
+            .and_modify(|cur| {
+                if (candidate.0, candidate.1) > (cur.0, cur.1)
+                    || ((candidate.0, candidate.1) == (cur.0, cur.1) && candidate.2 > cur.2)
+                {
+                    *cur = candidate;
+                }
+            })
+            .or_insert(candidate);
+    }
+    latest.into_iter().collect()
+}
+
+/// `(run, key, step, timestamp, value, is_nan), …` for latest-value rows.
+fn push_latest_rows(sql: &mut Sql, run_id: &str, rows: &[(&str, (i64, i64, f64, i64))]) {
+    for (i, (key, (step, timestamp, value, is_nan))) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind_str(run_id)
+            .push(", ")
+            .bind_str(key)
+            .push(", ")
+            .bind_i64(*step)
+            .push(", ")
+            .bind_i64(*timestamp)
+            .push(", ")
+            .bind(Arg::F64(*value))
+            .push(", ")
+            .bind_i64(*is_nan)
+            .push(")");
+    }
+}
+
+/// The end of a latest-value INSERT: a stored row changes only for a newer point.
+fn push_latest_upsert(sql: &mut Sql) {
+    // MySQL has no WHERE on an upsert: the first assignment compares the stored row with the new
+    // one (before anything changed) into a session variable, and every column keeps its value
+    // unless that said newer.
+    sql.push_dialect(
+        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+         value = excluded.value, is_nan = excluded.is_nan \
+         WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+         (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+        " ON DUPLICATE KEY UPDATE \
+         is_nan = IF(@mlkube_newer := ((VALUES(step), VALUES(timestamp), VALUES(value)) > \
+         (step, timestamp, value)), VALUES(is_nan), is_nan), \
+         value = IF(@mlkube_newer, VALUES(value), value), \
+         timestamp = IF(@mlkube_newer, VALUES(timestamp), timestamp), \
+         step = IF(@mlkube_newer, VALUES(step), step)",
+    );
 }
 
 /// Answer every queued batch with the error that stopped their shared transaction.
