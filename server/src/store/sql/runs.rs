@@ -831,8 +831,11 @@ impl SqlStore {
     }
 }
 
+/// A latest-value row: the key and its (step, timestamp, value, is_nan) as stored.
+type LatestRow<'a> = (&'a str, (i64, i64, f64, i64));
+
 /// The newest point per key of a batch, as stored: the max by (step, timestamp, value).
-fn latest_per_key(engine: Engine, metrics: &[Metric]) -> Vec<(&str, (i64, i64, f64, i64))> {
+fn latest_per_key(engine: Engine, metrics: &[Metric]) -> Vec<LatestRow<'_>> {
     let mut latest: BTreeMap<&str, (i64, i64, f64, i64)> = BTreeMap::new();
     for m in metrics {
         let (value, is_nan) = stored_value(engine, m.value);
@@ -852,7 +855,7 @@ fn latest_per_key(engine: Engine, metrics: &[Metric]) -> Vec<(&str, (i64, i64, f
 }
 
 /// `(run, key, step, timestamp, value, is_nan), …` for latest-value rows.
-fn push_latest_rows(sql: &mut Sql, run_id: &str, rows: &[(&str, (i64, i64, f64, i64))]) {
+fn push_latest_rows(sql: &mut Sql, run_id: &str, rows: &[LatestRow<'_>]) {
     for (i, (key, (step, timestamp, value, is_nan))) in rows.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
