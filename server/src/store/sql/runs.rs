@@ -642,8 +642,8 @@ fn lock_queue(queue: &std::sync::Mutex<Vec<PendingBatch>>) -> std::sync::MutexGu
 
 impl SqlStore {
     /// PostgreSQL, a batch of metrics only (every log-metric, a client's small batches): one
-    /// statement, committed on its own, instead of five round trips (BEGIN, the run's state, the
-    /// points, the latest values, COMMIT). The run's state is read in the statement and guards
+    /// statement between BEGIN and COMMIT, instead of three (the run's state, the points, the
+    /// latest values). The run's state is read in the statement and guards
     /// both inserts, so a missing or deleted run writes nothing and is answered as before.
     async fn log_metrics_in_one_statement(&self, run_id: &str, metrics: &[Metric]) -> StoreResult<()> {
         let mut sql = Sql::new("WITH run AS (SELECT lifecycle_stage FROM runs WHERE run_uuid = ");
@@ -668,11 +668,16 @@ impl SqlStore {
         sql.push(") AS v WHERE (SELECT lifecycle_stage FROM run) = 'active'");
         push_latest_upsert(&mut sql);
         sql.push(") SELECT lifecycle_stage FROM run");
+        // An explicit transaction: in autocommit the statement's row arrives before its commit,
+        // and the write is acknowledged only once COMMIT has answered (a crash in between lost
+        // an acknowledged point in the outage scenario).
+        let mut tx = self.pool.begin().await?;
         let row = sql
             .query(self.engine)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| not_found_run(run_id))?;
+        tx.commit().await?;
         let stage: String = row.try_get(0)?;
         if stage != LifecycleStage::Active.as_str() {
             return Err(StoreError::Invalid(format!(
