@@ -651,14 +651,7 @@ impl SqlStore {
             "), points AS (INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) \
              SELECT * FROM (VALUES ",
         );
-        for (i, m) in metrics.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(").bind_str(run_id).push(", ");
-            push_metric_point(&mut sql, self.engine, m);
-            sql.push(")");
-        }
+        push_metric_rows(&mut sql, self.engine, run_id, metrics);
         sql.push(
             ") AS v WHERE (SELECT lifecycle_stage FROM run) = 'active' ON CONFLICT DO NOTHING), \
              latest AS (INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
@@ -790,14 +783,7 @@ impl SqlStore {
             for chunk in metrics.chunks(INSERT_CHUNK) {
                 let mut sql =
                     Sql::new("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
-                for (i, m) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.push("(").bind_str(run_id).push(", ");
-                    push_metric_point(&mut sql, self.engine, m);
-                    sql.push(")");
-                }
+                push_metric_rows(&mut sql, self.engine, run_id, chunk);
                 sql.on_conflict_do_nothing("");
                 sql.query(self.engine).execute(&mut **tx).await?;
             }
@@ -833,6 +819,18 @@ impl SqlStore {
             }
         }
         Ok(())
+    }
+}
+
+/// `(run, key, step, timestamp, value, is_nan), …` for metric points of one run.
+fn push_metric_rows(sql: &mut Sql, engine: Engine, run_id: &str, metrics: &[Metric]) {
+    for (i, m) in metrics.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(").bind_str(run_id).push(", ");
+        push_metric_point(sql, engine, m);
+        sql.push(")");
     }
 }
 
