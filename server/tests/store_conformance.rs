@@ -251,6 +251,71 @@ mod cases {
         let history = store.get_metric_history(&run, "m", 0, 100).await.unwrap().items;
         assert_eq!(history.len(), 4);
         assert_eq!(history[0].step, 3);
+
+        // Values that need all 17 digits, the extremes and a subnormal come back bit for bit,
+        // and text with quotes, backslashes, control characters and any script comes back as
+        // written, in a run read alone or in a search page.
+        let exact = [
+            0.1 + 0.2,
+            1.0 / 3.0,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            -1.234_567_890_123_456_7e-300,
+            123_456_789.123_456_79,
+            -0.0,
+        ];
+        let points: Vec<Metric> = exact
+            .iter()
+            .enumerate()
+            .map(|(i, v)| metric(&format!("exact{i}"), *v, 1, 0))
+            .collect();
+        let text = "say \"hi\"\\ back\\slash\n\ttab \u{1} ünïcödé 😀 '; --";
+        store
+            .log_batch(
+                &run,
+                &points,
+                &[Tag::new("text", text)],
+                &[
+                    Tag::new("text", text),
+                    Tag::new("Zeta", "z"),
+                    Tag::new("alpha", "a"),
+                ],
+            )
+            .await
+            .unwrap();
+        let alone = store.get_run(&run).await.unwrap();
+        let search = RunSearch {
+            experiment_ids: vec!["0".into()],
+            filter: vec![],
+            view: ViewType::ActiveOnly,
+            order_by: vec![],
+            max_results: 100,
+            offset: 0,
+        };
+        let page = store.search_runs(&search).await.unwrap().items;
+        let found = page.into_iter().find(|r| r.info.run_id == run).unwrap();
+        for data in [&alone.data, &found.data] {
+            for (i, v) in exact.iter().enumerate() {
+                let m = data
+                    .metrics
+                    .iter()
+                    .find(|m| m.key == format!("exact{i}"))
+                    .unwrap();
+                // -0.0 may come back as 0.0 (equal as numbers); every other value is exact.
+                assert!(
+                    m.value.to_bits() == v.to_bits() || (*v == 0.0 && m.value == 0.0),
+                    "exact{i}: {v:e} read as {:e}",
+                    m.value
+                );
+            }
+            assert_eq!(data.params.iter().find(|p| p.key == "text").unwrap().value, text);
+            assert_eq!(data.tags.iter().find(|t| t.key == "text").unwrap().value, text);
+            let keys: Vec<&str> = data.tags.iter().map(|t| t.key.as_str()).collect();
+            let mut by_bytes = keys.clone();
+            by_bytes.sort_unstable();
+            assert_eq!(keys, by_bytes, "tags in key order by bytes");
+        }
     }
 
     pub async fn run_lifecycle_and_update(store: &dyn Store) {

@@ -18,7 +18,10 @@ use super::*;
 
 mod experiments;
 mod logged_models;
+mod run_children;
 mod runs;
+
+use run_children::RunChildren;
 
 pub use crate::db::{Database, Engine, is_unique_violation};
 
@@ -350,75 +353,18 @@ impl SqlStore {
         infos: Vec<RunInfo>,
     ) -> StoreResult<Vec<Run>> {
         let ids: Vec<&str> = infos.iter().map(|i| i.run_id.as_str()).collect();
-        let mut tags: HashMap<String, Vec<Tag>> = HashMap::new();
-        let mut params: HashMap<String, Vec<Param>> = HashMap::new();
-        let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
-        let mut datasets: HashMap<String, Vec<DatasetInput>> = HashMap::new();
-        let mut model_io: HashMap<String, (Vec<ModelInput>, Vec<ModelOutput>)> = HashMap::new();
+        let mut children = RunChildren::default();
         for chunk in ids.chunks(ID_CHUNK) {
-            for (table, target) in [("run_tags", &mut tags), ("params", &mut params)] {
-                let mut sql = Sql::new(&format!(
-                    "SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN "
-                ));
-                sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-                for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
-                    target.entry(row.try_get("run_uuid")?).or_default().push(Tag {
-                        key: row.try_get("key")?,
-                        value: row.try_get("value")?,
-                    });
-                }
-            }
-            let mut sql = Sql::new(
-                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics WHERE run_uuid IN ",
-            );
-            sql.bind_list(chunk.iter().copied()).push(" ORDER BY key");
-            for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
-                metrics
-                    .entry(row.try_get("run_uuid")?)
-                    .or_default()
-                    .push(metric_from_row(&row)?);
-            }
-            let mut sql = Sql::new(
-                "SELECT run_uuid, name, digest, source_type, source, dataset_schema, profile, tags_json \
-                 FROM run_dataset_inputs WHERE run_uuid IN ",
-            );
-            sql.bind_list(chunk.iter().copied())
-                .push(" ORDER BY created_at, name");
-            for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
-                let tags_json = crate::db::text(&row, "tags_json")?;
-                let input_tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
-                datasets
-                    .entry(row.try_get("run_uuid")?)
-                    .or_default()
-                    .push(DatasetInput {
-                        tags: input_tags.into_iter().map(|(k, v)| Tag::new(k, v)).collect(),
-                        dataset: Dataset {
-                            name: row.try_get("name")?,
-                            digest: row.try_get("digest")?,
-                            source_type: row.try_get("source_type")?,
-                            source: crate::db::text(&row, "source")?,
-                            schema: crate::db::opt_text(&row, "dataset_schema")?,
-                            profile: crate::db::opt_text(&row, "profile")?,
-                        },
-                    });
-            }
-            let mut sql =
-                Sql::new("SELECT run_uuid, direction, model_id, step FROM run_model_io WHERE run_uuid IN ");
-            sql.bind_list(chunk.iter().copied()).push(" ORDER BY model_id");
-            for row in sql.query(self.engine).fetch_all(&mut *conn).await? {
-                let entry = model_io.entry(row.try_get("run_uuid")?).or_default();
-                let direction: String = row.try_get("direction")?;
-                let model_id: String = row.try_get("model_id")?;
-                if direction == "input" {
-                    entry.0.push(ModelInput { model_id });
-                } else {
-                    entry.1.push(ModelOutput {
-                        model_id,
-                        step: row.try_get("step")?,
-                    });
-                }
-            }
+            children.read(self.engine, conn, chunk).await?;
         }
+        children.sort();
+        let RunChildren {
+            mut tags,
+            mut params,
+            mut metrics,
+            mut datasets,
+            mut model_io,
+        } = children;
         Ok(infos
             .into_iter()
             .map(|info| {
