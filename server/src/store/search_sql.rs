@@ -151,7 +151,7 @@ fn run_attribute_column(key: &str) -> &'static str {
 }
 
 /// Append ` AND (…)` for each run filter clause.
-pub fn push_run_filter(sql: &mut Sql, clauses: &[Clause]) {
+pub fn push_run_filter<'a>(sql: &mut Sql, clauses: impl IntoIterator<Item = &'a Clause>) {
     for clause in clauses {
         sql.push(" AND ");
         match clause.entity {
@@ -259,21 +259,26 @@ pub fn push_run_order(joins: &mut Sql, order_by: &[OrderBy], leading: LeadingKey
     terms.join(", ")
 }
 
-/// ` AND o0.… ` conditions repeating the filter's numeric tests on the metric that drives a
-/// search (`LeadingKey::Driving`): they hold for `o0` exactly when the filter's EXISTS does (the
-/// same `(run_uuid, key)` row), and let the `(key, value)` index start at the range's edge.
+/// ` AND o0.… ` conditions for the filter's numeric tests on the metric that drives a search
+/// (`LeadingKey::Driving`): they hold for `o0` exactly when the filter's own test would (the same
+/// `(run_uuid, key)` row), let the `(key, value)` index start at the range's edge, and take that
+/// test's place in the filter (`in_driving_range`).
 pub fn push_driving_metric_range(sql: &mut Sql, clauses: &[Clause], key: &str) {
-    for clause in clauses {
-        let numeric = matches!(clause.value, Value::Number(_));
-        let ranged = matches!(
-            clause.comparator,
-            Comparator::Eq | Comparator::Gt | Comparator::Ge | Comparator::Lt | Comparator::Le
-        );
-        if clause.entity == Entity::Metric && clause.key == key && numeric && ranged {
-            sql.push(" AND o0.is_nan <> 1 AND ");
-            push_comparison(sql, "o0.value", clause.comparator, &clause.value);
-        }
+    for clause in clauses.iter().filter(|c| in_driving_range(c, key)) {
+        sql.push(" AND o0.is_nan <> 1 AND ");
+        push_comparison(sql, "o0.value", clause.comparator, &clause.value);
     }
+}
+
+/// Whether [`push_driving_metric_range`] tests `clause` on the driving row of metric `key`: then
+/// the same test in the filter would probe `latest_metrics` again for the row already in hand.
+pub fn in_driving_range(clause: &Clause, key: &str) -> bool {
+    let numeric = matches!(clause.value, Value::Number(_));
+    let ranged = matches!(
+        clause.comparator,
+        Comparator::Eq | Comparator::Gt | Comparator::Ge | Comparator::Lt | Comparator::Le
+    );
+    clause.entity == Entity::Metric && clause.key == key && numeric && ranged
 }
 
 fn experiment_attribute_column(key: &str) -> &'static str {

@@ -575,7 +575,16 @@ pub(super) fn run_search_sql(search: &RunSearch, ids: &[i64], part: Part, limit:
     }
     sql.push(") AND r.lifecycle_stage IN ")
         .bind_list(search.view.stages().iter().copied());
-    search_sql::push_run_filter(&mut sql, &search.filter);
+    // A metric range the driving key's own row already tests is not tested again.
+    let driving_metric = match (leading, lead) {
+        (LeadingKey::Driving, Some((_, key))) if key.entity == crate::search::Entity::Metric => Some(&key.key),
+        _ => None,
+    };
+    let rest = search
+        .filter
+        .iter()
+        .filter(|c| driving_metric.is_none_or(|key| !search_sql::in_driving_range(c, key)));
+    search_sql::push_run_filter(&mut sql, rest);
     if part != Part::CountWithKey {
         sql.push(" ORDER BY ")
             .push(&order)
