@@ -110,7 +110,7 @@ impl RunChildren {
 
 /// `SELECT (tags), (params), (latest metrics), (dataset inputs), (model io)`: each a JSON array
 /// of arrays, or NULL when the table has none of `ids`.
-fn children_sql(engine: Engine, ids: &[&str]) -> Sql {
+pub(super) fn children_sql(engine: Engine, ids: &[&str]) -> Sql {
     let value = match engine {
         Engine::Sqlite => "printf('%!.17g', value)",
         Engine::Postgres | Engine::MySql => "value",

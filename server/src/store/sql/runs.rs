@@ -577,7 +577,9 @@ pub(super) fn run_search_sql(search: &RunSearch, ids: &[i64], part: Part, limit:
         .bind_list(search.view.stages().iter().copied());
     // A metric range the driving key's own row already tests is not tested again.
     let driving_metric = match (leading, lead) {
-        (LeadingKey::Driving, Some((_, key))) if key.entity == crate::search::Entity::Metric => Some(&key.key),
+        (LeadingKey::Driving, Some((_, key))) if key.entity == crate::search::Entity::Metric => {
+            Some(&key.key)
+        }
         _ => None,
     };
     let rest = search
@@ -597,7 +599,8 @@ pub(super) fn run_search_sql(search: &RunSearch, ids: &[i64], part: Part, limit:
 }
 
 impl SqlStore {
-    /// The engine's plan for each statement of a run search, one line per plan node: SQLite's
+    /// The engine's plan for each statement of a run search (`-- <part>` before each, the page's
+    /// children last), one line per plan node: SQLite's
     /// `EXPLAIN QUERY PLAN` details, PostgreSQL's `EXPLAIN` under the settings searches run with
     /// (`planned_read`). Tests check the common filters with it.
     pub async fn explain_run_search(&self, search: &RunSearch) -> StoreResult<Vec<String>> {
@@ -610,14 +613,26 @@ impl SqlStore {
         };
         let mut tx = self.planned_read().await?;
         let mut lines = Vec::new();
-        for part in parts {
-            let mut sql = run_search_sql(search, &ids, *part, wanted, search.offset);
+        let statements = parts
+            .iter()
+            .map(|part| {
+                (
+                    format!("{part:?}"),
+                    run_search_sql(search, &ids, *part, wanted, search.offset),
+                )
+            })
+            // The page's children, for two runs.
+            .chain([(
+                "Children".to_owned(),
+                super::run_children::children_sql(self.engine, &["a", "b"]),
+            )]);
+        for (part, mut sql) in statements {
             let prefix = match self.engine {
                 Engine::Sqlite => "EXPLAIN QUERY PLAN ",
                 Engine::Postgres | Engine::MySql => "EXPLAIN ",
             };
             sql.prepend(prefix);
-            lines.push(format!("-- {part:?}"));
+            lines.push(format!("-- {part}"));
             for row in sql.query(self.engine).fetch_all(&mut *tx).await? {
                 let line: String = match self.engine {
                     Engine::Sqlite => row.try_get("detail")?,
