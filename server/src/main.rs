@@ -11,14 +11,16 @@ const EX_USAGE: i32 = 64;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc returns freed memory to the OS `MIMALLOC_PURGE_DELAY` milliseconds after the free (10
-/// by default). Under steady load memory is freed and reused all the time, so with the delay each
-/// thread's heap keeps what it once touched: the benchmark's SQLite history load peaked at 55 MB
-/// with the default and 41 MB with 0 (docs/architecture.md, "Performance"). mimalloc reads the
-/// option from the environment as the process starts, so a process started without it replaces
-/// itself, same pid and arguments, with one that has it; a value already set is kept.
+/// by default). Under steady load memory is freed and reused all the time, so with the default
+/// each thread's heap keeps what it once touched: the benchmark's SQLite peak was 75 MB with 10,
+/// 50 MB with 2; 0 peaks lowest but re-faults every page of a history answer (a third fewer
+/// history reads per second). See docs/architecture.md, "Performance". mimalloc reads the option
+/// from the environment as the process starts, so a process started without it replaces itself,
+/// same pid and arguments, with one that has it; a value already set is kept.
 fn with_allocator_settings() {
     use std::os::unix::process::CommandExt;
     const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+    const PURGE_DELAY_MS: &str = "2";
     if std::env::var_os(PURGE_DELAY).is_some() {
         return;
     }
@@ -30,8 +32,10 @@ fn with_allocator_settings() {
     if let Some(arg0) = argv.next() {
         command.arg0(arg0);
     }
-    let err = command.args(argv).env(PURGE_DELAY, "0").exec();
-    eprintln!("mlkube-server: not restarted with {PURGE_DELAY}=0 ({err}); mimalloc keeps its default");
+    let err = command.args(argv).env(PURGE_DELAY, PURGE_DELAY_MS).exec();
+    eprintln!(
+        "mlkube-server: not restarted with {PURGE_DELAY}={PURGE_DELAY_MS} ({err}); mimalloc keeps its default"
+    );
 }
 
 fn main() {
