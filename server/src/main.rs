@@ -14,9 +14,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// by default). Under steady load memory is freed and reused all the time, so with the default
 /// each thread's heap keeps what it once touched: the SQLite benchmark peaked at 75 MB with 10
 /// and 71 MB with 2 (61 MB under its log-batch load); 0 peaks at 57 MB but re-faults every page
-/// of a history answer (a third fewer history reads per second). See docs/architecture.md, "Performance". mimalloc reads the option
-/// from the environment as the process starts, so a process started without it replaces itself,
-/// same pid and arguments, with one that has it; a value already set is kept.
+/// of a history answer (a third fewer history reads per second); see docs/architecture.md,
+/// "Performance". mimalloc reads the option from the environment as the process starts, so a
+/// process started without it replaces itself, same pid and arguments, with one that has it; a
+/// value already set is kept.
 fn with_allocator_settings() {
     use std::os::unix::process::CommandExt;
     const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";

@@ -316,6 +316,23 @@ mod cases {
             by_bytes.sort_unstable();
             assert_eq!(keys, by_bytes, "tags in key order by bytes");
         }
+
+        // A run whose params pass 1 MiB (MariaDB's default cap on a JSON aggregate) comes back
+        // whole.
+        let big = new_run(store, "0", "big", 2).await;
+        let params: Vec<Tag> = (0..200)
+            .map(|i| {
+                Tag::new(
+                    format!("p{i:03}"),
+                    format!("{i}").repeat(6000 / format!("{i}").len()),
+                )
+            })
+            .collect();
+        for chunk in params.chunks(100) {
+            store.log_batch(&big, &[], chunk, &[]).await.unwrap();
+        }
+        let read = store.get_run(&big).await.unwrap().data.params;
+        assert_eq!(read, params, "all 200 params of ~6000 bytes, in key order");
     }
 
     pub async fn run_lifecycle_and_update(store: &dyn Store) {

@@ -361,7 +361,6 @@ impl SqlStore {
         for chunk in ids.chunks(ID_CHUNK) {
             children.read(self.engine, conn, chunk).await?;
         }
-        children.sort();
         let RunChildren {
             mut tags,
             mut params,

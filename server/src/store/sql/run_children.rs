@@ -1,16 +1,16 @@
 //! What a page of runs holds besides its `runs` rows: tags, params, latest metrics, dataset inputs
-//! and model inputs and outputs, read for up to `ID_CHUNK` runs by one statement that returns one
-//! row. Each child table comes back packed by the engine as one JSON array (`json_group_array`,
-//! `json_agg`, `JSON_ARRAYAGG`) rather than as a row each: a search page of 1000 runs has thousands
-//! of child rows, and on SQLite every row is a hand-off between sqlx's worker thread and the
-//! request's task, and everywhere a row costs the `Any` driver an allocation per column
-//! (docs/architecture.md, "Performance").
+//! and model inputs and outputs, read for up to `ID_CHUNK` runs at a time. On SQLite and
+//! PostgreSQL one statement returns one row, each child table packed by the engine as one JSON
+//! array (`json_group_array`, `json_agg`) rather than as a row each: a search page of 1000 runs has
+//! thousands of child rows, and on SQLite every row is a hand-off between sqlx's worker thread and
+//! the request's task, and everywhere a row costs the `Any` driver an allocation per column
+//! (docs/architecture.md, "Performance"). MySQL and MariaDB cap their JSON aggregates, so there
+//! the children come a row each (`plain_rows`).
 //!
 //! Metric values keep every bit: SQLite's JSON writes 15 significant digits, so there a value
 //! travels as `printf('%!.17g')` text; PostgreSQL's `float8out` is shortest-exact at sqlx's
-//! `extra_float_digits`, and MySQL writes doubles shortest-exact. Children are ordered here, not by
-//! the engine, so each run's tags, params and metrics come out in key order by bytes on every
-//! engine.
+//! `extra_float_digits`. Children are ordered here, not by the engine, so each run's tags, params
+//! and metrics come out in key order by bytes on every engine.
 
 use std::collections::HashMap;
 
@@ -30,6 +30,35 @@ pub(super) struct RunChildren {
     pub model_io: HashMap<String, (Vec<ModelInput>, Vec<ModelOutput>)>,
 }
 
+/// `(run, key, value)` of a tag or param.
+type TagRow = (String, String, String);
+/// `(run, key, value, timestamp, step, is_nan)` of a latest metric value.
+type MetricRow = (String, String, JsonF64, i64, i64, i64);
+/// `(run, name, digest, source_type, source, schema, profile, tags_json, created_at)`.
+type DatasetRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+);
+/// `(run, direction, model_id, step)`.
+type ModelIoRow = (String, String, String, Option<i64>);
+
+/// The child rows of a chunk of runs, in no particular order.
+#[derive(Default)]
+struct ChildRows {
+    tags: Vec<TagRow>,
+    params: Vec<TagRow>,
+    metrics: Vec<MetricRow>,
+    datasets: Vec<DatasetRow>,
+    model_io: Vec<ModelIoRow>,
+}
+
 impl RunChildren {
     /// Read the children of `ids` (at most `ID_CHUNK`) in `conn` and add them.
     pub(super) async fn read(
@@ -38,36 +67,27 @@ impl RunChildren {
         conn: &mut sqlx::AnyConnection,
         ids: &[&str],
     ) -> StoreResult<()> {
-        let row = children_sql(engine, ids)
-            .query(engine)
-            .fetch_one(&mut *conn)
-            .await?;
-        let column = |i: usize| -> StoreResult<Option<String>> { Ok(crate::db::opt_text(&row, i)?) };
-        for (target, packed) in [(&mut self.tags, column(0)?), (&mut self.params, column(1)?)] {
-            for (run, key, value) in unpack::<(String, String, String)>(packed.as_deref())? {
+        let mut rows = match engine {
+            Engine::Sqlite | Engine::Postgres => packed_rows(engine, conn, ids).await?,
+            Engine::MySql => plain_rows(conn, ids).await?,
+        };
+        // Key order by bytes, the same on every engine (and within one run: each run's rows are
+        // all in this chunk).
+        rows.tags.sort_by(|a, b| a.1.cmp(&b.1));
+        rows.params.sort_by(|a, b| a.1.cmp(&b.1));
+        rows.metrics.sort_by(|a, b| a.1.cmp(&b.1));
+        rows.datasets.sort_by(|a, b| (a.8, &a.1).cmp(&(b.8, &b.1)));
+        rows.model_io.sort_by(|a, b| a.2.cmp(&b.2));
+        for (target, tags) in [(&mut self.tags, rows.tags), (&mut self.params, rows.params)] {
+            for (run, key, value) in tags {
                 target.entry(run).or_default().push(Tag { key, value });
             }
         }
-        for (run, key, value, timestamp, step, is_nan) in
-            unpack::<(String, String, JsonF64, i64, i64, i64)>(column(2)?.as_deref())?
-        {
+        for (run, key, value, timestamp, step, is_nan) in rows.metrics {
             let metric = Metric::new(key, loaded_value(value.0, is_nan), timestamp, step);
             self.metrics.entry(run).or_default().push(metric);
         }
-        type DatasetRow = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            i64,
-        );
-        let mut datasets = unpack::<DatasetRow>(column(3)?.as_deref())?;
-        datasets.sort_by(|a, b| (a.8, &a.1).cmp(&(b.8, &b.1)));
-        for (run, name, digest, source_type, source, schema, profile, tags_json, _) in datasets {
+        for (run, name, digest, source_type, source, schema, profile, tags_json, _) in rows.datasets {
             let input_tags: Vec<(String, String)> = serde_json::from_str(&tags_json).unwrap_or_default();
             self.datasets.entry(run).or_default().push(DatasetInput {
                 tags: input_tags.into_iter().map(|(k, v)| Tag::new(k, v)).collect(),
@@ -81,9 +101,7 @@ impl RunChildren {
                 },
             });
         }
-        let mut model_io = unpack::<(String, String, String, Option<i64>)>(column(4)?.as_deref())?;
-        model_io.sort_by(|a, b| a.2.cmp(&b.2));
-        for (run, direction, model_id, step) in model_io {
+        for (run, direction, model_id, step) in rows.model_io {
             let entry = self.model_io.entry(run).or_default();
             if direction == "input" {
                 entry.0.push(ModelInput { model_id });
@@ -96,44 +114,118 @@ impl RunChildren {
         }
         Ok(())
     }
-
-    /// Each run's tags, params and metrics in key order (bytes), as every engine returns them.
-    pub(super) fn sort(&mut self) {
-        for tags in self.tags.values_mut().chain(self.params.values_mut()) {
-            tags.sort_by(|a, b| a.key.cmp(&b.key));
-        }
-        for metrics in self.metrics.values_mut() {
-            metrics.sort_by(|a, b| a.key.cmp(&b.key));
-        }
-    }
 }
 
-/// `SELECT (tags), (params), (latest metrics), (dataset inputs), (model io)`: each a JSON array
-/// of arrays, or NULL when the table has none of `ids`.
-pub(super) fn children_sql(engine: Engine, ids: &[&str]) -> Sql {
+/// SQLite and PostgreSQL: one statement, one row, each child table packed as a JSON array.
+async fn packed_rows(engine: Engine, conn: &mut sqlx::AnyConnection, ids: &[&str]) -> StoreResult<ChildRows> {
+    let row = children_sql(engine, ids)
+        .query(engine)
+        .fetch_one(&mut *conn)
+        .await?;
+    let column = |i: usize| -> StoreResult<Option<String>> { Ok(crate::db::opt_text(&row, i)?) };
+    Ok(ChildRows {
+        tags: unpack(column(0)?.as_deref())?,
+        params: unpack(column(1)?.as_deref())?,
+        metrics: unpack(column(2)?.as_deref())?,
+        datasets: unpack(column(3)?.as_deref())?,
+        model_io: unpack(column(4)?.as_deref())?,
+    })
+}
+
+/// MySQL / MariaDB: a row per child. Their JSON aggregates are capped: MariaDB cuts
+/// `JSON_ARRAYAGG` at `group_concat_max_len` (1 MiB by default, invalid JSON), and both answer NULL
+/// (as if there were no children) past `max_allowed_packet`.
+async fn plain_rows(conn: &mut sqlx::AnyConnection, ids: &[&str]) -> StoreResult<ChildRows> {
+    use crate::db::{opt_text, text};
+    use sqlx::Row;
+    let engine = Engine::MySql;
+    let select = |table: &str| -> Sql {
+        let columns = child_columns(engine, table);
+        let mut sql = Sql::new(&format!("SELECT {columns} FROM {table} WHERE run_uuid IN "));
+        sql.bind_list(ids.iter().copied());
+        sql
+    };
+    let mut rows = ChildRows::default();
+    for (table, target) in [("run_tags", &mut rows.tags), ("params", &mut rows.params)] {
+        for row in select(table).query(engine).fetch_all(&mut *conn).await? {
+            target.push((text(&row, 0)?, text(&row, 1)?, text(&row, 2)?));
+        }
+    }
+    for row in select("latest_metrics")
+        .query(engine)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        rows.metrics.push((
+            text(&row, 0)?,
+            text(&row, 1)?,
+            JsonF64(row.try_get(2)?),
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+        ));
+    }
+    for row in select("run_dataset_inputs")
+        .query(engine)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        rows.datasets.push((
+            text(&row, 0)?,
+            text(&row, 1)?,
+            text(&row, 2)?,
+            text(&row, 3)?,
+            text(&row, 4)?,
+            opt_text(&row, 5)?,
+            opt_text(&row, 6)?,
+            text(&row, 7)?,
+            row.try_get(8)?,
+        ));
+    }
+    for row in select("run_model_io").query(engine).fetch_all(&mut *conn).await? {
+        rows.model_io
+            .push((text(&row, 0)?, text(&row, 1)?, text(&row, 2)?, row.try_get(3)?));
+    }
+    Ok(rows)
+}
+
+/// The columns read of each child table, in the order of its row type above.
+fn child_columns(engine: Engine, table: &str) -> String {
+    // SQLite's JSON writes 15 significant digits: a metric value travels as exact text there.
     let value = match engine {
         Engine::Sqlite => "printf('%!.17g', value)",
         Engine::Postgres | Engine::MySql => "value",
     };
-    let tables: [(&str, String); 5] = [
-        ("run_tags", "run_uuid, key, value".to_owned()),
-        ("params", "run_uuid, key, value".to_owned()),
-        (
-            "latest_metrics",
-            format!("run_uuid, key, {value}, timestamp, step, is_nan"),
-        ),
-        (
-            "run_dataset_inputs",
+    match table {
+        "latest_metrics" => format!("run_uuid, key, {value}, timestamp, step, is_nan"),
+        "run_dataset_inputs" => {
             "run_uuid, name, digest, source_type, source, dataset_schema, profile, tags_json, created_at"
-                .to_owned(),
-        ),
-        ("run_model_io", "run_uuid, direction, model_id, step".to_owned()),
-    ];
+                .to_owned()
+        }
+        "run_model_io" => "run_uuid, direction, model_id, step".to_owned(),
+        _ => "run_uuid, key, value".to_owned(),
+    }
+}
+
+/// The child tables, in the order of [`children_sql`]'s columns.
+const CHILD_TABLES: [&str; 5] = [
+    "run_tags",
+    "params",
+    "latest_metrics",
+    "run_dataset_inputs",
+    "run_model_io",
+];
+
+/// `SELECT (tags), (params), (latest metrics), (dataset inputs), (model io)`: each a JSON array
+/// of arrays, or NULL when the table has none of `ids`. The store runs it on SQLite and PostgreSQL;
+/// the MySQL text exists for `explain_run_search` (the same lookups `plain_rows` makes).
+pub(super) fn children_sql(engine: Engine, ids: &[&str]) -> Sql {
     let mut sql = Sql::new("SELECT ");
-    for (i, (table, columns)) in tables.iter().enumerate() {
+    for (i, table) in CHILD_TABLES.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
+        let columns = child_columns(engine, table);
         let packed = match engine {
             Engine::Sqlite => format!("json_group_array(json_array({columns}))"),
             Engine::Postgres => format!("json_agg(json_build_array({columns}))::text"),
